@@ -1,0 +1,52 @@
+"""Settings of the mefstream launchers (values only; software/ takes them as arguments).
+
+Every value can be overridden by an environment variable named ``MEFSTREAM_<NAME>``, e.g.
+``MEFSTREAM_CACHE_MB=4096`` or ``MEFSTREAM_RPCPORTS='{"MEF": 18900}'``.
+"""
+import json
+import os
+
+_PREFIX = "MEFSTREAM_"
+
+
+def _env(name, default, kind):
+    raw = os.environ.get(_PREFIX + name)
+    if raw is None:
+        return default
+    try:
+        return json.loads(raw) if kind is dict else kind(raw)
+    except ValueError as exc:
+        raise SystemExit(f"environment variable {_PREFIX}{name}={raw!r} is not a valid "
+                         f"{kind.__name__}: {exc}") from None
+
+
+#: Service name -> TCP port. The root service is RPCPORTS["MEF"].
+RPCPORTS = _env("RPCPORTS", {"MEF": 18861}, dict)
+#: Interface to bind; anything but loopback should use TLS.
+HOST = _env("HOST", "127.0.0.1", str)
+#: Reader processes decoding MEF3 (pymef holds the GIL: processes, not threads).
+READER_WORKERS = _env("READER_WORKERS", 2, int)
+#: Requests of the same size read ahead in the direction a client moves.
+PREFETCH = _env("PREFETCH", 3, int)
+#: Budget of the shared block cache, in MiB.
+CACHE_MB = _env("CACHE_MB", 1024, float)
+#: Default segment size of get_segment, in seconds.
+SEGMENT_SECONDS = _env("SEGMENT_SECONDS", 60.0, float)
+#: Length of one cache block, in seconds.
+BLOCK_SECONDS = _env("BLOCK_SECONDS", 10.0, float)
+#: Largest answer of one call, in MiB.
+MAX_REQUEST_MB = _env("MAX_REQUEST_MB", 256, float)
+#: Directory clients may open sessions under (relative paths resolve against it).
+DATA_ROOT = _env("DATA_ROOT", ".", str)
+#: Name of the demo session written under DATA_ROOT when it holds no session.
+DEMO_NAME = _env("DEMO_NAME", "demo.mefd", str)
+#: RPyC settings for CREPE-style ``rpyc.connect(host, port, config=RPYC_CONFIG)`` clients.
+#: A fresh dict: rpyc's own DEFAULT_CONFIG is never modified.
+RPYC_CONFIG = {
+    "allow_public_attrs": False,
+    "allow_pickle": False,
+    "import_custom_exceptions": True,
+    "instantiate_custom_exceptions": True,
+    "sync_request_timeout": 300,
+}
+RPYC_CONFIG.update(_env("RPYC_CONFIG", {}, dict))

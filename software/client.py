@@ -1,0 +1,268 @@
+"""Client helpers: a connection that serves callbacks promptly, and CREPE's iterators.
+
+``get_connection`` waits for the server, connects with the fast transport and keeps a
+:class:`~software.transport.ServingThread` serving the connection, so callbacks from the
+server run within about a millisecond. The iterators keep their position as plain data
+(:attr:`StreamSegmentIterator.position`), so a long analysis can resume after a restart.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import rpyc
+
+from . import errors
+from .transport import ServingThread, fast_connect
+from .wire import decode_segment
+
+logger = logging.getLogger(__name__)
+
+#: Default port of the root service (``settings.RPCPORTS["MEF"]``).
+DEFAULT_PORT = 18861
+
+#: Client-side RPyC settings: rebuild mefstream's exceptions, send nothing by pickle.
+CLIENT_RPYC_CONFIG = {
+    "allow_public_attrs": False,
+    "allow_pickle": False,
+    "import_custom_exceptions": True,
+    "instantiate_custom_exceptions": True,
+    "sync_request_timeout": 300,
+}
+
+
+def get_connection(port: int | None = None, host: str = "localhost", timeout: float = 10,
+                   *, keyfile: str | None = None, certfile: str | None = None,
+                   ca_certs: str | None = None, config: dict | None = None) -> rpyc.Connection:
+    """Connect to a mefstream server, waiting up to ``timeout`` seconds for it to come up.
+
+    Parameters
+    ----------
+    port : int, optional
+        Server port; default 18861 (``RPCPORTS["MEF"]``).
+    host : str
+        Server host.
+    timeout : float
+        Seconds to keep retrying while the server is not listening yet.
+    keyfile, certfile, ca_certs : str, optional
+        Client key and certificate, and the CA that signed the server's certificate, for a
+        server started with TLS.
+    config : dict, optional
+        Extra RPyC settings (copied).
+
+    Returns
+    -------
+    rpyc.Connection
+        With ``conn.serving_thread`` serving callbacks; ``conn.close()`` stops it too.
+
+    Raises
+    ------
+    ConnectionRefusedError
+        Nobody listened on ``host:port`` within ``timeout``.
+    """
+    port = DEFAULT_PORT if port is None else int(port)
+    settings = dict(CLIENT_RPYC_CONFIG)
+    settings.update(config or {})
+    deadline = time.monotonic() + float(timeout)
+    delay = 0.02
+    while True:
+        try:
+            conn = fast_connect(host, port, config=settings, keyfile=keyfile,
+                                certfile=certfile, ca_certs=ca_certs)
+            break
+        except (ConnectionRefusedError, OSError) as exc:
+            if isinstance(exc, OSError) and exc.errno not in (None, 111, 61, 10061) \
+                    and not isinstance(exc, ConnectionRefusedError):
+                raise
+            if time.monotonic() + delay > deadline:
+                raise ConnectionRefusedError(
+                    f"no mefstream server on {host}:{port} after {timeout:g} s; start one "
+                    f"with 'python start.py' (or pass the right port=...).") from exc
+            time.sleep(delay)  # waiting for a server process to bind, not synchronising
+            delay = min(delay * 2, 0.5)
+    serving = ServingThread(conn)
+    conn.serving_thread = serving
+    close = conn.close
+
+    def close_all(*args, **kwargs):
+        serving.close()
+        return close(*args, **kwargs)
+
+    conn.close = close_all
+    return conn
+
+
+def _service(target):
+    """A StreamService from a connection or a service."""
+    root = getattr(target, "root", None)
+    return root if root is not None and hasattr(target, "serve") else target
+
+
+def _has_serving_thread(target) -> bool:
+    conn = getattr(target, "____conn__", None)
+    if conn is None and hasattr(target, "serve"):
+        conn = target
+    elif conn is not None:
+        conn = conn  # a netref holds its connection (weakly in rpyc 6: may be a callable)
+        if callable(conn) and not hasattr(conn, "serve"):
+            conn = conn()
+    serving = getattr(conn, "serving_thread", None)
+    return serving is not None and not serving.closed, conn
+
+
+class _Iterator:
+    """Shared machinery of the two CREPE iterators."""
+
+    def __init__(self, _range: int, start: int, target=None) -> None:
+        self.target = target
+        if int(_range) < 1:
+            raise errors.InvalidRangeError(f"_range must be >= 1; {_range!r} is invalid.")
+        if int(start) < 0:
+            raise errors.InvalidRangeError(f"start must be >= 0; {start!r} is invalid.")
+        self.range = int(_range)
+        self.position = int(start)
+        self._n_samples: dict[int, int] = {}
+
+    def _call(self, svc, callback):
+        raise NotImplementedError
+
+    def _at_end(self, svc) -> bool:
+        key = id(svc)
+        if key not in self._n_samples:
+            info = dict(svc.get_info())
+            if info.get("growing", False):
+                return False
+            self._n_samples[key] = int(info["n_samples"])
+        return self.position >= self._n_samples[key]
+
+    def _advance(self, value):
+        data = decode_segment(value)
+        if data is False:
+            return False
+        self.position += int(data.shape[-1])
+        return data
+
+    def next(self, target):
+        """Return the next chunk, or False when it is not available (past the end).
+
+        Parameters
+        ----------
+        target : rpyc.Connection or StreamService
+            Where to read; a connection means its root service.
+        """
+        return self._advance(self._call(_service(target), None))
+
+    def next_or_wait(self, target, sleep: float = 0.1, timeout: float | None = None):
+        """Return the next chunk, waiting for it to be read if needed.
+
+        Woken by the server's callback, not by polling. With a plain ``rpyc.connect``
+        connection (no serving thread) it serves the connection itself in slices of
+        ``sleep`` seconds.
+
+        Parameters
+        ----------
+        target : rpyc.Connection or StreamService
+            Where to read.
+        sleep : float
+            Longest single wait between checks.
+        timeout : float, optional
+            Seconds to wait in all; None waits as long as it takes.
+
+        Returns
+        -------
+        numpy.ndarray or False
+            The data, or False at the end of a stream that will not grow, or on timeout.
+        """
+        svc = _service(target)
+        if self._at_end(svc):
+            return False
+        arrived = threading.Event()
+        box: list = []
+
+        def deliver(value):
+            box.append(value)
+            arrived.set()
+
+        value = self._call(svc, deliver)
+        if value is not False:
+            return self._advance(value)
+        served, conn = _has_serving_thread(svc)
+        if not served and conn is None:
+            served, conn = _has_serving_thread(target)
+        deadline = None if timeout is None else time.monotonic() + float(timeout)
+        while not arrived.is_set():
+            wait = sleep if deadline is None else min(sleep, deadline - time.monotonic())
+            if wait <= 0:
+                return False
+            if served or conn is None:
+                arrived.wait(wait)
+            else:
+                conn.serve(wait)
+        return self._advance(box[0])
+
+    def __iter__(self):
+        if self.target is None:
+            raise TypeError("give the iterator a target to iterate over it: "
+                            "StreamSegmentIterator(_range, target=svc), or use it.over(svc)")
+        return self.over(self.target)
+
+    def over(self, target, timeout: float | None = None):
+        """Iterate over ``target`` from the current position to the end."""
+        while True:
+            data = self.next_or_wait(target, timeout=timeout)
+            if data is False:
+                return
+            yield data
+
+
+class StreamSegmentIterator(_Iterator):
+    """Iterate over every active channel in chunks of ``_range`` samples.
+
+    Parameters
+    ----------
+    _range : int
+        Samples per chunk (the last one may be shorter).
+    start : int
+        Grid index to start from (a saved :attr:`position` resumes an earlier run).
+    target : rpyc.Connection or StreamService, optional
+        Makes the iterator a Python iterable: ``for seg in StreamSegmentIterator(2560,
+        target=svc)``.
+    """
+
+    def __init__(self, _range: int = 100, start: int = 0, target=None) -> None:
+        super().__init__(_range, start, target)
+
+    def _call(self, svc, callback):
+        return svc.get_stream_segment(self.range, self.position, callback)
+
+    def __repr__(self) -> str:
+        return f"StreamSegmentIterator(_range={self.range}, start={self.position})"
+
+
+class StreamRowIterator(_Iterator):
+    """Iterate over one channel in chunks of ``_range`` samples.
+
+    Parameters
+    ----------
+    _channel : int or str
+        Index into the active channels, or a channel name.
+    _range : int
+        Samples per chunk.
+    start : int
+        Grid index to start from.
+    target : rpyc.Connection or StreamService, optional
+        Makes the iterator a Python iterable over that target.
+    """
+
+    def __init__(self, _channel: int | str = 0, _range: int = 100, start: int = 0,
+                 target=None) -> None:
+        super().__init__(_range, start, target)
+        self.channel = _channel
+
+    def _call(self, svc, callback):
+        return svc.get_row_segment(self.channel, self.range, self.position, callback)
+
+    def __repr__(self) -> str:
+        return (f"StreamRowIterator(_channel={self.channel!r}, _range={self.range}, "
+                f"start={self.position})")

@@ -1,0 +1,68 @@
+"""Exceptions of mefstream, and the RPyC configuration that rebuilds them on the client.
+
+Every error derives from :class:`StreamError` and from the built-in it resembles, so callers
+can catch either. Messages name the argument, the value and the fix.
+"""
+from __future__ import annotations
+
+
+class StreamError(Exception):
+    """Base class of every mefstream error."""
+
+
+class InvalidArgumentError(StreamError, ValueError):
+    """An argument has a wrong value (negative index, NaN, unknown option...)."""
+
+
+class InvalidTypeError(StreamError, TypeError):
+    """An argument has a wrong type (a float where an integer index is needed...)."""
+
+
+class InvalidRangeError(InvalidArgumentError):
+    """A sample index, range or time window is out of bounds or too large."""
+
+
+class UnknownChannelError(StreamError, KeyError):
+    """A channel name or row index that the session does not have."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class MixedRateError(InvalidArgumentError):
+    """A channel selection mixes sampling rates."""
+
+
+class SessionError(StreamError, OSError):
+    """A session cannot be opened."""
+
+
+class NotMefSessionError(SessionError, FileNotFoundError):
+    """The path does not exist or is not a MEF3 session directory."""
+
+
+class OutsideDataRootError(SessionError, PermissionError):
+    """The path resolves outside the server's data root."""
+
+
+class WrongPasswordError(SessionError, PermissionError):
+    """The password is missing, wrong, or not the level-2 (data) password."""
+
+
+class CorruptSessionError(SessionError):
+    """The session's files are truncated or damaged."""
+
+
+class ReaderError(StreamError, RuntimeError):
+    """Reading failed in the reader processes (after the retries)."""
+
+
+class ServiceClosedError(StreamError, ConnectionError):
+    """The file was closed or the server is shutting down."""
+
+
+#: Every exception class a client may receive, for RPyC's ``import_custom_exceptions``.
+EXCEPTIONS = (StreamError, InvalidArgumentError, InvalidTypeError, InvalidRangeError,
+              UnknownChannelError, MixedRateError, SessionError, NotMefSessionError,
+              OutsideDataRootError, WrongPasswordError, CorruptSessionError, ReaderError,
+              ServiceClosedError)

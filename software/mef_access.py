@@ -1,0 +1,303 @@
+"""MEF3 access: the only module that imports pymef and mef_tools.
+
+It runs inside reader processes (pymef holds the GIL and keeps process-global state), never
+in the server process. :class:`MefSessionFile` reads any slice of the sample grid of a rate
+group bit-exactly as ``MefReader.get_data(channels, start_uutc, end_uutc)`` would place it
+in a whole-recording read::
+
+    block table (TOC) --> grid offset of every MEF block (pymef's own rounding)
+    one sample-range read per channel --> blocks copied to their offsets --> x ufact
+
+Reading windows with ``get_data(t0, t1)`` instead would not do: pymef re-rounds each block's
+offset against ``t0`` (a block at exactly x.5 samples moves by one when ``t0`` changes) and
+drops a middle block that ends exactly at ``t1``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from mef_tools.io import MefWriter
+from pymef.mef_file.pymef3_file import check_mef_password
+from pymef.mef_session import MefSession
+
+from .errors import CorruptSessionError, NotMefSessionError, WrongPasswordError
+from .metadata import ChannelInfo, RateGroup, SessionInfo, grid_length
+
+logger = logging.getLogger(__name__)
+
+_MEF_SUFFIXES = (".tmet", ".tidx", ".tdat")
+
+
+def _check_session_dir(path: str) -> None:
+    if not path.endswith(".mefd") or not os.path.isdir(path):
+        raise NotMefSessionError(
+            f"path={path!r} is not a MEF3 session: expected a directory whose name ends in "
+            f"'.mefd'. Pass the session directory itself.")
+    if not any(name.endswith(".timd") for name in os.listdir(path)):
+        raise NotMefSessionError(
+            f"path={path!r} holds no time-series channel ('*.timd' directory); it is not a "
+            f"MEF3 session with signal data.")
+
+
+def _check_password(path: str, password: str | None) -> bool:
+    """Refuse a password that would not decode the data (pymef crashes on level 1).
+
+    Returns whether the session is encrypted.
+    """
+    levels = []
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            if name.endswith(_MEF_SUFFIXES):
+                levels.append(check_mef_password(os.path.join(root, name), password))
+    if not levels:
+        raise CorruptSessionError(f"path={path!r} contains no MEF3 data files.")
+    hint = "pass the level-2 (data) password of the session as password=..."
+    if min(levels) < 0:
+        what = "no password" if password is None else "the password given"
+        raise WrongPasswordError(f"{what} does not open session {path!r}: {hint}")
+    if 1 in levels:
+        raise WrongPasswordError(
+            f"the password given opens only the level-1 metadata of {path!r}; reading "
+            f"samples needs the level-2 password: {hint}")
+    return max(levels) > 0
+
+
+def _channel_gaps(toc: np.ndarray, fs: float) -> tuple[tuple[int, int], ...]:
+    """Discontinuities between consecutive MEF blocks, as (start_uutc, stop_uutc) pairs."""
+    n, times = toc[1], toc[3]
+    ends = times[:-1] + np.round(n[:-1] * 1e6 / fs).astype(np.int64)
+    period = 1e6 / fs
+    idx = np.nonzero(times[1:] - ends >= period)[0]
+    return tuple((int(ends[i]), int(times[i + 1])) for i in idx)
+
+
+class _ChannelLayout:
+    """Where each MEF block of one channel lands on the grid of its rate group."""
+
+    __slots__ = ("name", "ufact", "offsets", "n", "first_sample", "kept")
+
+    def __init__(self, name: str, ufact: float, toc: np.ndarray, time_shift: int,
+                 group: RateGroup) -> None:
+        self.name = name
+        self.ufact = ufact
+        self.n = toc[1].astype(np.int64)
+        self.first_sample = toc[2].astype(np.int64)
+        times = toc[3].astype(np.int64) + time_shift
+        x = ((times - group.start_uutc) / 1000000.0) * group.fs
+        self.offsets = np.where(x >= 0, x + 0.5, x - 0.5).astype(np.int64)
+        # pymef skips a middle block that reaches the end of the read window; in the
+        # whole-recording read this can only hit a malformed file, but we mirror it.
+        ends = times + (self.n / group.fs) * 1e6
+        kept = ends < group.end_uutc
+        if kept.size:
+            kept[0] = kept[-1] = True
+        self.kept = kept
+
+
+class MefSessionFile:
+    """An open MEF3 session inside one reader process.
+
+    Not thread-safe, and pymef keeps global state: use one per process, from one thread.
+
+    Parameters
+    ----------
+    path : str
+        Path of the ``.mefd`` session directory.
+    password : str, optional
+        Level-2 (data) password; ``None`` for an unencrypted session.
+
+    Raises
+    ------
+    NotMefSessionError
+        ``path`` is not a MEF3 session directory.
+    WrongPasswordError
+        The password is missing, wrong, or only the level-1 password.
+    CorruptSessionError
+        pymef could not read the metadata.
+    """
+
+    def __init__(self, path: str, password: str | None = None) -> None:
+        self.path = os.path.abspath(path)
+        _check_session_dir(self.path)
+        encrypted = _check_password(self.path, password)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self._session = MefSession(self.path, password, True, check_all_passwords=False)
+                basic = self._session.read_ts_channel_basic_info()
+                tocs = {b["name"]: self._session.get_channel_toc(b["name"]) for b in basic}
+        except (OSError, RuntimeError, KeyError, ValueError, IndexError, TypeError) as exc:
+            raise CorruptSessionError(
+                f"session {self.path!r} could not be read ({exc}); check that no file of it "
+                f"is truncated or damaged.") from exc
+        channels = []
+        self._time_shift: dict[str, int] = {}
+        for b in basic:
+            name, toc = b["name"], tocs[b["name"]]
+            if len(b["fsamp"]) != 1 or toc.shape[1] == 0:
+                raise CorruptSessionError(
+                    f"channel {name!r} of {self.path!r} has {len(b['fsamp'])} sampling rates "
+                    f"and {toc.shape[1]} blocks; mefstream needs one rate and some data.")
+            fs = float(b["fsamp"][0])
+            start, end = int(b["start_time"][0]), int(b["end_time"][0])
+            # TOC times carry the recording time offset when the file has one; the basic
+            # info does not. The first block starts at the channel start by definition.
+            self._time_shift[name] = start - int(toc[3, 0])
+            shifted = toc.copy()
+            shifted[3] += self._time_shift[name]
+            unit = b["unit"][0]
+            channels.append(ChannelInfo(
+                name=name, fs=fs, start_uutc=start, end_uutc=end,
+                units=unit.decode(errors="replace") if isinstance(unit, bytes) else str(unit),
+                ufact=float(b["ufact"][0]), n_stored=int(b["nsamp"][0]),
+                gaps=_channel_gaps(shifted, fs)))
+        self.info = SessionInfo(path=self.path, channels=tuple(channels), encrypted=encrypted)
+        self._tocs = tocs
+        self._layouts: dict[tuple[str, float], _ChannelLayout] = {}
+        self._groups: dict[float, RateGroup] = {}
+
+    def _layout(self, name: str) -> tuple[_ChannelLayout, RateGroup]:
+        ch = self.info.channel(name)
+        group = self._groups.get(ch.fs)
+        if group is None:
+            group = self._groups[ch.fs] = self.info.group(ch.fs)
+        key = (name, ch.fs)
+        layout = self._layouts.get(key)
+        if layout is None:
+            layout = self._layouts[key] = _ChannelLayout(
+                name, ch.ufact, self._tocs[name], self._time_shift[name], group)
+        return layout, group
+
+    def read_grid(self, names: Sequence[str], start: int, stop: int) -> np.ndarray:
+        """Read grid samples ``[start, stop)`` of channels sharing one sampling rate.
+
+        Parameters
+        ----------
+        names : sequence of str
+            Channel names, all of one sampling rate.
+        start, stop : int
+            Grid indices with ``0 <= start < stop <= n_samples`` of the rate group.
+
+        Returns
+        -------
+        numpy.ndarray
+            float64 array of shape ``(len(names), stop - start)``, NaN where there is no
+            data, equal to the same slice of ``MefReader.get_data(names, start_uutc,
+            end_uutc)``.
+        """
+        out = np.full((len(names), stop - start), np.nan)
+        for row, name in enumerate(names):
+            layout, group = self._layout(name)
+            if not 0 <= start < stop <= group.n_samples:
+                raise ValueError(f"grid range [{start}, {stop}) outside [0, {group.n_samples})")
+            self._fill(out[row], layout, start, stop, group.n_samples)
+        return out
+
+    def _fill(self, dest: np.ndarray, layout: _ChannelLayout, start: int, stop: int,
+              n_grid: int) -> None:
+        offsets, n = layout.offsets, layout.n
+        hit = np.nonzero((offsets < stop) & (offsets + n > start) & layout.kept)[0]
+        if hit.size == 0:
+            return
+        first = int(layout.first_sample[hit[0]])
+        last = int(layout.first_sample[hit[-1]] + n[hit[-1]])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            stored = self._session.read_ts_channels_sample(layout.name, [first, last])
+        if stored is None or len(stored) != last - first:
+            raise CorruptSessionError(
+                f"channel {layout.name!r} of {self.path!r}: expected {last - first} stored "
+                f"samples from {first}, got {0 if stored is None else len(stored)}; the "
+                f"session's data files look truncated.")
+        for i in hit:
+            off, count = int(offsets[i]), int(n[i])
+            lo, hi = max(off, start, 0), min(off + count, stop, n_grid)
+            if lo >= hi:
+                continue
+            src = int(layout.first_sample[i]) - first + (lo - off)
+            dest[lo - start:hi - start] = stored[src:src + hi - lo]
+        # the same operation as mef_tools: float64(raw) * ufact
+        np.multiply(dest, layout.ufact, out=dest)
+
+    def close(self) -> None:
+        """Release pymef's metadata for this session (idempotent)."""
+        session = getattr(self, "_session", None)
+        if session is not None:
+            session.close()
+            self._session = None
+
+    def __enter__(self) -> MefSessionFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if getattr(self, "_session", None) is None else "open"
+        return f"<MefSessionFile {self.path!r} {state}, {len(self.info.channels)} channels>"
+
+
+def write_session(path: str | os.PathLike, signals: Mapping[str, np.ndarray], fs: float,
+                  start_uutc: int, *, precision: int = 2, password1: str | None = None,
+                  password2: str | None = None, overwrite: bool = False,
+                  new_segment_at: Sequence[tuple[int, int]] = ()) -> str:
+    """Write a MEF3 session with mef_tools (used for the demo recording and in tests).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Session directory to create; must end in ``.mefd``.
+    signals : mapping of str to numpy.ndarray
+        Channel name to float samples; NaN runs longer than one second become gaps.
+    fs : float
+        Sampling rate in Hz of every channel written by this call.
+    start_uutc : int
+        Time stamp of the first sample in microseconds.
+    precision : int, optional
+        Decimal digits kept (samples are stored as integers times ``10**-precision``).
+    password1, password2 : str, optional
+        Level-1 and level-2 passwords; both ``None`` for an unencrypted session.
+    overwrite : bool, optional
+        Remove an existing session at ``path`` first.
+    new_segment_at : sequence of (int, int), optional
+        ``(sample_index, start_uutc)`` pairs: from that sample on the data is written as
+        a new MEF segment starting at that time (a recording restarted after a pause).
+
+    Returns
+    -------
+    str
+        The absolute session path.
+    """
+    path = os.path.abspath(os.fspath(path))
+    if not path.endswith(".mefd"):
+        raise ValueError(f"path={path!r} must end in '.mefd'")
+    if os.path.exists(path):
+        if not overwrite:
+            raise FileExistsError(f"{path!r} exists; pass overwrite=True to replace it")
+        shutil.rmtree(path)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    cuts = sorted(new_segment_at)
+    writer = MefWriter(path, overwrite=False, password1=password1, password2=password2)
+    try:
+        for name, data in signals.items():
+            data = np.asarray(data, dtype=np.float64)
+            pieces = [(0, start_uutc)] + list(cuts)
+            for k, (first, t0) in enumerate(pieces):
+                last = pieces[k + 1][0] if k + 1 < len(pieces) else len(data)
+                chunk = data[first:last]
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    ok = writer.write_data(chunk, name, int(t0), fs, precision=precision,
+                                           new_segment=k > 0)
+                if not ok:
+                    raise RuntimeError(f"mef_tools refused to write channel {name!r} piece {k}")
+    finally:
+        writer.session.close()
+    logger.info("wrote MEF3 session %s (%d channels at %s Hz)", path, len(signals), fs)
+    return path

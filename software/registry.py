@@ -1,0 +1,155 @@
+"""Opened sessions, shared by every connection; paths confined to the data root.
+
+A path is resolved against the data root (symlinks followed) and refused when it leaves
+it. The first ``acquire`` of a session reads its metadata in a reader process; later ones
+share the same :class:`~software.recording.Recording` (and its cached blocks) after
+checking the password, and the session is closed when its last user releases it.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import threading
+from concurrent.futures import Executor, Future
+
+from .cache import BlockCache
+from .errors import NotMefSessionError, OutsideDataRootError, WrongPasswordError
+from .readers import ReaderPool
+from .recording import Recording
+
+logger = logging.getLogger(__name__)
+
+
+def _digest(password: str | None) -> bytes:
+    return hashlib.sha256(b"\0" if password is None else b"\1" + password.encode()).digest()
+
+
+class SessionRegistry:
+    """The sessions open on this server.
+
+    Parameters
+    ----------
+    data_root : str
+        Directory that every opened path must lie in.
+    pool, cache, assembler
+        Shared reader processes, block cache and assembler threads.
+    block_seconds : float
+        Cache block length handed to each :class:`Recording`.
+    open_timeout : float
+        Seconds to wait for a reader process to read a session's metadata.
+    """
+
+    def __init__(self, data_root: str, pool: ReaderPool, cache: BlockCache,
+                 assembler: Executor, block_seconds: float = 10.0,
+                 open_timeout: float = 60.0) -> None:
+        self.data_root = os.path.realpath(data_root)
+        self._pool = pool
+        self._cache = cache
+        self._assembler = assembler
+        self._block_seconds = block_seconds
+        self._open_timeout = open_timeout
+        self._lock = threading.Lock()
+        self._open: dict[str, tuple[Recording, bytes, int]] = {}
+        self._opening: dict[str, Future] = {}
+
+    def display_path(self, real_path: str) -> str:
+        """The path relative to the data root, as clients should see it."""
+        return os.path.relpath(real_path, self.data_root)
+
+    def resolve(self, path: object) -> str:
+        """Return the real absolute path of ``path`` after checking it is a session in the root.
+
+        Raises
+        ------
+        OutsideDataRootError
+            The path (after ``..`` and symlinks) leaves the data root.
+        NotMefSessionError
+            Nothing is there, or it is not a ``.mefd`` directory.
+        """
+        if not isinstance(path, str):
+            path = str(path) if type(path).__name__ == "str" else path
+        if not isinstance(path, str) or not path or "\0" in path:
+            raise NotMefSessionError(f"path must be a non-empty string naming a .mefd session "
+                                     f"under the data root; {path!r} is not.")
+        joined = path if os.path.isabs(path) else os.path.join(self.data_root, path)
+        real = os.path.realpath(joined)
+        if os.path.commonpath([real, self.data_root]) != self.data_root:
+            raise OutsideDataRootError(
+                f"path={path!r} resolves outside the server's data root; only sessions under "
+                f"the data root can be opened. Pass a path relative to it, or start the "
+                f"server with --data-root set to a directory that contains the session.")
+        if not os.path.isdir(real):
+            raise NotMefSessionError(f"path={path!r}: no such session under the data root; "
+                                     f"check the name (open_file takes paths relative to the "
+                                     f"data root).")
+        if not real.endswith(".mefd"):
+            raise NotMefSessionError(f"path={path!r} is a directory but not a MEF3 session "
+                                     f"(its name must end in '.mefd').")
+        return real
+
+    def acquire(self, path: object, password: str | None = None) -> Recording:
+        """Open (or share) the session at ``path``; pair every call with :meth:`release`."""
+        real = self.resolve(path)
+        if password is not None and not isinstance(password, str):
+            password = str(password)
+        digest = _digest(password)
+        while True:
+            with self._lock:
+                entry = self._open.get(real)
+                if entry is not None:
+                    recording, known, users = entry
+                    if recording.info.encrypted and not hmac.compare_digest(known, digest):
+                        raise WrongPasswordError(
+                            f"the password given does not open {path!r}: pass the level-2 "
+                            f"(data) password of the session as password=...")
+                    self._open[real] = (recording, known, users + 1)
+                    return recording
+                opening = self._opening.get(real)
+                mine = opening is None
+                if mine:
+                    opening = self._opening[real] = self._pool.inspect(real, password)
+            try:
+                info = opening.result(timeout=self._open_timeout)
+            except BaseException:
+                if not mine:
+                    continue  # another client's attempt failed; try with our own password
+                with self._lock:
+                    self._opening.pop(real, None)
+                raise
+            if not mine:
+                continue  # the opener registers it; loop to share it (and check the password)
+            recording = Recording(real, password, info, self._pool, self._cache,
+                                  self._assembler, self._block_seconds)
+            with self._lock:
+                self._opening.pop(real, None)
+                self._open[real] = (recording, digest, 1)
+            logger.info("opened %s: %d channels", self.display_path(real), len(info.channels))
+            return recording
+
+    def release(self, recording: Recording) -> None:
+        """Give back one use of ``recording``; the last release closes it."""
+        with self._lock:
+            entry = self._open.get(recording.path)
+            if entry is None or entry[0] is not recording:
+                return
+            rec, digest, users = entry
+            if users > 1:
+                self._open[recording.path] = (rec, digest, users - 1)
+                return
+            del self._open[recording.path]
+        recording.close()
+
+    def open_paths(self) -> tuple[str, ...]:
+        """Display paths of every open session."""
+        with self._lock:
+            return tuple(sorted(self.display_path(p) for p in self._open))
+
+    def close(self) -> None:
+        """Close every session (idempotent)."""
+        with self._lock:
+            entries = list(self._open.values())
+            self._open.clear()
+        for recording, _, _ in entries:
+            recording.close()

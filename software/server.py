@@ -1,0 +1,174 @@
+"""The mefstream server: reader processes, block cache, sessions and the RPyC listener.
+
+::
+
+    clients --RPyC (FastThreadedServer, one thread per connection)--> RootService /
+        FileRootService (one per connection) --> StreamService views
+            --> SessionRegistry --> Recording --> BlockCache <--fulfil-- ReaderPool
+                                                                   (spawned processes)
+
+:class:`MefStreamServer` owns every thread, process and socket behind that picture and
+releases them all in an idempotent :meth:`MefStreamServer.close`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from rpyc.utils.helpers import classpartial
+
+from .cache import BlockCache
+from .readers import ReaderPool
+from .registry import SessionRegistry
+from .service import FileRootService, RootService, ServiceOptions
+from .transport import FastThreadedServer
+
+logger = logging.getLogger(__name__)
+
+#: RPyC settings of the server side: nothing reachable but ``exposed_`` names, no pickle.
+SERVER_RPYC_CONFIG = {
+    "allow_public_attrs": False,
+    "allow_all_attrs": False,
+    "allow_setattr": False,
+    "allow_delattr": False,
+    "allow_pickle": False,
+    "allow_getattr": True,
+    "import_custom_exceptions": False,
+    "instantiate_custom_exceptions": False,
+    "sync_request_timeout": 300,
+}
+
+
+class MefStreamServer:
+    """Serve MEF3 sessions over RPyC.
+
+    Parameters
+    ----------
+    host : str
+        Interface to bind (default loopback).
+    port : int
+        TCP port; 0 picks a free one (see :attr:`port` after :meth:`start`).
+    data_root : str
+        Directory clients may open sessions under.
+    workers : int
+        Reader processes.
+    prefetch : int
+        Requests read ahead per client.
+    cache_mb : float
+        Block cache budget in MiB.
+    segment_seconds : float
+        Default segment size of a new view.
+    max_request_mb : float
+        Largest answer of one call, in MiB.
+    block_seconds : float
+        Cache block length in seconds.
+    session : str, optional
+        Serve this one session at the connection root (CREPE style) instead of the root
+        service that opens files.
+    password : str, optional
+        Level-2 password of ``session``.
+    rpyc_config : dict, optional
+        Extra RPyC settings (copied, merged over :data:`SERVER_RPYC_CONFIG`).
+    authenticator : callable, optional
+        An RPyC authenticator, e.g. ``rpyc.utils.authenticators.SSLAuthenticator`` for TLS.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, data_root: str = ".",
+                 workers: int = 2, prefetch: int = 3, cache_mb: float = 1024,
+                 segment_seconds: float = 60.0, max_request_mb: float = 256,
+                 block_seconds: float = 10.0, session: str | None = None,
+                 password: str | None = None, rpyc_config: dict | None = None,
+                 authenticator=None) -> None:
+        self.host = host
+        self.data_root = os.path.realpath(data_root)
+        self.options = ServiceOptions(segment_seconds=float(segment_seconds),
+                                      prefetch=int(prefetch),
+                                      max_request_bytes=int(max_request_mb * 2**20))
+        self.pool = ReaderPool(workers)
+        self.cache = BlockCache(int(cache_mb * 2**20))
+        self._assembler = ThreadPoolExecutor(max_workers=2, thread_name_prefix="assembler")
+        self.registry = SessionRegistry(self.data_root, self.pool, self.cache, self._assembler,
+                                        block_seconds=block_seconds)
+        self._session = session
+        if session is not None:
+            # open once now: a bad path or password fails at start, not at first connect
+            first = self.registry.acquire(session, password)
+            self._pinned = first
+            service = classpartial(FileRootService, self.registry, self.options, first.path,
+                                   password)
+        else:
+            self._pinned = None
+            service = classpartial(RootService, self.registry, self.options)
+        config = dict(SERVER_RPYC_CONFIG)
+        config.update(rpyc_config or {})
+        self._server = FastThreadedServer(service, hostname=host, port=int(port),
+                                          protocol_config=config, authenticator=authenticator,
+                                          logger=logging.getLogger("software.rpyc"))
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._lock = threading.Lock()
+        if host not in ("127.0.0.1", "localhost", "::1") and authenticator is None:
+            logger.warning("listening on %s without TLS: anyone who can reach this port can "
+                           "read every session under %s. Use --tls-cert/--tls-key or bind "
+                           "127.0.0.1.", host, self.data_root)
+
+    @property
+    def port(self) -> int:
+        """The TCP port actually bound."""
+        return self._server.port
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def start(self) -> MefStreamServer:
+        """Accept connections on a background thread and return at once."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("this server was closed; create a new one")
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._server.start, name="rpyc-accept",
+                                                daemon=True)
+                self._thread.start()
+                logger.info("serving %s on %s:%d (data root %s, %d reader processes)",
+                            self._session or "the root service", self.host, self.port,
+                            self.data_root, self.pool.workers)
+        return self
+
+    def serve_forever(self) -> None:
+        """Accept connections on the calling thread until :meth:`close`."""
+        self.start()
+        self._thread.join()
+
+    def stats(self) -> tuple[tuple[str, object], ...]:
+        """Counters of the cache and the reader pool as ``(name, value)`` pairs."""
+        return self.cache.stats() + (("reader_restarts", self.pool.restarts),
+                                     ("reads_retried", self.pool.tasks_retried),
+                                     ("open_sessions", len(self.registry.open_paths())))
+
+    def close(self) -> None:
+        """Stop listening, drop every connection, end the reader processes (idempotent)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._server.close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.registry.close()
+        self._assembler.shutdown(wait=True, cancel_futures=True)
+        self.pool.close()
+        logger.info("server closed")
+
+    def __enter__(self) -> MefStreamServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("serving" if self._thread else "created")
+        return f"<MefStreamServer {state} {self.host}:{self.port} root={self.data_root!r}>"

@@ -1,0 +1,115 @@
+"""Checks of values arriving over RPyC, converted to plain Python once, at the boundary.
+
+Values may be netrefs (remote proxies); each check converts with ``int``/``float``/``str``
+and raises an error that names the argument, the value and the fix.
+"""
+from __future__ import annotations
+
+import math
+import operator
+
+from .errors import InvalidArgumentError, InvalidRangeError, InvalidTypeError
+
+#: Largest integer accepted for an index or a range, far beyond any recording.
+MAX_INDEX = 2**62
+
+
+def _show(value: object) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # a broken remote object must not hide the real error
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def as_index(name: str, value: object, *, minimum: int = 0) -> int:
+    """Return ``value`` as an int ``>= minimum``.
+
+    Raises
+    ------
+    InvalidTypeError
+        ``value`` is not an integer (a float, even 2.0, a string, a bool, None...).
+    InvalidRangeError
+        ``value`` is below ``minimum`` or absurdly large.
+    """
+    if isinstance(value, bool) or value is None:
+        raise InvalidTypeError(f"{name} must be an integer; {_show(value)} is not. "
+                               f"Pass a whole number such as {name}={max(minimum, 0)}.")
+    try:
+        number = operator.index(value)
+    except TypeError:
+        hint = f" ({name}={int(value)})" if isinstance(value, float) and math.isfinite(
+            value) and value.is_integer() else ""
+        raise InvalidTypeError(f"{name} must be an integer; {_show(value)} of type "
+                               f"{type(value).__name__} is not. Convert it with int()"
+                               f"{hint}.") from None
+    if number < minimum:
+        raise InvalidRangeError(f"{name} must be >= {minimum}; {number} is invalid.")
+    if number > MAX_INDEX:
+        raise InvalidRangeError(f"{name}={number} is too large; it must be <= {MAX_INDEX}.")
+    return int(number)
+
+
+def as_positive_float(name: str, value: object) -> float:
+    """Return ``value`` as a finite float ``> 0``."""
+    if isinstance(value, bool) or value is None:
+        raise InvalidTypeError(f"{name} must be a number of seconds; {_show(value)} is not.")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InvalidTypeError(f"{name} must be a number of seconds; {_show(value)} of type "
+                               f"{type(value).__name__} is not.") from None
+    if not math.isfinite(number) or number <= 0:
+        raise InvalidArgumentError(f"{name} must be a finite number > 0; {_show(value)} is "
+                                   f"invalid.")
+    return number
+
+
+def as_name_list(name: str, value: object) -> tuple[str, ...]:
+    """Return a list/tuple of channel names (or a single name) as a tuple of str."""
+    if isinstance(value, str):
+        return (value,)
+    if value is None:
+        return ()
+    try:
+        items = tuple(value)  # one round trip per item for a netref list; fine for names
+    except TypeError:
+        raise InvalidTypeError(f"{name} must be a list of channel names; {_show(value)} is "
+                               f"not.") from None
+    out = []
+    for item in items:
+        if not isinstance(item, str):
+            try:
+                item = str(item) if type(item).__name__ == "str" else item
+            except Exception:
+                pass
+        if not isinstance(item, str):
+            raise InvalidTypeError(f"{name} must hold channel names (str); {_show(item)} is "
+                                   f"not a str.")
+        out.append(item)
+    return tuple(out)
+
+
+def as_uutc(name: str, value: object) -> int:
+    """Return a time stamp in microseconds since the epoch as an int."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidArgumentError(f"{name} must be a finite time stamp in microseconds; "
+                                       f"{value!r} is invalid.")
+        if not value.is_integer():
+            raise InvalidTypeError(f"{name} must be an integer number of microseconds; "
+                                   f"{value!r} is not. Round it with int().")
+        value = int(value)
+    return as_index(name, value, minimum=-MAX_INDEX)
+
+
+def check_request_size(n_channels: int, n_samples: int, limit_bytes: int) -> None:
+    """Refuse a request whose answer would exceed ``limit_bytes`` (float64 samples)."""
+    size = n_channels * n_samples * 8
+    if size > limit_bytes:
+        max_samples = max(1, limit_bytes // (8 * max(1, n_channels)))
+        raise InvalidRangeError(
+            f"the request asks for {n_channels} channels x {n_samples} samples = "
+            f"{size / 2**20:.1f} MiB, above the per-request limit of "
+            f"{limit_bytes / 2**20:.0f} MiB; ask for at most {max_samples} samples at a "
+            f"time with these channels (or fewer channels).")

@@ -1,0 +1,99 @@
+"""Start the mefstream server.
+
+    python start.py                      # root service on RPCPORTS["MEF"], demo if no data
+    python start.py PATH.mefd [--password PW]   # one session at the connection root
+
+Ctrl-C or SIGTERM shut down cleanly: connections close, reader processes end, the port
+is released.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import logging
+import os
+import signal
+import sys
+import threading
+
+import settings
+from software import MefStreamServer
+from software.demo import write_demo_recording
+
+logger = logging.getLogger("mefstream")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("session", nargs="?", help="serve this .mefd session at the root")
+    parser.add_argument("--password", default=None,
+                        help="level-2 password of SESSION (or set MEFSTREAM_PASSWORD)")
+    parser.add_argument("--host", default=settings.HOST)
+    parser.add_argument("--port", type=int, default=settings.RPCPORTS["MEF"])
+    parser.add_argument("--data-root", default=settings.DATA_ROOT,
+                        help="clients may open sessions only under this directory")
+    parser.add_argument("--workers", type=int, default=settings.READER_WORKERS)
+    parser.add_argument("--prefetch", type=int, default=settings.PREFETCH)
+    parser.add_argument("--cache-mb", type=float, default=settings.CACHE_MB)
+    parser.add_argument("--segment-seconds", type=float, default=settings.SEGMENT_SECONDS)
+    parser.add_argument("--block-seconds", type=float, default=settings.BLOCK_SECONDS)
+    parser.add_argument("--max-request-mb", type=float, default=settings.MAX_REQUEST_MB)
+    parser.add_argument("--log-level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    args = parser.parse_args(argv)
+    if args.password is None:
+        args.password = os.environ.get("MEFSTREAM_PASSWORD")
+    if args.workers < 1:
+        parser.error(f"--workers must be at least 1; {args.workers} is invalid")
+    if args.cache_mb < 0:
+        parser.error(f"--cache-mb must be >= 0; {args.cache_mb} is invalid")
+    return args
+
+
+def ensure_demo(data_root: str) -> None:
+    """Write the demo recording under ``data_root`` when it holds no session."""
+    found = glob.glob(os.path.join(data_root, "*.mefd")) + glob.glob(
+        os.path.join(data_root, "*", "*.mefd"))
+    if not found:
+        path = os.path.join(data_root, settings.DEMO_NAME)
+        logger.info("no session under %s: writing the demo recording %s (a few seconds)",
+                    os.path.abspath(data_root), path)
+        write_demo_recording(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    data_root = args.data_root
+    session = args.session
+    if session is not None:
+        session = os.path.abspath(session)
+        if args.data_root == settings.DATA_ROOT:
+            data_root = os.path.dirname(session)
+    else:
+        os.makedirs(data_root, exist_ok=True)
+        ensure_demo(data_root)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        server = MefStreamServer(host=args.host, port=args.port, data_root=data_root,
+                                 workers=args.workers, prefetch=args.prefetch,
+                                 cache_mb=args.cache_mb, segment_seconds=args.segment_seconds,
+                                 block_seconds=args.block_seconds,
+                                 max_request_mb=args.max_request_mb, session=session,
+                                 password=args.password)
+    except Exception as exc:  # a bad session, password or port: say so and exit
+        logger.error("cannot start: %s", exc)
+        return 2
+    with server:
+        logger.info("ready on %s:%d; Ctrl-C stops", args.host, server.port)
+        stop.wait()
+        logger.info("shutting down")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

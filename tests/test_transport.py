@@ -1,0 +1,385 @@
+"""Tests for software.transport: fast RPyC framing, server, client, serving thread."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import socket
+import ssl
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import rpyc
+from rpyc.core.channel import Channel
+from rpyc.core.stream import SocketStream
+from rpyc.utils.authenticators import SSLAuthenticator
+from rpyc.utils.server import ThreadedServer
+
+from software.transport import (
+    FastChannel,
+    FastSocketStream,
+    FastThreadedServer,
+    ServingThread,
+    fast_connect,
+)
+
+MiB = 1024 * 1024
+SIZES = [0, 1, 3001, 64 * 1024, 5 * MiB, 20 * MiB]
+
+
+def pattern(n: int) -> bytes:
+    """Deterministic, incompressible bytes (so stock zlib really kicks in)."""
+    return random.Random(n).randbytes(n)
+
+
+class EchoService(rpyc.Service):
+    def exposed_echo(self, data: bytes) -> bytes:
+        return data
+
+    def exposed_blob(self, n: int) -> bytes:
+        return pattern(n)
+
+    def exposed_call_me(self, cb, times: int = 1) -> None:
+        """Call the client's ``cb(i)`` asynchronously from a server thread."""
+        def run() -> None:
+            acb = rpyc.async_(cb)
+            for i in range(times):
+                acb(i)
+        threading.Thread(target=run, daemon=True).start()
+
+
+@contextlib.contextmanager
+def running(server_cls: type[ThreadedServer], **kwargs) -> Iterator[ThreadedServer]:
+    server = server_cls(EchoService, hostname="127.0.0.1", port=0,
+                        protocol_config={"sync_request_timeout": 20}, **kwargs)
+    server._listen()  # listening before the thread starts: no connect race
+    thread = threading.Thread(target=server.start, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.close()
+        thread.join(5)
+        assert not thread.is_alive()
+
+
+@pytest.fixture
+def server() -> Iterator[FastThreadedServer]:
+    with running(FastThreadedServer) as srv:
+        yield srv
+
+
+@pytest.fixture
+def conn(server: FastThreadedServer) -> Iterator[rpyc.Connection]:
+    c = fast_connect("127.0.0.1", server.port, config={"sync_request_timeout": 20})
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+# ---------------------------------------------------------------- round trips
+@pytest.mark.parametrize("size", SIZES)
+def test_round_trip_byte_exact(conn: rpyc.Connection, size: int) -> None:
+    payload = pattern(size)
+    echoed = conn.root.echo(payload)
+    assert type(echoed) is bytes and echoed == payload
+    blob = conn.root.blob(size)
+    assert type(blob) is bytes and blob == payload
+
+
+def test_fast_connect_uses_fast_transport(conn: rpyc.Connection) -> None:
+    channel = conn._channel
+    assert isinstance(channel, FastChannel)
+    assert isinstance(channel.stream, FastSocketStream)
+    sock = channel.stream.sock
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    assert sock.gettimeout() is None
+
+
+def test_config_is_copied(server: FastThreadedServer) -> None:
+    from rpyc.core.protocol import DEFAULT_CONFIG
+    defaults = dict(DEFAULT_CONFIG)
+    config = {"sync_request_timeout": 7}
+    with fast_connect("127.0.0.1", server.port, config=config) as c:
+        assert c.root.echo(b"x") == b"x"
+        assert c._config["sync_request_timeout"] == 7
+    assert config == {"sync_request_timeout": 7}
+    assert DEFAULT_CONFIG == defaults
+
+
+def test_stock_client_against_fast_server(server: FastThreadedServer) -> None:
+    payload = pattern(5 * MiB)
+    with rpyc.connect("127.0.0.1", server.port) as c:
+        assert c.root.blob(5 * MiB) == payload
+        assert c.root.echo(payload) == payload  # stock client sends compressed frames
+        assert c.root.echo(b"small") == b"small"
+
+
+def test_fast_client_against_stock_server() -> None:
+    payload = pattern(5 * MiB)
+    with running(ThreadedServer) as srv:
+        with fast_connect("127.0.0.1", srv.port) as c:
+            assert c.root.blob(5 * MiB) == payload  # stock server compresses
+            assert c.root.echo(payload) == payload
+            assert c.root.echo(b"") == b""
+
+
+# -------------------------------------------------------------------- framing
+def _read_raw_frame(sock: socket.socket) -> tuple[int, int, bytes, bytes]:
+    stream = SocketStream(sock)
+    length, flag = struct.unpack("!LB", stream.read(5))
+    return length, flag, stream.read(length), stream.read(1)
+
+
+@pytest.mark.parametrize("size", [0, 3001, 100_000, 9 * MiB])
+def test_frames_are_not_compressed(size: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(FastChannel, "MAX_SEND_CHUNK", 4 * MiB)
+    payload = b"a" * size  # highly compressible: stock would zlib it
+    a, b = socket.socketpair()
+    with a, b:
+        sender = threading.Thread(target=FastChannel(FastSocketStream(a)).send, args=(payload,))
+        sender.start()
+        length, flag, data, flusher = _read_raw_frame(b)
+        sender.join(5)
+    assert (length, flag, flusher) == (size, 0, b"\n")
+    assert data == payload
+
+
+@pytest.mark.parametrize("size", [10, 10_000, 3 * MiB])
+def test_stock_and_fast_channels_interoperate(size: int) -> None:
+    payload = b"z" * size
+    a, b = socket.socketpair()
+    with a, b:
+        fast, stock = FastChannel(FastSocketStream(a)), Channel(SocketStream(b))
+        t = threading.Thread(target=stock.send, args=(payload,))  # compressed if > 3000
+        t.start()
+        assert fast.recv() == payload
+        t.join(5)
+        t = threading.Thread(target=fast.send, args=(memoryview(payload),))
+        t.start()
+        assert stock.recv() == payload
+        t.join(5)
+
+
+def test_read_falls_back_to_recv_into_on_partial_reads() -> None:
+    payload = pattern(8 * MiB)  # larger than the socket buffer
+    a, b = socket.socketpair()
+    with a, b:
+        b.settimeout(5)  # non-blocking fd: MSG_WAITALL returns partial data
+        t = threading.Thread(target=a.sendall, args=(payload,))
+        t.start()
+        assert FastSocketStream(b).read(len(payload)) == payload
+        t.join(5)
+
+
+def test_eof_on_closed_peer() -> None:
+    a, b = socket.socketpair()
+    stream = FastSocketStream(a)
+    b.sendall(b"abc")
+    b.close()
+    with pytest.raises(EOFError):
+        stream.read(10)
+    assert stream.closed
+    with pytest.raises(EOFError):
+        stream.write(b"x")
+    with pytest.raises(EOFError):
+        stream.fileno()
+    stream.close()  # idempotent
+
+
+def test_write_to_closed_peer_raises_eof() -> None:
+    a, b = socket.socketpair()
+    stream = FastSocketStream(a)
+    b.close()
+    with pytest.raises(EOFError):
+        stream.write(b"x" * MiB)
+    assert stream.closed
+
+
+# ------------------------------------------------------------ serving thread
+def test_serving_thread_runs_callbacks_promptly(conn: rpyc.Connection) -> None:
+    n = 20
+    seen: list[tuple[int, str]] = []
+    done = threading.Event()
+
+    def cb(i: int) -> None:
+        seen.append((i, threading.current_thread().name))
+        if len(seen) == n:
+            done.set()
+
+    with ServingThread(conn, name="st-test") as st:
+        assert "serving" in repr(st) and not st.closed
+        acall = rpyc.async_(conn.root.call_me)  # main thread never serves below
+        t0 = time.perf_counter()
+        acall(cb, n)
+        assert done.wait(5), f"only {len(seen)} callbacks arrived"
+        elapsed = time.perf_counter() - t0
+    assert sorted(i for i, _ in seen) == list(range(n))
+    assert {name for _, name in seen} == {"st-test"}
+    assert elapsed < 1.0  # stock BgServingThread: ~0.1 s per callback
+    assert st.closed and "closed" in repr(st)
+    st.close()  # twice is fine
+    assert conn.root.echo(b"after") == b"after"
+    conn.close()
+
+
+def test_sync_calls_from_main_thread_while_serving(conn: rpyc.Connection) -> None:
+    echo = conn.root.echo
+    with ServingThread(conn):
+        t0 = time.perf_counter()
+        for i in range(300):
+            assert echo(i.to_bytes(2, "big")) == i.to_bytes(2, "big")
+        elapsed = time.perf_counter() - t0
+        big = pattern(5 * MiB)
+        assert echo(big) == big
+    assert elapsed < 3.0, f"{elapsed / 300 * 1e3:.2f} ms per call"  # no 0.1 s stalls
+
+
+def test_serving_thread_ends_quietly_when_connection_closes(
+        conn: rpyc.Connection, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="software.transport")
+    st = ServingThread(conn, poll_timeout=0.02)
+    conn.close()
+    st.close()
+    assert st.closed
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_serving_thread_ends_when_server_goes_away() -> None:
+    with running(FastThreadedServer) as srv:
+        c = fast_connect("127.0.0.1", srv.port)
+        st = ServingThread(c)
+    st._thread.join(5)  # the server closed our socket: EOF ends the loop
+    assert st.closed and "closed" in repr(st)
+    st.close()
+    c.close()
+
+
+def test_serving_thread_close_from_callback(conn: rpyc.Connection) -> None:
+    done = threading.Event()
+    holder: list[ServingThread] = []
+
+    def cb(i: int) -> None:
+        holder[0].close()  # from inside the serving thread: must not self-join
+        done.set()
+
+    st = ServingThread(conn)
+    holder.append(st)
+    acall = rpyc.async_(conn.root.call_me)
+    acall(cb)
+    assert done.wait(5)
+    st.close()
+    assert st.closed
+
+
+def test_serving_thread_rejects_bad_timeout(conn: rpyc.Connection) -> None:
+    with pytest.raises(ValueError):
+        ServingThread(conn, poll_timeout=0)
+
+
+# ------------------------------------------------------------------------ TLS
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def _make_ca(d: Path, name: str) -> None:
+    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2",
+             "-subj", f"/CN={name}", "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
+
+
+def _make_leaf(d: Path, name: str, ca: str, usage: str) -> None:
+    ext = d / f"{name}.ext"
+    ext.write_text("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                   f"extendedKeyUsage={usage}\n"
+                   "subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=d)
+    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
+             "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", ext.name,
+             cwd=d)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("pki")
+    _make_ca(d, "ca")
+    _make_ca(d, "otherca")
+    _make_leaf(d, "server", "ca", "serverAuth")
+    _make_leaf(d, "client", "ca", "clientAuth")
+    _make_leaf(d, "rogue", "otherca", "clientAuth")
+    return d
+
+
+@pytest.fixture
+def tls_server(pki: Path) -> Iterator[FastThreadedServer]:
+    auth = SSLAuthenticator(pki / "server.key", pki / "server.pem", ca_certs=pki / "ca.pem",
+                            cert_reqs=ssl.CERT_REQUIRED)
+    with running(FastThreadedServer, authenticator=auth) as srv:
+        yield srv
+
+
+def _tls_connect(port: int, pki: Path, client: str | None = "client", ca: str = "ca",
+                 **kwargs) -> rpyc.Connection:
+    certs = {} if client is None else {"keyfile": str(pki / f"{client}.key"),
+                                       "certfile": str(pki / f"{client}.pem")}
+    return fast_connect("127.0.0.1", port, ca_certs=str(pki / f"{ca}.pem"), **certs, **kwargs)
+
+
+def test_tls_round_trip(tls_server: FastThreadedServer, pki: Path) -> None:
+    payload = pattern(5 * MiB)
+    with _tls_connect(tls_server.port, pki) as c:
+        assert isinstance(c._channel.stream.sock, ssl.SSLSocket)
+        assert c.root.blob(5 * MiB) == payload
+        assert c.root.echo(payload) == payload
+        assert c.root.echo(b"x") == b"x"
+
+
+def test_tls_hostname_check(tls_server: FastThreadedServer, pki: Path) -> None:
+    with _tls_connect(tls_server.port, pki, check_hostname=True) as c:
+        assert c.root.echo(b"ok") == b"ok"
+
+
+def test_tls_serving_thread_callbacks(tls_server: FastThreadedServer, pki: Path) -> None:
+    done = threading.Event()
+    with _tls_connect(tls_server.port, pki) as c, ServingThread(c):
+        acall = rpyc.async_(c.root.call_me)
+        acall(lambda i: done.set())
+        assert done.wait(5)
+
+
+@pytest.mark.parametrize("client", [None, "rogue"])
+def test_tls_client_without_valid_cert_is_refused(
+        tls_server: FastThreadedServer, pki: Path, client: str | None) -> None:
+    c = None
+    with pytest.raises((EOFError, OSError)):  # ssl.SSLError is an OSError
+        c = _tls_connect(tls_server.port, pki, client=client)
+        c.root.echo(b"x")
+    if c is not None:
+        c.close()
+
+
+def test_tls_server_cert_is_verified(tls_server: FastThreadedServer, pki: Path) -> None:
+    with pytest.raises(ssl.SSLCertVerificationError):
+        _tls_connect(tls_server.port, pki, ca="otherca")
+
+
+def test_keyfile_without_certfile_is_rejected() -> None:
+    with pytest.raises(ValueError):
+        fast_connect("127.0.0.1", 1, keyfile="k.pem")
+
+
+def test_stock_ssl_client_against_fast_tls_server(tls_server: FastThreadedServer,
+                                                 pki: Path) -> None:
+    payload = pattern(64 * 1024)
+    with rpyc.ssl_connect("127.0.0.1", tls_server.port, keyfile=str(pki / "client.key"),
+                          certfile=str(pki / "client.pem"),
+                          ca_certs=str(pki / "ca.pem")) as c:
+        assert c.root.echo(payload) == payload
