@@ -9,6 +9,14 @@ from __future__ import annotations
 class StreamError(Exception):
     """Base class of every mefstream error."""
 
+    def __reduce__(self):
+        # OSError's own reduce drops the message when an error crosses a process boundary
+        return (type(self), self.args)
+
+    def __str__(self) -> str:
+        # RPyC rebuilds exceptions with __new__ and sets args; OSError's str ignores args
+        return str(self.args[0]) if len(self.args) == 1 else super().__str__()
+
 
 class InvalidArgumentError(StreamError, ValueError):
     """An argument has a wrong value (negative index, NaN, unknown option...)."""
@@ -24,9 +32,6 @@ class InvalidRangeError(InvalidArgumentError):
 
 class UnknownChannelError(StreamError, KeyError):
     """A channel name or row index that the session does not have."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0]) if self.args else ""
 
 
 class MixedRateError(InvalidArgumentError):

@@ -243,7 +243,8 @@ class MefSessionFile:
         return f"<MefSessionFile {self.path!r} {state}, {len(self.info.channels)} channels>"
 
 
-def write_session(path: str | os.PathLike, signals: Mapping[str, np.ndarray], fs: float,
+def write_session(path: str | os.PathLike, signals: Mapping[str, np.ndarray],
+                  fs: float | Mapping[str, float],
                   start_uutc: int, *, precision: int = 2, password1: str | None = None,
                   password2: str | None = None, overwrite: bool = False,
                   new_segment_at: Sequence[tuple[int, int]] = ()) -> str:
@@ -255,8 +256,8 @@ def write_session(path: str | os.PathLike, signals: Mapping[str, np.ndarray], fs
         Session directory to create; must end in ``.mefd``.
     signals : mapping of str to numpy.ndarray
         Channel name to float samples; NaN runs longer than one second become gaps.
-    fs : float
-        Sampling rate in Hz of every channel written by this call.
+    fs : float or mapping of str to float
+        Sampling rate in Hz of every channel, or of each channel by name.
     start_uutc : int
         Time stamp of the first sample in microseconds.
     precision : int, optional
@@ -293,11 +294,12 @@ def write_session(path: str | os.PathLike, signals: Mapping[str, np.ndarray], fs
                 chunk = data[first:last]
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    ok = writer.write_data(chunk, name, int(t0), fs, precision=precision,
+                    rate = fs[name] if isinstance(fs, Mapping) else fs
+                    ok = writer.write_data(chunk, name, int(t0), rate, precision=precision,
                                            new_segment=k > 0)
                 if not ok:
                     raise RuntimeError(f"mef_tools refused to write channel {name!r} piece {k}")
     finally:
         writer.session.close()
-    logger.info("wrote MEF3 session %s (%d channels at %s Hz)", path, len(signals), fs)
+    logger.info("wrote MEF3 session %s (%d channels)", path, len(signals))
     return path

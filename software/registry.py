@@ -15,7 +15,7 @@ import threading
 from concurrent.futures import Executor, Future
 
 from .cache import BlockCache
-from .errors import NotMefSessionError, OutsideDataRootError, WrongPasswordError
+from .errors import NotMefSessionError, OutsideDataRootError, SessionError, WrongPasswordError
 from .readers import ReaderPool
 from .recording import Recording
 
@@ -68,8 +68,8 @@ class SessionRegistry:
         NotMefSessionError
             Nothing is there, or it is not a ``.mefd`` directory.
         """
-        if not isinstance(path, str):
-            path = str(path) if type(path).__name__ == "str" else path
+        if type(path) is not str and isinstance(path, (str, os.PathLike)):
+            path = os.fspath(path) if isinstance(path, os.PathLike) else str(path)
         if not isinstance(path, str) or not path or "\0" in path:
             raise NotMefSessionError(f"path must be a non-empty string naming a .mefd session "
                                      f"under the data root; {path!r} is not.")
@@ -112,11 +112,14 @@ class SessionRegistry:
                     opening = self._opening[real] = self._pool.inspect(real, password)
             try:
                 info = opening.result(timeout=self._open_timeout)
-            except BaseException:
+            except BaseException as exc:
                 if not mine:
                     continue  # another client's attempt failed; try with our own password
                 with self._lock:
                     self._opening.pop(real, None)
+                if isinstance(exc, SessionError) and exc.args:
+                    # name the path as the client wrote it, not the server's layout
+                    raise type(exc)(str(exc.args[0]).replace(real, str(path))) from None
                 raise
             if not mine:
                 continue  # the opener registers it; loop to share it (and check the password)

@@ -130,6 +130,7 @@ class MefStreamServer:
             if self._closed:
                 raise RuntimeError("this server was closed; create a new one")
             if self._thread is None:
+                self._server._listen()  # listening before start() returns; close() may follow
                 self._thread = threading.Thread(target=self._server.start, name="rpyc-accept",
                                                 daemon=True)
                 self._thread.start()

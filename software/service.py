@@ -333,7 +333,7 @@ class StreamService(rpyc.Service):
 
     def _row_name(self, row) -> str:
         names = self._names
-        if isinstance(row, str) or type(row).__name__ == "str":
+        if isinstance(row, str):
             row = str(row)
             if row not in names:
                 where = ("is not an active channel" if row in self._recording.info.names
@@ -498,19 +498,17 @@ class RootService(rpyc.Service):
         StreamService
             This connection's view; opening the same path again returns the same view.
         """
-        real = self._registry.resolve(path)
+        # acquire even when this connection has a view: it checks the password every time
+        recording = self._registry.acquire(path, None if password is None else str(password))
+        real = recording.path
         with self._lock:
             entry = self._views.get(real)
-        if entry is not None:
-            return entry[0]
-        recording = self._registry.acquire(real, None if password is None else str(password))
-        view = StreamService(recording, self._options, self._registry.display_path(real))
-        with self._lock:
-            if real in self._views:  # opened twice at once on one connection
-                self._registry.release(recording)
-                return self._views[real][0]
-            self._views[real] = (view, recording)
-        return view
+            if entry is None:
+                view = StreamService(recording, self._options, self._registry.display_path(real))
+                self._views[real] = (view, recording)
+                return view
+        self._registry.release(recording)
+        return entry[0]
 
     def exposed_list_open_files(self) -> tuple[str, ...]:
         """Paths (relative to the data root) of the sessions this connection has open."""

@@ -82,7 +82,15 @@ class FastSocketStream(SocketStream):
             pending = getattr(self.sock, "pending", None)
             if pending is not None and pending() > 0:
                 return True
-        return super().poll(timeout)
+        try:
+            return super().poll(timeout)
+        except OSError as exc:
+            # e.g. Server.close() closed the socket under us (fileno -1):
+            # report end of connection, not an error
+            if self.closed or self.sock.fileno() < 0:
+                self.close()
+                raise EOFError(exc) from exc
+            raise
 
     def _fill(self, view: memoryview) -> None:
         """Fill ``view`` completely with ``recv_into``, or raise ``EOFError``."""

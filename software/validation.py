@@ -78,14 +78,12 @@ def as_name_list(name: str, value: object) -> tuple[str, ...]:
                                f"not.") from None
     out = []
     for item in items:
-        if not isinstance(item, str):
-            try:
-                item = str(item) if type(item).__name__ == "str" else item
-            except Exception:
-                pass
-        if not isinstance(item, str):
-            raise InvalidTypeError(f"{name} must hold channel names (str); {_show(item)} is "
-                                   f"not a str.")
+        # a str subclass (numpy.str_) arrives as a proxy that claims to be a str
+        if type(item) is not str:
+            if not isinstance(item, str):
+                raise InvalidTypeError(f"{name} must hold channel names (str); {_show(item)} "
+                                       f"is not a str.")
+            item = str(item)
         out.append(item)
     return tuple(out)
 

@@ -1,0 +1,89 @@
+"""BlockCache: LRU by bytes, one future per block in flight, exact hit/miss counts."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from software.cache import BlockCache
+
+
+def block(n: int, value: float = 1.0) -> np.ndarray:
+    return np.full(n, value)
+
+
+def load_through(cache: BlockCache, key, loader):
+    """Claim ``key`` and, when ours, load it with ``loader`` (a one-line fetcher)."""
+    fut, mine = cache.claim(key)
+    if mine:
+        cache.fulfil(key, loader(key))
+    return fut.result(timeout=1)
+
+
+def test_hits_and_misses_are_counted_exactly():
+    calls = []
+    cache = BlockCache(10_000)
+
+    def loader(key):
+        calls.append(key)
+        return block(10, key)
+
+    for key in [1, 2, 1, 1, 3, 2]:
+        load_through(cache, key, loader)
+    assert calls == [1, 2, 3]
+    assert (cache.hits, cache.misses) == (3, 3)
+
+
+def test_lru_is_bounded_in_bytes_not_entries():
+    cache = BlockCache(3 * 80)  # three blocks of 10 float64
+    for key in range(5):
+        cache.fulfil(key, block(10))
+    assert len(cache) == 3 and cache.nbytes == 240
+    assert 0 not in cache and 1 not in cache and 4 in cache
+    assert cache.evictions == 2
+    cache.lookup(2)                      # 2 becomes most recent
+    cache.fulfil(5, block(20))           # needs two slots: evicts 3 and 4
+    assert 2 in cache and 3 not in cache and 4 not in cache
+
+
+def test_block_larger_than_budget_is_served_but_not_kept():
+    cache = BlockCache(100)
+    fut, mine = cache.claim("big")
+    assert mine
+    cache.fulfil("big", block(1000))
+    assert fut.result().shape == (1000,)
+    assert "big" not in cache and cache.nbytes == 0
+
+
+def test_one_read_in_flight_per_block():
+    cache = BlockCache(10_000)
+    first, mine1 = cache.claim("k")
+    second, mine2 = cache.claim("k")
+    assert mine1 and not mine2 and first is second
+    done = threading.Event()
+    second.add_done_callback(lambda _f: done.set())
+    cache.fulfil("k", block(4, 7.0))
+    assert done.wait(1) and second.result()[0] == 7.0
+
+
+def test_failure_reaches_every_waiter_and_is_not_cached():
+    cache = BlockCache(10_000)
+    fut, _ = cache.claim("k")
+    waiter, mine = cache.claim("k")
+    assert not mine
+    cache.fail("k", RuntimeError("disk gone"))
+    with pytest.raises(RuntimeError, match="disk gone"):
+        waiter.result(timeout=1)
+    _again, mine = cache.claim("k")
+    assert mine  # a later reader tries again
+
+
+def test_cached_blocks_are_read_only_and_discard_works():
+    cache = BlockCache(10_000)
+    cache.fulfil(("a", 1), block(3))
+    cache.fulfil(("b", 1), block(3))
+    with pytest.raises(ValueError):
+        cache.lookup(("a", 1))[0] = 5.0
+    assert cache.discard_where(lambda k: k[0] == "a") == 1
+    assert ("a", 1) not in cache and ("b", 1) in cache and cache.nbytes == 24
