@@ -28,6 +28,7 @@ from pymef.mef_session import MefSession
 
 from .errors import CorruptSessionError, NotMefSessionError, WrongPasswordError
 from .metadata import ChannelInfo, RateGroup, SessionInfo, grid_length
+from .validation import as_password
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +118,8 @@ class MefSessionFile:
     NotMefSessionError
         ``path`` is not a MEF3 session directory.
     WrongPasswordError
-        The password is missing, wrong, or only the level-1 password.
+        The password is missing, wrong, only the level-1 password, or longer than a MEF3
+        password can be.
     CorruptSessionError
         pymef could not read the metadata.
     """
@@ -125,6 +127,7 @@ class MefSessionFile:
     def __init__(self, path: str, password: str | None = None) -> None:
         self.path = os.path.abspath(path)
         _check_session_dir(self.path)
+        password = as_password("password", password)  # pymef overflows a 16-byte buffer
         encrypted = _check_password(self.path, password)
         try:
             with warnings.catch_warnings():

@@ -15,9 +15,11 @@ import threading
 from concurrent.futures import Executor, Future
 
 from .cache import BlockCache
-from .errors import NotMefSessionError, OutsideDataRootError, SessionError, WrongPasswordError
+from .errors import (InvalidTypeError, NotMefSessionError, OutsideDataRootError, SessionError,
+                     WrongPasswordError)
 from .readers import ReaderPool
 from .recording import Recording
+from .validation import as_password
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +65,8 @@ class SessionRegistry:
 
         Raises
         ------
+        InvalidTypeError
+            ``path`` is not a str (or os.PathLike).
         OutsideDataRootError
             The path (after ``..`` and symlinks) leaves the data root.
         NotMefSessionError
@@ -70,7 +74,11 @@ class SessionRegistry:
         """
         if type(path) is not str and isinstance(path, (str, os.PathLike)):
             path = os.fspath(path) if isinstance(path, os.PathLike) else str(path)
-        if not isinstance(path, str) or not path or "\0" in path:
+        if not isinstance(path, str):
+            raise InvalidTypeError(f"path must be a str naming a .mefd session under the data "
+                                   f"root; a value of type {type(path).__name__} is not. Pass "
+                                   f"e.g. path='recording.mefd'.")
+        if not path or "\0" in path:
             raise NotMefSessionError(f"path must be a non-empty string naming a .mefd session "
                                      f"under the data root; {path!r} is not.")
         joined = path if os.path.isabs(path) else os.path.join(self.data_root, path)
@@ -92,8 +100,7 @@ class SessionRegistry:
     def acquire(self, path: object, password: str | None = None) -> Recording:
         """Open (or share) the session at ``path``; pair every call with :meth:`release`."""
         real = self.resolve(path)
-        if password is not None and not isinstance(password, str):
-            password = str(password)
+        password = as_password("password", password)  # before pymef: it overflows on long ones
         digest = _digest(password)
         while True:
             with self._lock:

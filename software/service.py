@@ -300,8 +300,8 @@ class StreamService(rpyc.Service):
         start = as_index("_startIndex", _startIndex)
         names = self._names
         n = self._group.n_samples
-        check_request_size(len(names), min(length, max(n - start, 0)),
-                           self._options.max_request_bytes)
+        # the limit applies to what is asked, so a call fails or works whatever the file size
+        check_request_size(len(names), length, self._options.max_request_bytes)
         if start >= n:
             return False
         return self._serve(names, start, min(start + length, n), _callback, rows=None)
@@ -326,7 +326,7 @@ class StreamService(rpyc.Service):
         length = as_index("_range", _range, minimum=1)
         start = as_index("_startIndex", _startIndex)
         n = self._group.n_samples
-        check_request_size(1, min(length, max(n - start, 0)), self._options.max_request_bytes)
+        check_request_size(1, length, self._options.max_request_bytes)
         if start >= n:
             return False
         return self._serve((name,), start, min(start + length, n), _callback, rows=0)
@@ -499,7 +499,7 @@ class RootService(rpyc.Service):
             This connection's view; opening the same path again returns the same view.
         """
         # acquire even when this connection has a view: it checks the password every time
-        recording = self._registry.acquire(path, None if password is None else str(password))
+        recording = self._registry.acquire(path, password)  # checks the password's type
         real = recording.path
         with self._lock:
             entry = self._views.get(real)

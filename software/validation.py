@@ -8,10 +8,16 @@ from __future__ import annotations
 import math
 import operator
 
-from .errors import InvalidArgumentError, InvalidRangeError, InvalidTypeError
+from .errors import (InvalidArgumentError, InvalidRangeError, InvalidTypeError,
+                     WrongPasswordError)
 
 #: Largest integer accepted for an index or a range, far beyond any recording.
 MAX_INDEX = 2**62
+#: Largest number of seconds accepted (about 31 years); larger values overflow sample counts.
+MAX_SECONDS = 1e9
+#: Longest MEF3 password in UTF-8 bytes: pymef copies it into a 16-byte C buffer with
+#: ``strcpy``, so a longer one overflows that buffer and kills the reader process.
+MAX_PASSWORD_BYTES = 15
 
 
 def _show(value: object) -> str:
@@ -50,18 +56,34 @@ def as_index(name: str, value: object, *, minimum: int = 0) -> int:
     return int(number)
 
 
-def as_positive_float(name: str, value: object) -> float:
-    """Return ``value`` as a finite float ``> 0``."""
-    if isinstance(value, bool) or value is None:
-        raise InvalidTypeError(f"{name} must be a number of seconds; {_show(value)} is not.")
+def as_positive_float(name: str, value: object, *, maximum: float = MAX_SECONDS) -> float:
+    """Return ``value`` as a finite float with ``0 < value <= maximum``.
+
+    Raises
+    ------
+    InvalidTypeError
+        ``value`` is not a number (a string, even "1.5", a bool, None...).
+    InvalidArgumentError
+        ``value`` is NaN, infinite, zero or negative.
+    InvalidRangeError
+        ``value`` is above ``maximum`` (or too large for a float).
+    """
+    if isinstance(value, (bool, str, bytes, bytearray)) or value is None:
+        raise InvalidTypeError(f"{name} must be a number of seconds; {_show(value)} is not. "
+                               f"Pass a number such as {name}=10.0.")
     try:
         number = float(value)
+    except OverflowError:
+        raise InvalidRangeError(f"{name}={_show(value)} is too large; it must be <= "
+                                f"{maximum:g}.") from None
     except (TypeError, ValueError):
         raise InvalidTypeError(f"{name} must be a number of seconds; {_show(value)} of type "
                                f"{type(value).__name__} is not.") from None
     if not math.isfinite(number) or number <= 0:
         raise InvalidArgumentError(f"{name} must be a finite number > 0; {_show(value)} is "
                                    f"invalid.")
+    if number > maximum:
+        raise InvalidRangeError(f"{name}={number:g} is too large; it must be <= {maximum:g}.")
     return number
 
 
@@ -71,6 +93,9 @@ def as_name_list(name: str, value: object) -> tuple[str, ...]:
         return (value,)
     if value is None:
         return ()
+    if isinstance(value, (bytes, bytearray)):
+        raise InvalidTypeError(f"{name} must be channel names (str); {_show(value)} is bytes. "
+                               f"Decode it, e.g. {name}=[b.decode()].")
     try:
         items = tuple(value)  # one round trip per item for a netref list; fine for names
     except TypeError:
@@ -86,6 +111,41 @@ def as_name_list(name: str, value: object) -> tuple[str, ...]:
             item = str(item)
         out.append(item)
     return tuple(out)
+
+
+def as_password(name: str, value: object) -> str | None:
+    """Return a MEF3 password as a str (None for None or ""), refusing what pymef cannot take.
+
+    The message never contains the password itself.
+
+    Raises
+    ------
+    InvalidTypeError
+        ``value`` is neither None nor a str.
+    WrongPasswordError
+        ``value`` holds a NUL character or is longer than
+        :data:`MAX_PASSWORD_BYTES` UTF-8 bytes: no MEF3 session has such a password.
+    """
+    if value is None:
+        return None
+    if type(value) is not str:
+        if not isinstance(value, str):
+            raise InvalidTypeError(f"{name} must be a str or None; a value of type "
+                                   f"{type(value).__name__} is not. Pass the level-2 (data) "
+                                   f"password as a string.")
+        value = str(value)
+    if not value:
+        return None  # "" (an unset environment variable, say) means no password
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate: pymef's strict encoding would fail
+        size = -1
+    if "\0" in value or not 0 < size <= MAX_PASSWORD_BYTES:
+        raise WrongPasswordError(
+            f"{name} cannot be a MEF3 password: it must be 1 to {MAX_PASSWORD_BYTES} UTF-8 "
+            f"bytes of valid text without NUL characters. Pass the "
+            f"level-2 (data) password of the session.")
+    return value
 
 
 def as_uutc(name: str, value: object) -> int:
