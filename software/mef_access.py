@@ -33,6 +33,8 @@ from .validation import as_password
 logger = logging.getLogger(__name__)
 
 _MEF_SUFFIXES = (".tmet", ".tidx", ".tdat")
+_UNIVERSAL_HEADER_BYTES = 1024
+_INDEX_ENTRY_BYTES = 56
 
 
 def _check_session_dir(path: str) -> None:
@@ -55,7 +57,12 @@ def _check_password(path: str, password: str | None) -> bool:
     for root, _dirs, files in os.walk(path):
         for name in files:
             if name.endswith(_MEF_SUFFIXES):
-                levels.append(check_mef_password(os.path.join(root, name), password))
+                file = os.path.join(root, name)
+                if os.path.getsize(file) < _UNIVERSAL_HEADER_BYTES:
+                    raise CorruptSessionError(
+                        f"{file!r} is shorter than a MEF3 header ({_UNIVERSAL_HEADER_BYTES} "
+                        f"bytes): the session is truncated or damaged; copy it again.")
+                levels.append(check_mef_password(file, password))
     if not levels:
         raise CorruptSessionError(f"path={path!r} contains no MEF3 data files.")
     hint = "pass the level-2 (data) password of the session as password=..."
@@ -67,6 +74,41 @@ def _check_password(path: str, password: str | None) -> bool:
             f"the password given opens only the level-1 metadata of {path!r}; reading "
             f"samples needs the level-2 password: {hint}")
     return max(levels) > 0
+
+
+def _check_data_files(path: str, session_md: dict) -> None:
+    """Refuse a session whose files are shorter than its metadata says.
+
+    pymef does not check file sizes: it reads a truncated ``.tidx`` past its end (garbage
+    block offsets), silently skips a segment whose ``.tdat`` holds only a header, and
+    crashes (SIGSEGV) reading a block of a truncated ``.tdat``. These checks turn each case
+    into a :class:`CorruptSessionError` when the session is opened.
+    """
+    hint = "the session is truncated or damaged; copy it again."
+    for channel, meta in session_md["time_series_channels"].items():
+        folder = os.path.join(path, f"{channel}.timd")
+        on_disk = {n[:-5] for n in os.listdir(folder) if n.endswith(".segd")}
+        missing = sorted(on_disk - set(meta["segments"]))
+        if missing:
+            raise CorruptSessionError(f"segment {missing[0]!r} of channel {channel!r} in "
+                                      f"{path!r} could not be read: {hint}")
+        for segment, seg in meta["segments"].items():
+            index = seg["indices"]
+            base = os.path.join(folder, f"{segment}.segd", segment)
+            sizes = {}
+            for ext in (".tidx", ".tdat"):
+                try:
+                    sizes[ext] = os.path.getsize(base + ext)
+                except OSError:
+                    sizes[ext] = -1
+            needed = {".tidx": _UNIVERSAL_HEADER_BYTES + _INDEX_ENTRY_BYTES * len(index)}
+            if sizes[".tidx"] >= needed[".tidx"] and len(index):
+                needed[".tdat"] = int((index["file_offset"].astype(np.int64)
+                                       + index["block_bytes"].astype(np.int64)).max())
+            for ext, size in needed.items():
+                if sizes[ext] < size:
+                    raise CorruptSessionError(f"{base + ext!r} holds {max(sizes[ext], 0)} bytes "
+                                              f"but the session's metadata needs {size}: {hint}")
 
 
 def _channel_gaps(toc: np.ndarray, fs: float) -> tuple[tuple[int, int], ...]:
@@ -139,6 +181,7 @@ class MefSessionFile:
             raise CorruptSessionError(
                 f"session {self.path!r} could not be read ({exc}); check that no file of it "
                 f"is truncated or damaged.") from exc
+        _check_data_files(self.path, self._session.session_md)
         channels = []
         self._time_shift: dict[str, int] = {}
         for b in basic:

@@ -131,7 +131,9 @@ class ReaderPool:
         for _ in range(self.workers):
             try:
                 self._submit_raw(_forget_task, path)
-            except ServiceClosedError:
+            except (ServiceClosedError, BrokenProcessPool, RuntimeError):
+                # closed, or broken by a dead reader (whose handles died with it): nothing
+                # to forget, and a caller closing a session or the server must not fail
                 return
 
     def _submit_raw(self, fn, *args) -> tuple[Future, int]:

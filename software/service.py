@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import rpyc
 
-from .errors import (InvalidRangeError, MixedRateError, ReaderError, ServiceClosedError,
-                     StreamError, UnknownChannelError)
+from .errors import (InvalidRangeError, InvalidTypeError, MixedRateError, ReaderError,
+                     ServiceClosedError, StreamError, UnknownChannelError)
 from .metadata import RateGroup
 from .recording import Recording
 from .registry import SessionRegistry
@@ -386,6 +386,9 @@ class StreamService(rpyc.Service):
     # ---- machinery ------------------------------------------------------------------
 
     def _serve(self, names, start, stop, callback, rows, pad=(0, 0)):
+        if callback is not None and not callable(callback):
+            raise InvalidTypeError(f"_callback must be a function taking one argument, or None; "
+                                   f"a value of type {type(callback).__name__} is not.")
         recording, group = self._recording, self._group
         future = recording.request(names, group, start, stop)
         self._prefetch(names, group, start, stop)

@@ -25,11 +25,13 @@ and :func:`fast_connect` build connections on these classes;
 from __future__ import annotations
 
 import logging
+import select
 import socket
 import ssl
 import threading
 import zlib
-from typing import Any, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import rpyc
 from rpyc.core.channel import Channel
@@ -62,26 +64,53 @@ class FastSocketStream(SocketStream):
     -----
     Like :class:`rpyc.core.stream.SocketStream`, I/O errors and a peer that
     closes the connection close the stream and raise ``EOFError``.
-    ``poll``, ``close``, ``closed`` and ``fileno`` are inherited; ``poll`` also
-    reports data that TLS has already decrypted and buffered.
+    ``close``, ``closed`` and ``fileno`` are inherited; ``poll`` also reports
+    data that TLS has already decrypted and buffered.
+
+    OpenSSL forbids ``SSL_read`` and ``SSL_write`` on one connection from two
+    threads at once (with TLS 1.3 a write made while another thread is blocked
+    in a read can be silently lost), which is exactly what a serving thread
+    plus synchronous calls do. TLS sockets are therefore switched to
+    non-blocking mode and every TLS call runs under a per-stream lock; waiting
+    for the socket happens outside the lock.
     """
 
-    __slots__ = ()
+    __slots__ = ("_tls_lock",)
+    TLS_SEND_CHUNK = 1024 * 1024
 
     def __init__(self, sock: socket.socket) -> None:
         super().__init__(sock)
+        self._tls_lock: threading.Lock | None = None
+        if isinstance(sock, ssl.SSLSocket):
+            self._tls_lock = threading.Lock()
+            sock.settimeout(0.0)
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError as exc:  # pragma: no cover - exotic platforms
                 logger.debug("could not set TCP_NODELAY: %s", exc)
 
+    def _tls_call(self, func: Callable[..., int], *args: Any) -> int:
+        """Run one non-blocking TLS operation under the stream lock."""
+        assert self._tls_lock is not None
+        while True:
+            with self._tls_lock:
+                try:
+                    return func(*args)
+                except ssl.SSLWantReadError:
+                    events = select.POLLIN
+                except ssl.SSLWantWriteError:
+                    events = select.POLLOUT
+            poller = select.poll()
+            poller.register(self.sock, events)
+            poller.poll()
+
     def poll(self, timeout: float | None) -> bool:
         """Return whether data is readable within ``timeout`` seconds."""
-        if not self.closed:
-            pending = getattr(self.sock, "pending", None)
-            if pending is not None and pending() > 0:
-                return True
+        if self._tls_lock is not None and not self.closed:
+            with self._tls_lock:
+                if self.sock.pending() > 0:
+                    return True
         try:
             return super().poll(timeout)
         except OSError as exc:
@@ -95,13 +124,17 @@ class FastSocketStream(SocketStream):
     def _fill(self, view: memoryview) -> None:
         """Fill ``view`` completely with ``recv_into``, or raise ``EOFError``."""
         sock = self.sock
+        tls = self._tls_lock is not None
         got, total = 0, len(view)
         while got < total:
             try:
-                n = sock.recv_into(view[got:])
+                if tls:
+                    n = self._tls_call(sock.recv_into, view[got:])
+                else:
+                    n = sock.recv_into(view[got:])
             except socket.timeout:
                 continue
-            except (OSError, ValueError) as exc:  # ValueError: closed SSL socket
+            except (OSError, ValueError) as exc:  # ValueError: closed TLS socket
                 self.close()
                 raise EOFError(exc) from exc
             if not n:
@@ -119,11 +152,10 @@ class FastSocketStream(SocketStream):
         """
         if count <= 0:
             return b""
-        sock = self.sock
         first = b""
-        if _MSG_WAITALL and not isinstance(sock, ssl.SSLSocket):
+        if _MSG_WAITALL and self._tls_lock is None:
             try:
-                first = sock.recv(count, _MSG_WAITALL)
+                first = self.sock.recv(count, _MSG_WAITALL)
             except socket.timeout:
                 pass
             except OSError as exc:
@@ -139,13 +171,20 @@ class FastSocketStream(SocketStream):
         view = memoryview(buf)
         view[:len(first)] = first
         self._fill(view[len(first):])
-        view.release()
         return bytes(buf)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Write all of ``data`` (no copies), or raise ``EOFError``."""
+        sock = self.sock
         try:
-            self.sock.sendall(data)
+            if self._tls_lock is None:
+                sock.sendall(data)
+                return
+            octets = memoryview(data).cast("B")
+            step = self.TLS_SEND_CHUNK
+            sent, total = 0, len(octets)
+            while sent < total:
+                sent += self._tls_call(sock.send, octets[sent:sent + step])
         except (OSError, ValueError) as exc:
             self.close()
             raise EOFError(exc) from exc
@@ -217,14 +256,18 @@ class FastThreadedServer(ThreadedServer):
     """
 
     def _serve_client(self, sock: socket.socket, credentials: Any) -> None:
-        addrinfo = sock.getpeername()
+        try:
+            addrinfo, sockname = sock.getpeername(), sock.getsockname()
+        except OSError as exc:  # closed by Server.close() before we got here
+            self.logger.info(f"client gone before serving: {exc}")
+            return
         if credentials:
             self.logger.info(f"welcome {addrinfo} ({credentials!r})")
         else:
             self.logger.info(f"welcome {addrinfo}")
         try:
             config = dict(self.protocol_config, credentials=credentials,
-                          endpoints=(sock.getsockname(), addrinfo), logger=self.logger)
+                          endpoints=(sockname, addrinfo), logger=self.logger)
             conn = self.service._connect(FastChannel(FastSocketStream(sock)), config)
             self._handle_connection(conn)
         finally:
