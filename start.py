@@ -39,6 +39,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--segment-seconds", type=float, default=settings.SEGMENT_SECONDS)
     parser.add_argument("--block-seconds", type=float, default=settings.BLOCK_SECONDS)
     parser.add_argument("--max-request-mb", type=float, default=settings.MAX_REQUEST_MB)
+    parser.add_argument("--tls-cert", default=None, help="server certificate (PEM): enables TLS")
+    parser.add_argument("--tls-key", default=None, help="private key of --tls-cert (PEM)")
+    parser.add_argument("--tls-ca", default=None,
+                        help="CA certificate: clients must present a certificate it signed")
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)
@@ -48,6 +52,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--workers must be at least 1; {args.workers} is invalid")
     if args.cache_mb < 0:
         parser.error(f"--cache-mb must be >= 0; {args.cache_mb} is invalid")
+    if (args.tls_cert is None) != (args.tls_key is None) or (args.tls_ca and not args.tls_cert):
+        parser.error("TLS needs both --tls-cert and --tls-key (and --tls-ca only with them)")
     return args
 
 
@@ -75,6 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     else:
         os.makedirs(data_root, exist_ok=True)
         ensure_demo(data_root)
+    authenticator = None
+    if args.tls_cert:
+        import ssl
+
+        from rpyc.utils.authenticators import SSLAuthenticator
+        authenticator = SSLAuthenticator(
+            args.tls_key, args.tls_cert, ca_certs=args.tls_ca,
+            cert_reqs=ssl.CERT_REQUIRED if args.tls_ca else ssl.CERT_NONE)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -84,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                                  cache_mb=args.cache_mb, segment_seconds=args.segment_seconds,
                                  block_seconds=args.block_seconds,
                                  max_request_mb=args.max_request_mb, session=session,
-                                 password=args.password)
+                                 password=args.password, authenticator=authenticator)
     except Exception as exc:  # a bad session, password or port: say so and exit
         logger.error("cannot start: %s", exc)
         return 2

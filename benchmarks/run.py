@@ -117,6 +117,7 @@ class Bench:
         self.n_samples: int = info["n_samples"]
         self.rows: list[Row] = []
         self.notes: list[str] = []
+        self.loads: dict[str, float] = {}
 
     # ---- helpers ----------------------------------------------------------------------
 
@@ -156,6 +157,7 @@ class Bench:
         windows = [self.window(i * cfg.window_s / 60) for i in range(cfg.seq_windows)]
         direct_tot, cold, svc_tot = [], [], {3: [], 0: []}
         svc_first = {3: [], 0: []}
+        svc_reads = {3: [], 0: []}
         for rep in range(cfg.repeats):
             reader = self.direct_reader()
             reads = []
@@ -180,6 +182,7 @@ class Bench:
                         work(cfg.work, cfg.busy)
                     svc_tot[prefetch].append(time.perf_counter() - t0)
                     svc_first[prefetch].append(reads[0])
+                    svc_reads[prefetch].append([round(r * 1e3, 1) for r in reads])
                     if rep == 0:
                         self.check_equal(data, reader, *windows[-1], "sequential")
                     conn.close()
@@ -204,7 +207,7 @@ class Bench:
                 f"{ratio:.3f}x bound, {tot / median(direct_tot):.2f}x direct",
                 "<= 1.03x bound" if prefetch else "(info)", verdict(ok),
                 {"service_s": svc_tot[prefetch], "direct_s": direct_tot, "cold_s": cold,
-                 "ratios": ratios}))
+                 "ratios": ratios, "window_ms": svc_reads[prefetch]}))
 
     def row_concurrent(self) -> None:
         """3 clients on different windows at once vs 3 direct readers in 3 processes."""
@@ -276,7 +279,7 @@ class Bench:
         direct_rates = {mib: [] for mib, _ in sizes}
         small, small_direct = [], []
         reader = self.direct_reader()
-        with self.server(prefetch=0) as srv:
+        with self.server(prefetch=3) as srv:  # the default configuration
             for rep in range(cfg.repeats):
                 conn = srv.connect()
                 svc = conn.root.open_file(self.ds.name)
@@ -285,6 +288,7 @@ class Bench:
                     start = int(round(minute * 60 * self.fs))
                     nbytes = nch * count * 8
                     decode_segment(svc.get_stream_segment(count, start))  # fill the cache
+                    wait_idle(srv)  # ... and let the prefetch of the next segments finish
                     times = []
                     for _ in range(7):
                         t = time.perf_counter()
@@ -306,6 +310,7 @@ class Bench:
                 start = int(round(minute * 60 * self.fs))
                 n = cfg.small_samples
                 decode_segment(svc.get_stream_segment(n, start))
+                wait_idle(srv)
                 for _ in range(50):  # warm the code paths
                     decode_segment(svc.get_stream_segment(n, start))
                 times = []
@@ -503,6 +508,36 @@ class Bench:
                       "uss_after_MiB": uss_after, "direct_MiB": direct_peaks}))
 
 
+def wait_idle(srv: ServerProcess, quiet: float = 0.3, timeout: float = 60.0) -> None:
+    """Wait until the server's reader processes used no CPU for ``quiet`` seconds."""
+    import psutil
+    procs = []
+    for pid in srv.reader_pids():
+        try:
+            procs.append(psutil.Process(pid))
+        except psutil.Error:
+            pass
+
+    def cpu() -> float:
+        total = 0.0
+        for proc in procs:
+            try:
+                t = proc.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                pass
+        return total
+
+    deadline = time.monotonic() + timeout
+    last = cpu()
+    while time.monotonic() < deadline:
+        time.sleep(quiet)  # polling another process's CPU counters
+        now = cpu()
+        if now - last < 0.01:
+            return
+        last = now
+
+
 # ---- passes ---------------------------------------------------------------------------------
 
 def direct_pass(path, channels, start_uutc, end_uutc, window_s) -> tuple[int, float]:
@@ -615,6 +650,10 @@ def run_clients(specs, sample_rss: bool = False, timeout: float = 900) -> list[t
             sampler.__exit__()
             out[0] = tuple(out[0]) + (sampler.peak_total,)
         return out
+    except BaseException:
+        for p in procs:
+            p.kill()
+        raise
     finally:
         for p in procs:
             p.join(timeout=30)
@@ -653,7 +692,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def _on_sigterm(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")  # unwinds: servers and clients are stopped
+
+
 def main(argv=None) -> int:
+    import signal
+    signal.signal(signal.SIGTERM, _on_sigterm)
     args = parse_args(argv)
     cfg = Config(quick=args.quick, repeats=args.repeats or (1 if args.quick else 3),
                  busy=args.busy_work)
@@ -690,7 +735,10 @@ def main(argv=None) -> int:
         print(f"[{name}]", flush=True)
         t0 = time.perf_counter()
         getattr(bench, f"row_{name}")()
-        print(f"  ({time.perf_counter() - t0:.0f} s)", flush=True)
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        bench.loads[name] = load
+        print(f"  ({time.perf_counter() - t0:.0f} s; load average (1 min) {load:.2f})",
+              flush=True)
     elapsed = time.perf_counter() - t_all
 
     print(f"\n## Results ({cfg.repeats} repeat(s), medians; (min-max) over repeats)\n")
@@ -702,11 +750,18 @@ def main(argv=None) -> int:
           + (f" ({'; '.join(missed)})" if missed else ""))
     for note in bench.notes:
         print(f"note: {note}")
+    cores = os.cpu_count() or 1
+    busy = {k: v for k, v in bench.loads.items() if v > cores + 0.5}
+    if busy:
+        print("note: the machine was busy (1-min load average above the core count) after "
+              + ", ".join(f"{k} ({v:.1f})" for k, v in busy.items())
+              + ": other processes competed for the CPU; re-run those rows with --only.")
     print(f"benchmark time: {elapsed:.0f} s")
     out = args.json or os.path.join(DATA_DIR, f"results-{time.strftime('%Y%m%d-%H%M%S')}"
                                               f"{'-quick' if cfg.quick else ''}.json")
     with open(out, "w") as fh:
         json.dump({"command": command, "machine": machine_info(), "repeats": cfg.repeats,
+                   "load_after_row": bench.loads,
                    "rows": [r.__dict__ for r in bench.rows], "notes": bench.notes}, fh,
                   indent=1, default=str)
     print(f"raw figures: {os.path.relpath(out)}")

@@ -292,7 +292,13 @@ def _client_main(index, port, paths, names, plain, seed, ready, go, until_box, r
 
 # ---- main -------------------------------------------------------------------------------------
 
+def _on_sigterm(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")  # unwinds: the server and clients are stopped
+
+
 def main(argv=None) -> int:
+    import signal
+    signal.signal(signal.SIGTERM, _on_sigterm)
     parser = argparse.ArgumentParser(prog="python -m benchmarks.soak",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=16)
@@ -326,46 +332,66 @@ def main(argv=None) -> int:
                 args=(i, srv.port, [d.path for d in sets], [d.name for d in sets], plain,
                       args.seed * 1000 + i, ready, go, until_box, results)))
         t_setup = time.perf_counter()
-        for p in procs:
-            p.start()
-        failed_setup = []
-        n_ready = 0
-        while n_ready + len(failed_setup) < len(procs):
-            try:
-                ready.get(timeout=0.5)
-                n_ready += 1
-            except Exception:
-                pass
-            while not results.empty():
-                failed_setup.append(results.get())
-            if time.perf_counter() - t_setup > 600:
-                break
-        print(f"{n_ready} clients ready in {time.perf_counter() - t_setup:.0f} s (each read "
-              f"its references); {len(failed_setup)} failed to start", flush=True)
-        rss_before = srv.rss()[0]
-        uss_before = process_tree_uss(srv.proc.pid)
-        with MemorySampler(srv.proc.pid, interval=0.1) as sampler:
-            until_box.value = time.monotonic() + args.duration
-            t0 = time.perf_counter()
-            go.set()
-            reports = {}
-            deadline = time.monotonic() + args.duration + 300
-            while len(reports) < n_ready and time.monotonic() < deadline:
-                try:
-                    index, out, error = results.get(timeout=1)
-                except Exception:
-                    continue
-                reports[index] = (out, error)
-            elapsed = time.perf_counter() - t0
-        time.sleep(1.0)
-        rss_after = srv.rss()[0]
-        uss_after = process_tree_uss(srv.proc.pid)
-        for p in procs:
-            p.join(timeout=10)
-            if p.is_alive():
-                p.kill()
+        try:
+            reports, n_ready, failed_setup, elapsed, sampler, rss_before, uss_before, \
+                rss_after, uss_after = _drive(srv, procs, ready, results, go, until_box, args,
+                                              t_setup)
+        finally:
+            for p in procs:
+                if p.is_alive():
+                    p.join(timeout=5)
+                if p.is_alive():
+                    p.kill()
         server_alive = srv.proc.poll() is None
+    return _report(args, reports, n_ready, failed_setup, elapsed, sampler, rss_before,
+                   uss_before, rss_after, uss_after, server_alive)
 
+
+def _drive(srv, procs, ready, results, go, until_box, args, t_setup):
+    """Start the clients, let them run, collect their reports."""
+    for p in procs:
+        p.start()
+    failed_setup = []
+    n_ready = 0
+    while n_ready + len(failed_setup) < len(procs):
+        try:
+            ready.get(timeout=0.5)
+            n_ready += 1
+        except Exception:
+            pass
+        while not results.empty():
+            failed_setup.append(results.get())
+        if time.perf_counter() - t_setup > 600:
+            break
+    print(f"{n_ready} clients ready in {time.perf_counter() - t_setup:.0f} s (each read "
+          f"its references); {len(failed_setup)} failed to start", flush=True)
+    rss_before = srv.rss()[0]
+    uss_before = process_tree_uss(srv.proc.pid)
+    with MemorySampler(srv.proc.pid, interval=0.1) as sampler:
+        until_box.value = time.monotonic() + args.duration
+        t0 = time.perf_counter()
+        go.set()
+        reports = {}
+        deadline = time.monotonic() + args.duration + 300
+        while len(reports) < n_ready and time.monotonic() < deadline:
+            try:
+                index, out, error = results.get(timeout=1)
+            except Exception:
+                continue
+            reports[index] = (out, error)
+        elapsed = time.perf_counter() - t0
+    time.sleep(1.0)
+    rss_after = srv.rss()[0]
+    uss_after = process_tree_uss(srv.proc.pid)
+    for p in procs:
+        p.join(timeout=10)
+    return (reports, n_ready, failed_setup, elapsed, sampler, rss_before, uss_before,
+            rss_after, uss_after)
+
+
+def _report(args, reports, n_ready, failed_setup, elapsed, sampler, rss_before, uss_before,
+            rss_after, uss_after, server_alive) -> int:
+    """Print the tables; return the exit status (0: no error)."""
     ops, errors, latency, messages = Counter(), Counter(), defaultdict(list), []
     samples = 0
     crashed = [e for _, (o, e) in reports.items() if e] + [e for _, _, e in failed_setup]

@@ -150,21 +150,37 @@ class ReaderPool:
 
     def _attempt(self, result: Future, fn, args: tuple, attempt: int) -> None:
         try:
-            inner, generation = self._submit_raw(fn, *args)
+            try:
+                inner, generation = self._submit_raw(fn, *args)
+            except BrokenProcessPool:
+                # broke between our last rebuild and this submit
+                self._rebuild(self._generation)
+                inner, generation = self._submit_raw(fn, *args)
         except ServiceClosedError as exc:
             result.set_exception(exc)
             return
-        except BrokenProcessPool:
-            # broke between our last rebuild and this submit
-            self._rebuild(self._generation)
-            inner, generation = self._submit_raw(fn, *args)
+        except (BrokenProcessPool, RuntimeError) as exc:
+            # in a retry thread nobody else would see it: the caller must hear of it
+            result.set_exception(ReaderError(
+                f"could not hand {fn.__name__} to the reader processes ({exc}); try again."))
+            return
 
         def done(fut: Future) -> None:  # runs in the executor's management thread
+            if fut.cancelled():  # close() cancels what the readers have not started
+                result.set_exception(ServiceClosedError(
+                    "the reader pool was closed before this read ran; the server is "
+                    "shutting down"))
+                return
             exc = fut.exception()
             if exc is None:
                 result.set_result(fut.result())
                 return
-            if not isinstance(exc, BrokenProcessPool) or self._closed:
+            if isinstance(exc, BrokenProcessPool) and self._closed:
+                result.set_exception(ServiceClosedError(
+                    "the reader pool was closed during this read; the server is shutting "
+                    "down"))
+                return
+            if not isinstance(exc, BrokenProcessPool):
                 result.set_exception(exc)
                 return
             self._rebuild(generation)
