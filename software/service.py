@@ -65,6 +65,7 @@ class _Deliverer:
         self._closed = False
         self.delivered = 0
         self.failed = 0
+        self.client_errors = 0
 
     def put(self, callback, future: Future, encode) -> None:
         if self._closed:
@@ -80,14 +81,25 @@ class _Deliverer:
             if item is None or self._closed:
                 return
             callback, future, encode = item
-            exc = future.exception()
-            value = encode_error(exc) if exc is not None else encode(future.result())
             try:
-                callback(value)
+                exc = future.exception()
+                value = encode_error(exc) if exc is not None else encode(future.result())
+                reply = callback(value)
                 self.delivered += 1
             except Exception:  # a dead or broken client: note it and go on
                 self.failed += 1
                 logger.warning("callback delivery failed in %s", self._name, exc_info=True)
+                continue
+            if hasattr(reply, "add_callback"):  # an rpyc.async_ call: hear if it raised
+                reply.add_callback(self._replied)
+
+    def _replied(self, reply) -> None:
+        """Runs in the connection's serving thread when the client's callback returned."""
+        if reply.error:
+            self.client_errors += 1
+            if self.client_errors == 1:  # once per view: a broken callback raises every time
+                logger.warning("a client callback of %s raised; the client keeps receiving "
+                               "data (further errors are counted, not logged)", self._name)
 
     def close(self) -> None:
         self._closed = True

@@ -36,6 +36,7 @@ from typing import Any
 import rpyc
 from rpyc.core.channel import Channel
 from rpyc.core.stream import SocketStream
+from rpyc.lib import Timeout
 from rpyc.utils.server import ThreadedServer
 
 __all__ = [
@@ -75,12 +76,14 @@ class FastSocketStream(SocketStream):
     for the socket happens outside the lock.
     """
 
-    __slots__ = ("_tls_lock",)
+    __slots__ = ("_tls_lock", "_tls_peeked")
     TLS_SEND_CHUNK = 1024 * 1024
+    _TLS_WAIT_MS = 500  # re-check period while TLS waits for the socket
 
     def __init__(self, sock: socket.socket) -> None:
         super().__init__(sock)
         self._tls_lock: threading.Lock | None = None
+        self._tls_peeked = b""
         if isinstance(sock, ssl.SSLSocket):
             self._tls_lock = threading.Lock()
             sock.settimeout(0.0)
@@ -90,7 +93,7 @@ class FastSocketStream(SocketStream):
             except OSError as exc:  # pragma: no cover - exotic platforms
                 logger.debug("could not set TCP_NODELAY: %s", exc)
 
-    def _tls_call(self, func: Callable[..., int], *args: Any) -> int:
+    def _tls_call(self, func: Callable[..., Any], *args: Any) -> Any:
         """Run one non-blocking TLS operation under the stream lock."""
         assert self._tls_lock is not None
         while True:
@@ -103,20 +106,38 @@ class FastSocketStream(SocketStream):
                     events = select.POLLOUT
             poller = select.poll()
             poller.register(self.sock, events)
-            poller.poll()
+            poller.poll(self._TLS_WAIT_MS)
 
-    def poll(self, timeout: float | None) -> bool:
-        """Return whether data is readable within ``timeout`` seconds."""
-        if self._tls_lock is not None and not self.closed:
-            with self._tls_lock:
-                if self.sock.pending() > 0:
-                    return True
+    def poll(self, timeout: float | Timeout | None) -> bool:
+        """Return whether data is readable within ``timeout`` seconds.
+
+        On TLS only application data counts: a readable socket that carries
+        just TLS records such as TLS 1.3 session tickets is not reported
+        (otherwise the next ``read`` would block until real data arrives).
+        """
         try:
-            return super().poll(timeout)
-        except OSError as exc:
+            if self._tls_lock is None:
+                return super().poll(timeout)
+            timeout = Timeout(timeout)
+            while not self._tls_peeked:
+                with self._tls_lock:
+                    if self.sock.pending() > 0:
+                        return True
+                if not super().poll(timeout):
+                    return False
+                with self._tls_lock:  # peek one byte without blocking
+                    try:
+                        self._tls_peeked = self.sock.recv(1)
+                    except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                        continue  # no application data (yet)
+                if not self._tls_peeked:
+                    self.close()
+                    raise EOFError("connection closed by peer")
+            return True
+        except (OSError, ValueError) as exc:
             # e.g. Server.close() closed the socket under us (fileno -1):
             # report end of connection, not an error
-            if self.closed or self.sock.fileno() < 0:
+            if self.closed or self.sock.fileno() < 0 or self._tls_lock is not None:
                 self.close()
                 raise EOFError(exc) from exc
             raise
@@ -167,6 +188,10 @@ class FastSocketStream(SocketStream):
                 if not first:
                     self.close()
                     raise EOFError("connection closed by peer")
+        elif self._tls_peeked:  # the byte poll() took to check for data
+            first, self._tls_peeked = self._tls_peeked, b""
+            if count == 1:
+                return first
         buf = bytearray(count)
         view = memoryview(buf)
         view[:len(first)] = first

@@ -337,7 +337,7 @@ def test_too_large_requests_are_refused_at_once(svc, server, main_ref, call):
     started = time.monotonic()
     with pytest.raises(software.InvalidRangeError) as caught:
         call(svc)
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 2.0        # refused, not attempted
     text = message(caught.value)
     assert "per-request limit of 256 MiB" in text and "at most" in text   # limit and fix
     after = dict(server.cache.stats())

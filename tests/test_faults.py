@@ -382,6 +382,8 @@ def test_callback_that_raises_or_hangs(fresh_server, connect, main_ref, caplog):
     assert same(decode_segment(svc_h.get_stream_segment(10, 100)),
                 main_ref[[5, 0], 100:110])
     assert not errors_logged(caplog)
+    noted = [r for r in caplog.records if "client callback" in r.getMessage()]
+    assert len(noted) == 1 and noted[0].levelno == logging.WARNING    # noted once, not 8x
 
 
 # ---- SIGTERM of start.py -----------------------------------------------------------------------

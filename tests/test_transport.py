@@ -398,6 +398,24 @@ def test_tls_first_request_with_serving_thread(tls_server: FastThreadedServer,
         assert st.closed
 
 
+def test_tls_idle_serving_thread_stops(tls_server: FastThreadedServer, pki: Path) -> None:
+    # TLS 1.3 session tickets make the socket readable without any RPyC data:
+    # poll must not report that as data, or the serving thread blocks in a
+    # read until the server happens to send something (and close() hangs).
+    import select
+
+    with _tls_connect(tls_server.port, pki) as c:
+        assert select.select([c._channel.stream.sock], [], [], 5)[0], "no session tickets"
+        assert not c._channel.poll(0)  # tickets alone are not data
+        assert c.root.echo(b"still fine") == b"still fine"
+    with _tls_connect(tls_server.port, pki) as c:
+        assert select.select([c._channel.stream.sock], [], [], 5)[0], "no session tickets"
+        st = ServingThread(c, poll_timeout=0.01)
+        st.close(timeout=3)
+        assert not st._thread.is_alive()
+        assert c.root.echo(b"still fine") == b"still fine"
+
+
 @pytest.mark.parametrize("client", [None, "rogue"])
 def test_tls_client_without_valid_cert_is_refused(
         tls_server: FastThreadedServer, pki: Path, client: str | None) -> None:
