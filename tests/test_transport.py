@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import shutil
 import socket
 import ssl
 import struct
@@ -46,6 +47,12 @@ class EchoService(rpyc.Service):
 
     def exposed_blob(self, n: int) -> bytes:
         return pattern(n)
+
+    def exposed_transport(self) -> tuple[str, str, bool]:
+        channel = self._conn._channel
+        sock = channel.stream.sock
+        nodelay = bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        return type(channel).__name__, type(channel.stream).__name__, nodelay
 
     def exposed_call_me(self, cb, times: int = 1) -> None:
         """Call the client's ``cb(i)`` asynchronously from a server thread."""
@@ -109,6 +116,10 @@ def test_fast_connect_uses_fast_transport(conn: rpyc.Connection) -> None:
     sock = channel.stream.sock
     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
     assert sock.gettimeout() is None
+
+
+def test_fast_server_uses_fast_transport(conn: rpyc.Connection) -> None:
+    assert tuple(conn.root.transport()) == ("FastChannel", "FastSocketStream", True)
 
 
 def test_config_is_copied(server: FastThreadedServer) -> None:
@@ -200,6 +211,16 @@ def test_eof_on_closed_peer() -> None:
     with pytest.raises(EOFError):
         stream.fileno()
     stream.close()  # idempotent
+
+
+def test_poll_on_socket_closed_underneath_raises_eof() -> None:
+    a, b = socket.socketpair()
+    with b:
+        stream = FastSocketStream(a)
+        a.close()  # what Server.close() does to its client sockets
+        with pytest.raises(EOFError):
+            stream.poll(0)
+        assert stream.closed
 
 
 def test_write_to_closed_peer_raises_eof() -> None:
@@ -319,6 +340,8 @@ def _make_leaf(d: Path, name: str, ca: str, usage: str) -> None:
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl CLI not available to make test certificates")
     d = tmp_path_factory.mktemp("pki")
     _make_ca(d, "ca")
     _make_ca(d, "otherca")
