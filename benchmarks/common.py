@@ -343,6 +343,35 @@ class ServerProcess:
         self.stop()
 
 
+class ForeignCpu:
+    """CPU used by processes outside this process tree while the block runs (in cores).
+
+    System-wide busy CPU time minus the CPU time of this process and of its children that
+    were waited for (servers and client processes are reaped before a row ends, and their
+    reader processes by them). A figure well above zero means other work competed with the
+    benchmark.
+    """
+
+    def _sample(self) -> tuple[float, float, float]:
+        import psutil
+        t = psutil.cpu_times()
+        busy = t.user + t.system + getattr(t, "nice", 0.0) + getattr(t, "irq", 0.0) + \
+            getattr(t, "softirq", 0.0) + getattr(t, "steal", 0.0)
+        me = psutil.Process().cpu_times()
+        mine = me.user + me.system + me.children_user + me.children_system
+        return time.monotonic(), busy, mine
+
+    def __enter__(self) -> ForeignCpu:
+        self._start = self._sample()
+        self.cores = float("nan")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        t1, busy1, mine1 = self._sample()
+        t0, busy0, mine0 = self._start
+        self.cores = max(0.0, (busy1 - busy0) - (mine1 - mine0)) / max(t1 - t0, 1e-9)
+
+
 # ---- reporting ------------------------------------------------------------------------------
 
 def machine_info() -> list[tuple[str, str]]:

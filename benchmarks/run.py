@@ -37,7 +37,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from benchmarks.common import (DATA_DIR, Dataset, MemorySampler, ServerProcess, as_2d,
+from benchmarks.common import (DATA_DIR, Dataset, ForeignCpu, MemorySampler, ServerProcess,
+                               as_2d,
                                ensure_recording, machine_info, markdown_table, median,
                                process_tree_rss, process_tree_uss, session_info, spread,
                                warmup_dataset)
@@ -734,11 +735,11 @@ def main(argv=None) -> int:
             continue
         print(f"[{name}]", flush=True)
         t0 = time.perf_counter()
-        getattr(bench, f"row_{name}")()
-        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-        bench.loads[name] = load
-        print(f"  ({time.perf_counter() - t0:.0f} s; load average (1 min) {load:.2f})",
-              flush=True)
+        with ForeignCpu() as foreign:
+            getattr(bench, f"row_{name}")()
+        bench.loads[name] = foreign.cores
+        print(f"  ({time.perf_counter() - t0:.0f} s; other processes used {foreign.cores:.2f} "
+              f"cores meanwhile)", flush=True)
     elapsed = time.perf_counter() - t_all
 
     print(f"\n## Results ({cfg.repeats} repeat(s), medians; (min-max) over repeats)\n")
@@ -750,18 +751,17 @@ def main(argv=None) -> int:
           + (f" ({'; '.join(missed)})" if missed else ""))
     for note in bench.notes:
         print(f"note: {note}")
-    cores = os.cpu_count() or 1
-    busy = {k: v for k, v in bench.loads.items() if v > cores + 0.5}
+    busy = {k: v for k, v in bench.loads.items() if v > 0.15}
     if busy:
-        print("note: the machine was busy (1-min load average above the core count) after "
-              + ", ".join(f"{k} ({v:.1f})" for k, v in busy.items())
-              + ": other processes competed for the CPU; re-run those rows with --only.")
+        print("note: other processes used CPU during "
+              + ", ".join(f"{k} ({v:.2f} cores)" for k, v in busy.items())
+              + f" of {os.cpu_count()}: those figures are disturbed; re-run them with --only.")
     print(f"benchmark time: {elapsed:.0f} s")
     out = args.json or os.path.join(DATA_DIR, f"results-{time.strftime('%Y%m%d-%H%M%S')}"
                                               f"{'-quick' if cfg.quick else ''}.json")
     with open(out, "w") as fh:
         json.dump({"command": command, "machine": machine_info(), "repeats": cfg.repeats,
-                   "load_after_row": bench.loads,
+                   "foreign_cores_per_row": bench.loads,
                    "rows": [r.__dict__ for r in bench.rows], "notes": bench.notes}, fh,
                   indent=1, default=str)
     print(f"raw figures: {os.path.relpath(out)}")
