@@ -99,16 +99,11 @@ def _service(target):
     return root if root is not None and hasattr(target, "serve") else target
 
 
-def _has_serving_thread(target) -> bool:
-    conn = getattr(target, "____conn__", None)
-    if conn is None and hasattr(target, "serve"):
-        conn = target
-    elif conn is not None:
-        conn = conn  # a netref holds its connection (weakly in rpyc 6: may be a callable)
-        if callable(conn) and not hasattr(conn, "serve"):
-            conn = conn()
+def _connection_of(target) -> tuple[rpyc.Connection | None, bool]:
+    """The connection behind a connection or netref, and whether a ServingThread serves it."""
+    conn = target if hasattr(target, "serve") else getattr(target, "____conn__", None)
     serving = getattr(conn, "serving_thread", None)
-    return serving is not None and not serving.closed, conn
+    return conn, serving is not None and not serving.closed
 
 
 class _Iterator:
@@ -187,9 +182,7 @@ class _Iterator:
         value = self._call(svc, deliver)
         if value is not False:
             return self._advance(value)
-        served, conn = _has_serving_thread(svc)
-        if not served and conn is None:
-            served, conn = _has_serving_thread(target)
+        conn, served = _connection_of(svc)
         deadline = None if timeout is None else time.monotonic() + float(timeout)
         while not arrived.is_set():
             wait = sleep if deadline is None else min(sleep, deadline - time.monotonic())

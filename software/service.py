@@ -23,7 +23,7 @@ import rpyc
 
 from .errors import (InvalidRangeError, InvalidTypeError, MixedRateError, ReaderError,
                      ServiceClosedError, StreamError, UnknownChannelError)
-from .metadata import RateGroup
+from .metadata import RateGroup, grid_length, grid_offset
 from .recording import Recording
 from .registry import SessionRegistry
 from .validation import (as_index, as_name_list, as_positive_float, as_uutc,
@@ -385,9 +385,8 @@ class StreamService(rpyc.Service):
         if t1 <= t0:
             raise InvalidRangeError(f"stop_uutc={t1} must be after start_uutc={t0}.")
         group = self._group
-        x = ((t0 - group.start_uutc) / 1000000.0) * group.fs
-        first = int(x + 0.5) if x >= 0 else int(x - 0.5)
-        count = int(((t1 - t0) / 1000000.0) * group.fs + 0.5)
+        first = grid_offset(t0, group.start_uutc, group.fs)
+        count = grid_length(t0, t1, group.fs)
         check_request_size(len(self._names), count, self._options.max_request_bytes)
         lo, hi = max(first, 0), min(first + count, group.n_samples)
         if count == 0 or hi <= lo:
