@@ -76,38 +76,102 @@ class BlockCache:
             it is in flight yet, in which case the caller must :meth:`fulfil` or
             :meth:`fail` it.
         """
+        (value,), mine = self.claim_many((key,))
+        if isinstance(value, Future):
+            return value, bool(mine)
+        fut: Future = Future()
+        fut.set_result(value)
+        return fut, False
+
+    def claim_many(self, keys: Iterable[Hashable]) -> tuple[list, list[int]]:
+        """Look up or claim many blocks under one lock acquisition.
+
+        Counts a hit per cached key and a miss per other key.
+
+        Returns
+        -------
+        values : list
+            Per key, in order: the cached array, or the future of its read (in flight
+            already, or claimed now).
+        mine : list of int
+            Positions of the keys claimed by this call: the caller must :meth:`fulfil`
+            or :meth:`fail` each of them.
+        """
+        values: list = []
+        mine: list[int] = []
+        misses = 0
+        data, inflight = self._data, self._inflight
         with self._lock:
-            value = self._data.get(key)
-            if value is not None:
-                self._data.move_to_end(key)
-                self.hits += 1
-                fut: Future = Future()
-                fut.set_result(value)
-                return fut, False
-            self.misses += 1
-            fut = self._inflight.get(key)
-            if fut is not None:
-                return fut, False
-            fut = Future()
-            fut.set_running_or_notify_cancel()
-            self._inflight[key] = fut
-            return fut, True
+            for i, key in enumerate(keys):
+                value = data.get(key)
+                if value is not None:
+                    data.move_to_end(key)
+                    values.append(value)
+                    continue
+                misses += 1
+                fut = inflight.get(key)
+                if fut is None:
+                    fut = Future()
+                    fut.set_running_or_notify_cancel()
+                    inflight[key] = fut
+                    mine.append(i)
+                values.append(fut)
+            self.hits += len(values) - misses
+            self.misses += misses
+        return values, mine
+
+    def claim_absent(self, keys: Iterable[Hashable]) -> list[Hashable]:
+        """Claim the keys that are neither cached nor in flight (for reading ahead).
+
+        Cached keys become most recently used; nothing is counted as a hit or miss.
+
+        Returns
+        -------
+        list
+            The keys claimed: the caller must :meth:`fulfil` or :meth:`fail` each.
+        """
+        claimed = []
+        data, inflight = self._data, self._inflight
+        with self._lock:
+            for key in keys:
+                if key in data:
+                    data.move_to_end(key)
+                elif key not in inflight:
+                    fut: Future = Future()
+                    fut.set_running_or_notify_cancel()
+                    inflight[key] = fut
+                    claimed.append(key)
+        return claimed
 
     def fulfil(self, key: Hashable, value: np.ndarray) -> None:
         """Store a loaded block and complete its future."""
-        value.flags.writeable = False
+        self.fulfil_many(((key, value),))
+
+    def fulfil_many(self, items: Iterable[tuple[Hashable, np.ndarray]]) -> None:
+        """Store loaded blocks and complete their futures (one lock acquisition)."""
+        done = []
         with self._lock:
-            fut = self._inflight.pop(key, None)
-            self._store(key, value)
-        if fut is not None and not fut.done():
-            fut.set_result(value)
+            for key, value in items:
+                value.flags.writeable = False
+                fut = self._inflight.pop(key, None)
+                self._store(key, value)
+                if fut is not None:
+                    done.append((fut, value))
+        for fut, value in done:
+            if not fut.done():
+                fut.set_result(value)
 
     def fail(self, key: Hashable, exc: BaseException) -> None:
         """Complete a claimed block's future with ``exc``; nothing is cached."""
+        self.fail_many((key,), exc)
+
+    def fail_many(self, keys: Iterable[Hashable], exc: BaseException) -> None:
+        """Complete claimed blocks' futures with ``exc``; nothing is cached."""
         with self._lock:
-            fut = self._inflight.pop(key, None)
-        if fut is not None and not fut.done():
-            fut.set_exception(exc)
+            futures = [self._inflight.pop(key, None) for key in keys]
+        for fut in futures:
+            if fut is not None and not fut.done():
+                fut.set_exception(exc)
 
     def _store(self, key: Hashable, value: np.ndarray) -> None:
         if value.nbytes > self.max_bytes:

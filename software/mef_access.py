@@ -22,7 +22,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from mef_tools.io import MefWriter
 from pymef.mef_file.pymef3_file import check_mef_password
 from pymef.mef_session import MefSession
 
@@ -330,6 +329,9 @@ def write_session(path: str | os.PathLike, signals: Mapping[str, np.ndarray],
         shutil.rmtree(path)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     cuts = sorted(new_segment_at)
+    # imported here: mef_tools.io pulls in pandas (~40 MiB), which readers do not need
+    from mef_tools.io import MefWriter
+
     writer = MefWriter(path, overwrite=False, password1=password1, password2=password2)
     try:
         for name, data in signals.items():

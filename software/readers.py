@@ -8,14 +8,24 @@ pymef holds the GIL and keeps process-global state, so parallel reads need proce
          |                                  v
     our Future  <--done-callback--  executor future (ndarray, or exception + traceback)
 
+Tasks wait in a priority queue in the server and only ``workers + 1`` are handed to the
+executor at a time (every reader busy, one task queued behind them), so a client's demand
+read (priority 0) overtakes reads ahead (priority 1, 2, ... by distance) that are still
+waiting, and :meth:`ReaderPool.promote` moves a waiting read-ahead up when a client asks
+for it. Reader processes run at a lower CPU priority (``nice``) than the server and the
+clients on the same machine, so reading ahead never slows the client's own work.
+
 A reader process that dies (segfault, SIGKILL) breaks the executor: the pool is rebuilt
 once per breakage and every task that was in flight is resubmitted, up to ``max_attempts``
 times, so callers see either their data or a :class:`~software.errors.ReaderError`.
 """
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import multiprocessing
+import os
 import signal
 import threading
 from collections import OrderedDict
@@ -36,9 +46,18 @@ MAX_OPEN_PER_WORKER = 16
 _open_sessions: OrderedDict = OrderedDict()  # lives in each reader process
 
 
-def _worker_init() -> None:
+#: Priority of a read a client is waiting for; reads ahead use 1, 2, ... (lower first).
+DEMAND = 0
+
+
+def _worker_init(nice: int) -> None:
     # Ctrl-C in a terminal reaches the whole process group; the server decides shutdown.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if nice:
+        try:
+            os.nice(nice)
+        except (AttributeError, OSError):  # not on this platform, or not allowed
+            pass
 
 
 def _session(path: str, password: str | None):
@@ -82,22 +101,32 @@ class ReaderPool:
         Number of reader processes.
     max_attempts : int
         How often a task is submitted before a crashing reader makes it fail.
+    nice : int
+        Added to the reader processes' nice value (0 keeps the server's priority).
     """
 
-    def __init__(self, workers: int = 2, max_attempts: int = 3) -> None:
+    def __init__(self, workers: int = 2, max_attempts: int = 3, nice: int = 10) -> None:
         if int(workers) < 1:
             raise ValueError(f"workers={workers!r} must be at least 1")
         self.workers = int(workers)
         self.max_attempts = int(max_attempts)
+        self.nice = int(nice)
         self.restarts = 0
         self.tasks_retried = 0
         self._lock = threading.Lock()
         self._closed = False
         self._generation = 0
         self._executor = self._new_executor()
+        # waiting tasks: heap of [priority, seq, result, fn, args]; entry[2] None = moved
+        self._waiting: list[list] = []
+        self._entry_of: dict[Future, list] = {}
+        self._seq = itertools.count()
+        self._running = 0
+        self._max_running = self.workers + 1
 
     def _new_executor(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(max_workers=self.workers, initializer=_worker_init,
+                                   initargs=(self.nice,),
                                    mp_context=multiprocessing.get_context("spawn"))
 
     @property
@@ -111,20 +140,56 @@ class ReaderPool:
             procs = getattr(self._executor, "_processes", None) or {}
             return [p.pid for p in list(procs.values()) if p.is_alive()]
 
-    def warm_up(self) -> None:
-        """Start every reader process now rather than at the first read."""
+    def warm_up(self, wait: bool = True) -> None:
+        """Start every reader process now rather than at the first read.
+
+        Parameters
+        ----------
+        wait : bool
+            Return only once every process has started (about a second per process).
+        """
         futures = [self._submit_raw(_forget_task, "")[0] for _ in range(self.workers)]
-        for fut in futures:
-            fut.result()
+        if wait:
+            for fut in futures:
+                fut.result()
 
     def inspect(self, path: str, password: str | None) -> Future:
         """Open ``path`` in a reader process; the future yields its :class:`SessionInfo`."""
-        return self._submit(_inspect_task, path, password)
+        return self._submit(DEMAND, _inspect_task, path, password)
 
     def read(self, path: str, password: str | None, names: Sequence[str], start: int,
-             stop: int) -> Future:
-        """Read grid samples ``[start, stop)``; the future yields a float64 ndarray."""
-        return self._submit(_read_task, path, password, tuple(names), int(start), int(stop))
+             stop: int, priority: int = DEMAND) -> Future:
+        """Read grid samples ``[start, stop)``; the future yields a float64 ndarray.
+
+        Parameters
+        ----------
+        path, password : str, str or None
+            The session and its level-2 password.
+        names : sequence of str
+            Channels of one sampling rate.
+        start, stop : int
+            Grid sample range.
+        priority : int
+            :data:`DEMAND` (0) for a read a client waits for; larger numbers run later.
+        """
+        return self._submit(int(priority), _read_task, path, password, tuple(names),
+                            int(start), int(stop))
+
+    def promote(self, future: Future, priority: int = DEMAND) -> None:
+        """Run a waiting task with ``priority`` if that is sooner (no-op once it started)."""
+        with self._lock:
+            entry = self._entry_of.get(future)
+            if entry is None or entry[0] <= priority:
+                return
+            moved = [priority, next(self._seq), entry[2], entry[3], entry[4]]
+            entry[2] = None
+            self._entry_of[future] = moved
+            heapq.heappush(self._waiting, moved)
+
+    def queued(self) -> int:
+        """Tasks waiting in the server for a reader (not yet handed to the executor)."""
+        with self._lock:
+            return len(self._entry_of)
 
     def forget(self, path: str) -> None:
         """Ask the reader processes to close ``path`` (best effort, returns at once)."""
@@ -142,11 +207,46 @@ class ReaderPool:
                 raise ServiceClosedError("the reader pool is closed; restart the server")
             return self._executor.submit(fn, *args), self._generation
 
-    def _submit(self, fn, *args) -> Future:
+    def _submit(self, priority: int, fn, *args) -> Future:
         result: Future = Future()
         result.set_running_or_notify_cancel()
-        self._attempt(result, fn, args, 1)
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                entry = [priority, next(self._seq), result, fn, args]
+                self._entry_of[result] = entry
+                heapq.heappush(self._waiting, entry)
+        if closed:
+            result.set_exception(ServiceClosedError("the reader pool is closed; restart "
+                                                    "the server"))
+            return result
+        self._pump()
         return result
+
+    def _pump(self) -> None:
+        """Hand waiting tasks to the executor while fewer than ``workers + 1`` run."""
+        while True:
+            with self._lock:
+                if self._closed or self._running >= self._max_running:
+                    return
+                entry = None
+                while self._waiting:
+                    entry = heapq.heappop(self._waiting)
+                    if entry[2] is not None:
+                        break
+                    entry = None
+                if entry is None:
+                    return
+                _priority, _seq, result, fn, args = entry
+                del self._entry_of[result]
+                self._running += 1
+            result.add_done_callback(self._task_finished)
+            self._attempt(result, fn, args, 1)
+
+    def _task_finished(self, _result: Future) -> None:
+        with self._lock:
+            self._running -= 1
+        self._pump()
 
     def _attempt(self, result: Future, fn, args: tuple, attempt: int) -> None:
         try:
@@ -216,6 +316,13 @@ class ReaderPool:
                 return
             self._closed = True
             executor = self._executor
+            waiting = list(self._entry_of)
+            self._entry_of.clear()
+            self._waiting.clear()
+        for result in waiting:
+            result.set_exception(ServiceClosedError(
+                "the reader pool was closed before this read ran; the server is shutting "
+                "down"))
         executor.shutdown(wait=True, cancel_futures=True)
         logger.info("reader pool closed (%d restarts)", self.restarts)
 

@@ -87,3 +87,38 @@ def test_cached_blocks_are_read_only_and_discard_works():
         cache.lookup(("a", 1))[0] = 5.0
     assert cache.discard_where(lambda k: k[0] == "a") == 1
     assert ("a", 1) not in cache and ("b", 1) in cache and cache.nbytes == 24
+
+
+def test_claim_many_takes_cached_and_in_flight_blocks_and_counts_them():
+    cache = BlockCache(10_000)
+    cache.fulfil("a", block(2, 1.0))
+    waiting, _ = cache.claim("b")                     # in flight, claimed elsewhere
+    values, mine = cache.claim_many(["a", "b", "c"])
+    assert values[0][0] == 1.0 and values[1] is waiting and mine == [2]
+    assert not values[2].done()
+    assert (cache.hits, cache.misses) == (1, 1 + 2)   # the first claim of "b" was a miss too
+    cache.fulfil_many([("b", block(2, 2.0)), ("c", block(2, 3.0))])
+    assert values[1].result(0)[0] == 2.0 and values[2].result(0)[0] == 3.0
+
+
+def test_claim_absent_claims_only_what_nobody_has_and_counts_nothing():
+    cache = BlockCache(3 * 16)
+    cache.fulfil("old", block(2))
+    cache.fulfil("cached", block(2))
+    cache.claim("flying")
+    hits, misses = cache.hits, cache.misses
+    assert cache.claim_absent(["old", "flying", "new"]) == ["new"]
+    assert (cache.hits, cache.misses) == (hits, misses)
+    cache.fulfil("new", block(2))
+    cache.fulfil("newer", block(2))                   # evicts the least recently used
+    assert "old" in cache and "cached" not in cache   # "old" became recent when claimed
+
+
+def test_fail_many_reaches_every_claimed_block():
+    cache = BlockCache(10_000)
+    values, mine = cache.claim_many(["x", "y"])
+    cache.fail_many(["x", "y"], OSError("gone"))
+    for fut in values:
+        with pytest.raises(OSError, match="gone"):
+            fut.result(0)
+    assert cache.claim_absent(["x", "y"]) == ["x", "y"]  # nothing cached, claimable again
