@@ -132,6 +132,8 @@ class SessionRegistry:
                 continue  # the opener registers it; loop to share it (and check the password)
             recording = Recording(real, password, info, self._pool, self._cache,
                                   self._assembler, self._block_seconds)
+            # one reader opened it; the others open it now, not during the first read
+            self._pool.open_everywhere(real, password)
             with self._lock:
                 self._opening.pop(real, None)
                 self._open[real] = (recording, digest, 1)
