@@ -39,6 +39,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--segment-seconds", type=float, default=settings.SEGMENT_SECONDS)
     parser.add_argument("--block-seconds", type=float, default=settings.BLOCK_SECONDS)
     parser.add_argument("--max-request-mb", type=float, default=settings.MAX_REQUEST_MB)
+    parser.add_argument("--reader-nice", type=int, default=settings.READER_NICE,
+                        help="nice value added to the reader processes (0: none)")
+    parser.add_argument("--callback-timeout", type=float, default=settings.CALLBACK_TIMEOUT,
+                        help="seconds before a client callback that has not returned is "
+                             "logged")
     parser.add_argument("--tls-cert", default=None, help="server certificate (PEM): enables TLS")
     parser.add_argument("--tls-key", default=None, help="private key of --tls-cert (PEM)")
     parser.add_argument("--tls-ca", default=None,
@@ -50,6 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.password = os.environ.get("MEFSTREAM_PASSWORD")
     if args.workers < 1:
         parser.error(f"--workers must be at least 1; {args.workers} is invalid")
+    if args.callback_timeout <= 0:
+        parser.error(f"--callback-timeout must be > 0; {args.callback_timeout} is invalid")
     if args.cache_mb < 0:
         parser.error(f"--cache-mb must be >= 0; {args.cache_mb} is invalid")
     if (args.tls_cert is None) != (args.tls_key is None) or (args.tls_ca and not args.tls_cert):
@@ -86,9 +93,22 @@ def main(argv: list[str] | None = None) -> int:
         import ssl
 
         from rpyc.utils.authenticators import SSLAuthenticator
+        try:  # SSLAuthenticator reads the files at each connection: check them now
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(args.tls_cert, keyfile=args.tls_key)
+            if args.tls_ca:
+                context.load_verify_locations(args.tls_ca)
+        except (OSError, ssl.SSLError) as exc:
+            logger.error("cannot start: the TLS files --tls-cert %s, --tls-key %s, --tls-ca "
+                         "%s do not load: %s", args.tls_cert, args.tls_key, args.tls_ca, exc)
+            return 2
         authenticator = SSLAuthenticator(
             args.tls_key, args.tls_cert, ca_certs=args.tls_ca,
             cert_reqs=ssl.CERT_REQUIRED if args.tls_ca else ssl.CERT_NONE)
+        if not args.tls_ca and args.host not in ("127.0.0.1", "localhost", "::1"):
+            logger.warning("TLS on %s without --tls-ca: traffic is encrypted but any client "
+                           "that reaches this port can read every session; add --tls-ca to "
+                           "require client certificates.", args.host)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -98,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
                                  cache_mb=args.cache_mb, segment_seconds=args.segment_seconds,
                                  block_seconds=args.block_seconds,
                                  max_request_mb=args.max_request_mb, session=session,
-                                 password=args.password, authenticator=authenticator)
+                                 password=args.password, authenticator=authenticator,
+                                 reader_nice=args.reader_nice,
+                                 callback_timeout=args.callback_timeout)
     except Exception as exc:  # a bad session, password or port: say so and exit
         logger.error("cannot start: %s", exc)
         return 2

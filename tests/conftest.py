@@ -8,6 +8,7 @@ import pytest
 
 from software import MefStreamServer, get_connection
 from software.mef_access import write_session
+from tests.pki import have_openssl, make_pki
 from tests.util import FS, START
 
 #: Samples of the main test recording (3 minutes at 256 Hz).
@@ -70,6 +71,15 @@ def conn(server):
     connection = get_connection(server.port, host="127.0.0.1", timeout=10)
     yield connection
     connection.close()
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory):
+    """A directory of test certificates (see tests/pki.py: ca, otherca, server, client,
+    rogue); skips the test when the openssl command is missing."""
+    if not have_openssl():
+        pytest.skip("openssl CLI not available to make test certificates")
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture(scope="session")
