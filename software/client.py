@@ -8,12 +8,14 @@ server run within about a millisecond. The iterators keep their position as plai
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import time
 
 import rpyc
 
 from . import errors
+from .shared_memory import negotiate
 from .transport import ServingThread, fast_connect
 from .wire import decode_segment
 
@@ -34,7 +36,9 @@ CLIENT_RPYC_CONFIG = {
 
 def get_connection(port: int | None = None, host: str = "localhost", timeout: float = 10,
                    *, keyfile: str | None = None, certfile: str | None = None,
-                   ca_certs: str | None = None, config: dict | None = None) -> rpyc.Connection:
+                   ca_certs: str | None = None, config: dict | None = None,
+                   shared_memory: bool = True,
+                   shared_memory_mb: float = 128) -> rpyc.Connection:
     """Connect to a mefstream server, waiting up to ``timeout`` seconds for it to come up.
 
     Parameters
@@ -50,28 +54,49 @@ def get_connection(port: int | None = None, host: str = "localhost", timeout: fl
         server started with TLS.
     config : dict, optional
         Extra RPyC settings (copied).
+    shared_memory : bool
+        When client and server share a host (and user), take answers from a shared-memory
+        area instead of the socket (see :mod:`software.shared_memory`); values and
+        :func:`~software.decode_segment` stay the same. Falls back to the socket silently.
+    shared_memory_mb : float
+        Size of that area in MiB: the answers in flight at once must fit (larger ones
+        come through the socket). Memory is taken only as it is used.
 
     Returns
     -------
     rpyc.Connection
         With ``conn.serving_thread`` serving callbacks; ``conn.close()`` stops it too.
+        ``conn.shared_memory`` is the client's area, or None when answers come through
+        the socket.
 
     Raises
     ------
     ConnectionRefusedError
         Nobody listened on ``host:port`` within ``timeout``.
+    PermissionError
+        The server refused this client's certificate (or its lack of one), or the server's
+        certificate is not signed by ``ca_certs``.
+    ConnectionError
+        The server closed the connection before answering, or did not answer the TLS
+        handshake: TLS on one side only.
     """
     port = DEFAULT_PORT if port is None else int(port)
     settings = dict(CLIENT_RPYC_CONFIG)
     settings.update(config or {})
+    tls = certfile is not None or ca_certs is not None
     deadline = time.monotonic() + float(timeout)
     delay = 0.02
     while True:
         try:
             conn = fast_connect(host, port, config=settings, keyfile=keyfile,
-                                certfile=certfile, ca_certs=ca_certs)
+                                certfile=certfile, ca_certs=ca_certs,
+                                timeout=min(3.0, max(float(timeout), 0.1)))
             break
+        except ssl.SSLError as exc:  # the handshake failed: retrying will not help
+            raise _refused(host, port, tls, certfile, exc) from exc
         except (ConnectionRefusedError, OSError) as exc:
+            if tls and isinstance(exc, TimeoutError) and "handshake" in str(exc):
+                raise _refused(host, port, tls, certfile, exc) from exc
             if isinstance(exc, OSError) and exc.errno not in (None, 111, 61, 10061) \
                     and not isinstance(exc, ConnectionRefusedError):
                 raise
@@ -81,16 +106,71 @@ def get_connection(port: int | None = None, host: str = "localhost", timeout: fl
                     f"with 'python start.py' (or pass the right port=...).") from exc
             time.sleep(delay)  # waiting for a server process to bind, not synchronising
             delay = min(delay * 2, 0.5)
+    # One round trip on this thread before the serving thread starts: a TLS 1.3 server
+    # refuses a client certificate only after the handshake, and a TLS server drops a plain
+    # client at its first request. Raced by the serving thread, either showed up as a
+    # bare EOFError (or rpyc's "release unlocked lock") at the caller's first call.
+    try:
+        conn.root
+    except (EOFError, OSError) as exc:
+        try:
+            conn.close()
+        except Exception:  # noqa: BLE001 - closing a connection that is already broken
+            pass
+        raise _refused(host, port, tls, certfile, exc) from exc
+    try:
+        area = negotiate(conn, int(shared_memory_mb * 2**20)) if shared_memory else None
+    except BaseException:
+        conn.close()
+        raise
+    conn.shared_memory = area
     serving = ServingThread(conn)
     conn.serving_thread = serving
     close = conn.close
 
     def close_all(*args, **kwargs):
         serving.close()
-        return close(*args, **kwargs)
+        try:
+            return close(*args, **kwargs)
+        finally:
+            if area is not None:
+                area.close()
 
     conn.close = close_all
     return conn
+
+
+def _refused(host: str, port: int, tls: bool, certfile: str | None,
+             exc: BaseException) -> OSError:
+    """A clear error for a connection the server refused (or TLS on one side only)."""
+    cause = exc
+    while not isinstance(cause, ssl.SSLError) and cause.__cause__ is not None:
+        cause = cause.__cause__  # the transport wraps socket errors in EOFError
+    where = f"{host}:{port}"
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return PermissionError(
+            f"the certificate of the server at {where} is not signed by ca_certs "
+            f"({cause.verify_message}); pass the CA that signed the server's --tls-cert.")
+    if isinstance(cause, ssl.SSLError):
+        mine = ("a certificate from certfile" if certfile is not None
+                else "no client certificate (certfile=None)")
+        return PermissionError(
+            f"the server at {where} refused the TLS connection ({cause.reason or cause}); "
+            f"this client sent {mine}. A server started with --tls-ca accepts only client "
+            f"certificates signed by that CA: pass keyfile= and certfile= of one.")
+    if tls and isinstance(exc, TimeoutError):
+        return ConnectionError(
+            f"the server at {where} did not answer the TLS handshake ({exc}); it probably "
+            f"runs without TLS: connect without keyfile/certfile/ca_certs, or start it with "
+            f"--tls-cert/--tls-key.")
+    if tls:
+        return ConnectionError(
+            f"the server at {where} closed the TLS connection before answering ({exc!r}); "
+            f"if it was started with --tls-ca, pass keyfile= and certfile= of a client "
+            f"certificate signed by that CA.")
+    return ConnectionError(
+        f"the server at {where} closed the connection before answering ({exc!r}); if it "
+        f"runs with TLS (start.py --tls-cert), pass ca_certs= (and keyfile=, certfile=).")
 
 
 def _service(target):

@@ -73,6 +73,12 @@ class MefStreamServer:
         Extra RPyC settings (copied, merged over :data:`SERVER_RPYC_CONFIG`).
     authenticator : callable, optional
         An RPyC authenticator, e.g. ``rpyc.utils.authenticators.SSLAuthenticator`` for TLS.
+    reader_nice : int
+        Nice value added to the reader processes, so that reading ahead yields the CPU to
+        the server and to clients on the same machine (0: same priority as the server).
+    callback_timeout : float
+        Seconds after which a client callback that has not returned is logged (once per
+        view) and counted; the server never waits for it.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, data_root: str = ".",
@@ -80,13 +86,15 @@ class MefStreamServer:
                  segment_seconds: float = 60.0, max_request_mb: float = 256,
                  block_seconds: float = 10.0, session: str | None = None,
                  password: str | None = None, rpyc_config: dict | None = None,
-                 authenticator=None) -> None:
+                 authenticator=None, reader_nice: int = 10,
+                 callback_timeout: float = 30.0) -> None:
         self.host = host
         self.data_root = os.path.realpath(data_root)
         self.options = ServiceOptions(segment_seconds=float(segment_seconds),
                                       prefetch=int(prefetch),
-                                      max_request_bytes=int(max_request_mb * 2**20))
-        self.pool = ReaderPool(workers)
+                                      max_request_bytes=int(max_request_mb * 2**20),
+                                      callback_timeout=float(callback_timeout))
+        self.pool = ReaderPool(workers, nice=reader_nice)
         self.cache = BlockCache(int(cache_mb * 2**20))
         self._assembler = ThreadPoolExecutor(max_workers=2, thread_name_prefix="assembler")
         self.registry = SessionRegistry(self.data_root, self.pool, self.cache, self._assembler,
@@ -131,6 +139,7 @@ class MefStreamServer:
                 raise RuntimeError("this server was closed; create a new one")
             if self._thread is None:
                 self._server._listen()  # listening before start() returns; close() may follow
+                self.pool.warm_up(wait=False)  # spawning a reader takes ~1 s: not at 1st read
                 self._thread = threading.Thread(target=self._server.start, name="rpyc-accept",
                                                 daemon=True)
                 self._thread.start()

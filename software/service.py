@@ -10,10 +10,13 @@ another client.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import queue
 import threading
+import time
+from collections import deque
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -28,7 +31,8 @@ from .recording import Recording
 from .registry import SessionRegistry
 from .validation import (as_index, as_name_list, as_positive_float, as_uutc,
                          check_request_size)
-from .wire import encode_error, encode_segment
+from .shared_memory import SegmentEncoder
+from .wire import encode_error
 
 logger = logging.getLogger(__name__)
 
@@ -47,27 +51,60 @@ class ServiceOptions:
         Largest answer one call may produce (float64 samples).
     read_timeout : float
         Seconds a call without callback waits for its data before failing.
+    callback_timeout : float
+        Seconds after which a client callback that has not returned is noted (logged once
+        per view, counted).
     """
 
     segment_seconds: float = 60.0
     prefetch: int = 3
     max_request_bytes: int = 256 * 2**20
     read_timeout: float = 120.0
+    callback_timeout: float = 30.0
 
 
 class _Deliverer:
-    """A view's callback delivery thread: one queue, one thread, started on first use."""
+    """A view's callback delivery thread: one queue, one thread, started on first use.
 
-    def __init__(self, name: str) -> None:
+    Callbacks go out with ``rpyc.async_``: the thread never waits for the client to run
+    them. Each one sent is outstanding until the client's reply arrives. A watchdog timer
+    (at most one per view, armed for the oldest outstanding callback and re-armed when it
+    fires, so a streaming view starts one thread per ``callback_timeout``, never one per
+    callback) notes those that have not returned within ``callback_timeout`` seconds: a
+    WARNING the first time for the view, then only the ``hung`` counter.
+
+    A client that stops reading its socket (its callback hangs in its only serving thread)
+    makes the send itself block once the socket buffers are full (from a few hundred kB
+    to tens of MB, as the kernel tunes them). Only this view's thread waits, until the
+    client reads again, disconnects or the server closes; the watchdog still notes it,
+    and the answers queued meanwhile stay in memory.
+
+    Parameters
+    ----------
+    name : str
+        Thread name, also the view's name in log messages (the path, never a password).
+    callback_timeout : float
+        Seconds after which a callback that has not returned is noted.
+    """
+
+    def __init__(self, name: str, callback_timeout: float = 30.0) -> None:
         self._name = name
+        self._timeout = float(callback_timeout)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._lock = threading.Lock()  # guards _outstanding and _watch
+        self._outstanding: deque[list] = deque()  # [sent_at, returned], oldest first
+        self._watch: threading.Timer | None = None
+        self._sending: list | None = None  # the entry whose send is under way
+        self._client = ""
         self.delivered = 0
         self.failed = 0
         self.client_errors = 0
+        self.hung = 0
 
     def put(self, callback, future: Future, encode) -> None:
+        """Queue a callback of ``future``'s outcome (runs in the thread completing it)."""
         if self._closed:
             return
         if self._thread is None:
@@ -81,28 +118,110 @@ class _Deliverer:
             if item is None or self._closed:
                 return
             callback, future, encode = item
+            entry = [0.0, False]
             try:
                 exc = future.exception()
                 value = encode_error(exc) if exc is not None else encode(future.result())
-                reply = callback(value)
+                if not self._client:
+                    self._client = self._peer(callback) or "in-process"
+                entry[0] = time.monotonic()
+                self._track(entry)
+                self._sending = entry
+                reply = callback(value)   # blocks only while the client's socket is full
                 self.delivered += 1
             except Exception:  # a dead or broken client: note it and go on
+                entry[1] = True
                 self.failed += 1
                 logger.warning("callback delivery failed in %s", self._name, exc_info=True)
                 continue
-            if hasattr(reply, "add_callback"):  # an rpyc.async_ call: hear if it raised
-                reply.add_callback(self._replied)
+            finally:
+                self._sending = None
+            if hasattr(reply, "add_callback"):  # an rpyc.async_ call: hear when it returns
+                reply.add_callback(functools.partial(self._replied, entry))
+            else:  # a local callable (in-process use) has returned already
+                entry[1] = True
 
-    def _replied(self, reply) -> None:
+    def _replied(self, entry: list, reply) -> None:
         """Runs in the connection's serving thread when the client's callback returned."""
+        entry[1] = True
         if reply.error:
             self.client_errors += 1
             if self.client_errors == 1:  # once per view: a broken callback raises every time
                 logger.warning("a client callback of %s raised; the client keeps receiving "
                                "data (further errors are counted, not logged)", self._name)
 
+    # ---- watchdog -------------------------------------------------------------------
+
+    def _track(self, entry: list) -> None:
+        """Note ``entry`` as outstanding; arm the watchdog if none is armed."""
+        with self._lock:
+            outstanding = self._outstanding
+            while outstanding and outstanding[0][1]:  # returned: forget them
+                outstanding.popleft()
+            outstanding.append(entry)
+            self._arm()
+
+    def _arm(self) -> None:
+        """Start a timer for the oldest outstanding callback (``_lock`` held)."""
+        if self._watch is None and self._outstanding and not self._closed:
+            delay = self._outstanding[0][0] + self._timeout - time.monotonic()
+            self._watch = threading.Timer(max(delay, 0.0), self._check)
+            self._watch.name = f"watchdog-{self._name}"
+            self._watch.daemon = True
+            self._watch.start()
+
+    def _check(self) -> None:
+        """Runs in the watchdog timer's thread: note callbacks past the time limit."""
+        try:
+            now = time.monotonic()
+            late: list[list] = []
+            with self._lock:
+                self._watch = None
+                outstanding = self._outstanding
+                while outstanding and (outstanding[0][1]
+                                       or now - outstanding[0][0] >= self._timeout):
+                    entry = outstanding.popleft()
+                    if not entry[1]:
+                        late.append(entry)
+                first = bool(late) and self.hung == 0
+                self.hung += len(late)
+                self._arm()
+            if not first or self._closed:
+                return
+            sending = self._sending
+            if late[0] is sending:
+                what = (f"sending it a callback has been blocked for {now - sending[0]:.1f} s "
+                        f"(callback_timeout {self._timeout:g} s): the client has stopped "
+                        f"reading its connection")
+            else:
+                what = (f"the client's callback has been running for {now - late[0][0]:.1f} "
+                        f"s (callback_timeout {self._timeout:g} s): it is hung or slow")
+                if sending is not None:
+                    what += (f"; sending it the next one has been blocked for "
+                             f"{now - sending[0]:.1f} s (the client stopped reading)")
+            logger.warning("%s (client %s): %s; this view's next callbacks wait behind it, "
+                           "other clients are unaffected (further hung callbacks of this view "
+                           "are counted, not logged)", self._name, self._client, what)
+        except Exception:
+            logger.exception("callback watchdog of %s failed", self._name)
+
+    @staticmethod
+    def _peer(callback) -> str:
+        """``host:port`` of the client behind an ``rpyc.async_`` callback, or ''."""
+        try:
+            endpoints = callback.proxy.____conn__._config["endpoints"]
+            return "%s:%s" % tuple(endpoints[1][:2])
+        except Exception:  # noqa: BLE001 - a local callable, or another transport
+            return ""
+
     def close(self) -> None:
+        """Drop pending callbacks and stop the thread and the watchdog (idempotent)."""
         self._closed = True
+        with self._lock:
+            watch, self._watch = self._watch, None
+            self._outstanding.clear()
+        if watch is not None:
+            watch.cancel()
         self._queue.put(None)
 
 
@@ -127,6 +246,10 @@ class StreamService(rpyc.Service):
         The path as clients see it (relative to the data root).
     """
 
+    #: How answers are encoded: the connection's encoder (shared memory once negotiated),
+    #: set by the root service; this socket-only default serves views used in-process.
+    _encoder = SegmentEncoder()
+
     def __init__(self, recording: Recording, options: ServiceOptions,
                  display_path: str) -> None:
         self._recording = recording
@@ -138,10 +261,12 @@ class StreamService(rpyc.Service):
         self._segment_samples = self._samples_for(options.segment_seconds)
         self._segment_seconds = float(options.segment_seconds)
         self._last_start: int | None = None
+        self._last_prefetch: tuple | None = None
         self._direction = 1
         self._lock = threading.Lock()
         self._closed = False
-        self._deliverer = _Deliverer(f"callbacks-{display_path}")
+        self._deliverer = _Deliverer(f"callbacks-{display_path}",
+                                     options.callback_timeout)
 
     # ---- settings -------------------------------------------------------------------
 
@@ -407,7 +532,7 @@ class StreamService(rpyc.Service):
         def encode(data: np.ndarray):
             if pad != (0, 0):
                 data = np.pad(data, ((0, 0), pad), constant_values=np.nan)
-            return encode_segment(data[rows] if rows is not None else data)
+            return self._encoder(data[rows] if rows is not None else data)
 
         if callback is None or future.done():
             try:
@@ -432,12 +557,21 @@ class StreamService(rpyc.Service):
             self._last_start = start
             direction = self._direction
         length = stop - start
+        size = self._recording.block_samples(group)
+        spans = []  # cache blocks of each request ahead, nearest first
         for i in range(1, depth + 1):
-            lo = start + direction * i * length
-            hi = lo + length
-            if hi <= 0 or lo >= group.n_samples:
+            lo = max(start + direction * i * length, 0)
+            hi = min(start + direction * i * length + length, group.n_samples)
+            if hi <= lo:
                 break
-            self._recording.prefetch(names, group, lo, hi)
+            spans.append((lo // size, (hi - 1) // size, i))
+        plan = (names, group.fs, tuple(spans))
+        if plan == self._last_prefetch:  # small steps within the same blocks: done already
+            return
+        self._last_prefetch = plan
+        for first, last, priority in spans:
+            self._recording.prefetch(names, group, first * size, (last + 1) * size,
+                                     priority=priority)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -488,14 +622,53 @@ class RootService(rpyc.Service):
         self._views: dict[str, tuple[StreamService, Recording]] = {}
         self._lock = threading.Lock()
 
+    _encoder = StreamService._encoder      # replaced per connection by on_connect
+
+    def on_connect(self, conn) -> None:
+        """Give this connection its segment encoder (the socket until shared memory)."""
+        self._encoder = SegmentEncoder(conn)
+
     def on_disconnect(self, conn) -> None:
-        """Drop this connection's views and pending callbacks."""
+        """Drop this connection's views, pending callbacks and shared memory."""
         with self._lock:
             views = list(self._views.values())
             self._views.clear()
         for view, recording in views:
             view.close()
             self._registry.release(recording)
+        self._encoder.close()
+
+    def exposed_open_shared_memory(self, nbytes) -> tuple | bool:
+        """Offer this connection a shared-memory area for its answers (same host only).
+
+        Parameters
+        ----------
+        nbytes : int
+            Wanted size in bytes (granted between 1 MiB and 1 GiB).
+
+        Returns
+        -------
+        tuple or False
+            ``(name, capacity)``: the file ``/dev/shm/<name>`` to map and unlink, then
+            call :meth:`exposed_attach_shared_memory`; False when none can be offered.
+        """
+        return self._encoder.offer(nbytes)
+
+    def exposed_attach_shared_memory(self, token) -> bool:
+        """Send this connection's answers through the offered area from now on.
+
+        Parameters
+        ----------
+        token : bytes or False
+            The token read from the area's header (proof of mapping it), or False to
+            decline the offer (the area is removed).
+
+        Returns
+        -------
+        bool
+            Whether answers now go through the area.
+        """
+        return self._encoder.attach(token)
 
     def exposed_open_file(self, path, password=None) -> StreamService:
         """Open a session and return this connection's StreamService for it.
@@ -519,6 +692,7 @@ class RootService(rpyc.Service):
             entry = self._views.get(real)
             if entry is None:
                 view = StreamService(recording, self._options, self._registry.display_path(real))
+                view._encoder = self._encoder
                 self._views[real] = (view, recording)
                 return view
         self._registry.release(recording)
@@ -562,7 +736,12 @@ class FileRootService(StreamService):
         recording = registry.acquire(path, password)
         super().__init__(recording, options, registry.display_path(recording.path))
 
+    on_connect = RootService.on_connect
+    exposed_open_shared_memory = RootService.exposed_open_shared_memory
+    exposed_attach_shared_memory = RootService.exposed_attach_shared_memory
+
     def on_disconnect(self, conn) -> None:
-        """Drop pending callbacks and give the session back."""
+        """Drop pending callbacks, shared memory, and give the session back."""
         self.close()
         self._registry.release(self._recording)
+        self._encoder.close()

@@ -2,21 +2,41 @@
 
 A segment crosses as ``(payload: bytes, dtype: str, shape: tuple)``; a read that failed
 after a callback was registered crosses as ``("error", class_name, message)`` so that
-:func:`decode_segment` raises it where the data was expected.
+:func:`decode_segment` raises it where the data was expected. On a connection that
+negotiated same-host shared memory the server sends ``("mefstream-shm", dtype, shape,
+slot, seq, offset, nbytes)`` instead, and the client's connection turns it back into
+``(bytes, dtype, shape)`` as it arrives (see :mod:`software.shared_memory`).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from . import errors
+from .transport import Buffer
 
 ERROR_TAG = "error"
+#: First item of a segment that lies in a shared-memory area.
+SHARED_TAG = "mefstream-shm"
 
 
-def encode_segment(data: np.ndarray) -> tuple[bytes, str, tuple[int, ...]]:
-    """Encode an array as ``(bytes, dtype name, shape)``."""
+def encode_segment(data: np.ndarray, *, copy: bool = True) -> tuple:
+    """Encode an array as ``(bytes, dtype name, shape)``.
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        The samples.
+    copy : bool
+        False: the payload is a :class:`~software.transport.Buffer` over the array's
+        memory instead of a bytes copy. Only a
+        :class:`~software.transport.FastConnection` can send it (the peer still receives
+        bytes), and ``data`` must not change afterwards.
+    """
     data = np.ascontiguousarray(data)
-    return data.tobytes(), data.dtype.str, tuple(int(n) for n in data.shape)
+    shape = tuple(int(n) for n in data.shape)
+    if copy or data.nbytes == 0:
+        return data.tobytes(), data.dtype.str, shape
+    return Buffer(data), data.dtype.str, shape
 
 
 def encode_error(exc: BaseException) -> tuple[str, str, str]:
@@ -46,8 +66,13 @@ def decode_segment(value: object) -> np.ndarray | bool:
     """
     if value is False or value is None:
         return False
+    if value[0] == SHARED_TAG:
+        raise errors.StreamError(
+            "this segment lies in a shared-memory area and was not taken out of it by its "
+            "connection; connect with software.get_connection (which reads such answers "
+            "as they arrive) or pass shared_memory=False.")
     payload, dtype, shape = value
-    if payload == ERROR_TAG:
+    if isinstance(payload, str) and payload == ERROR_TAG:
         cls = getattr(errors, str(dtype), None)
         if not (isinstance(cls, type) and issubclass(cls, errors.StreamError)):
             cls = errors.ReaderError

@@ -6,11 +6,13 @@ Synchronisation is by events and :func:`tests.util.wait_until`, never by sleepin
 """
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -22,6 +24,8 @@ import pytest
 
 import software
 from software import MefStreamServer, StreamSegmentIterator, decode_segment, get_connection
+from software.client import CLIENT_RPYC_CONFIG
+from software.transport import ServingThread, fast_connect
 from tests.util import reference, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -70,10 +74,14 @@ def main_ref(main_path):
 
 
 @pytest.fixture
-def fresh_server(data_root):
-    """A server of its own with a cold cache, small blocks and both readers running."""
+def fresh_server(data_root, request):
+    """A server of its own with a cold cache, small blocks and both readers running.
+
+    Indirect parametrization passes extra MefStreamServer arguments as a dict.
+    """
     srv = MefStreamServer(port=0, data_root=data_root, workers=2, prefetch=2, cache_mb=64,
-                          block_seconds=1.0, segment_seconds=7.0)
+                          block_seconds=1.0, segment_seconds=7.0,
+                          **getattr(request, "param", {}))
     srv.start()
     srv.pool.warm_up()
     yield srv
@@ -209,6 +217,8 @@ def test_readers_killed_while_idle(fresh_server, connect, main_ref, caplog):
     first = connect()
     svc = first.root.open_file("main.mefd")
     assert same(decode_segment(svc.get_stream_segment(2560, 0)), main_ref[:, :2560])
+    # idle: the reads ahead that this request started are done too
+    wait_until(lambda: dict(fresh_server.cache.stats())["in_flight"] == 0, timeout=20)
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
     wait_until(lambda: fresh_server.pool.pids() == [], timeout=20)   # the executor noticed
@@ -336,11 +346,24 @@ def test_client_gone_with_callbacks_pending(fresh_server, connect, main_ref, cap
     assert dict(fresh_server.cache.stats())["bytes"] == 0     # the session's blocks freed
 
 
+def deliverers_of(client) -> list:
+    """The server-side callback deliverers serving ``client`` (an in-process server)."""
+    from software.service import _Deliverer
+    address = "%s:%s" % client._channel.stream.sock.getsockname()[:2]
+    return [d for d in gc.get_objects() if isinstance(d, _Deliverer) and d._client == address]
+
+
+@pytest.mark.parametrize("fresh_server", [{"callback_timeout": 1.0}], indirect=True)
 def test_callback_that_raises_or_hangs(fresh_server, connect, main_ref, caplog):
     """A callback that raises, and one that hangs in the client: the server moves on, both
-    clients stay usable, and everyone else gets their data."""
+    clients stay usable, and everyone else gets their data. The hung callback is noted
+    once, after callback_timeout (1 s here), naming the view and the client."""
     caplog.set_level(logging.WARNING)
     raiser, hanger, bystander = connect(), connect(), connect()
+    where = "client %s:%s" % hanger._channel.stream.sock.getsockname()[:2]
+
+    def hung_notes() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "callback_timeout" in r.getMessage()]
     calls = []
     release, hung = threading.Event(), threading.Event()
 
@@ -364,6 +387,7 @@ def test_callback_that_raises_or_hangs(fresh_server, connect, main_ref, caplog):
                 assert svc_h.get_stream_segment(2560, start, hanging_callback) is False
         wait_until(lambda: len(calls) == 8, timeout=30)
         assert hung.wait(30)
+        wait_until(hung_notes, timeout=30)        # the server noted the hanging callback
         # the bystander, and the raiser itself, are served while the hanger hangs
         svc_b = bystander.root.open_file("main.mefd")
         assert same(decode_segment(svc_b.get_stream_segment(main_ref.shape[1], 0)), main_ref)
@@ -384,6 +408,66 @@ def test_callback_that_raises_or_hangs(fresh_server, connect, main_ref, caplog):
     assert not errors_logged(caplog)
     noted = [r for r in caplog.records if "client callback" in r.getMessage()]
     assert len(noted) == 1 and noted[0].levelno == logging.WARNING    # noted once, not 8x
+    assert "raised" in noted[0].getMessage()
+    # the hang: one warning for the view, naming it and the client (no password to show),
+    # although all of the hanger's outstanding callbacks went past the limit
+    (note,) = hung_notes()
+    assert note.startswith(f"callbacks-main.mefd ({where}): ") and " for " in note
+    assert "running" in note or "blocked" in note
+    assert "other clients are unaffected" in note
+    (deliverer,) = deliverers_of(hanger)
+    assert deliverer.hung >= 1 and deliverer.failed == 0
+    assert [d.hung for d in deliverers_of(raiser)] == [0]
+
+
+@pytest.mark.parametrize("fresh_server", [{"callback_timeout": 0.5}], indirect=True)
+def test_client_that_stops_reading_blocks_only_its_view(fresh_server, connect, main_ref,
+                                                        caplog):
+    """A hung callback stops the client's serving thread, so it stops reading its socket:
+    22 MB of answers fill the socket buffers and the view's delivery thread blocks in the
+    send. The watchdog still notes it; other clients are served meanwhile; once the client
+    reads again every answer arrives, in full and once."""
+    caplog.set_level(logging.WARNING)
+    bystander = connect()
+    # the fast transport and a serving thread, without get_connection's same-host shared
+    # memory: the answers themselves go through the socket
+    hanger = fast_connect("127.0.0.1", fresh_server.port, config=CLIENT_RPYC_CONFIG)
+    serving = ServingThread(hanger)
+    # a fixed receive buffer (no autotuning up to tcp_rmem's max, 32 MB here): what the
+    # sockets can hold stays well below the 22 MB sent
+    hanger._channel.stream.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 17)
+    svc = hanger.root.open_file("main.mefd")
+    n = main_ref.shape[1]
+    got, release, hung = [], threading.Event(), threading.Event()
+
+    def hanging_callback(value) -> None:
+        got.append(value)
+        hung.set()
+        release.wait(60)
+
+    try:
+        try:
+            with Stopped(fresh_server.pool.pids()):
+                for _ in range(10):                  # 10 x 2.2 MB, all through callbacks
+                    assert svc.get_stream_segment(n, 0, hanging_callback) is False
+            assert hung.wait(30)
+            (deliverer,) = deliverers_of(hanger)
+            wait_until(lambda: deliverer._sending is not None and deliverer.hung, timeout=30)
+            assert deliverer.delivered < 10          # blocked in a send: the socket is full
+            svc_b = bystander.root.open_file("main.mefd")
+            assert same(decode_segment(svc_b.get_stream_segment(5000, 30_000)),
+                        main_ref[:, 30_000:35_000])
+        finally:
+            release.set()
+        wait_until(lambda: len(got) == 10, timeout=30)
+        assert all(same(decode_segment(value), main_ref) for value in got)
+        assert deliverer.delivered == 10 and deliverer.failed == 0
+    finally:
+        serving.close()
+        hanger.close()
+    notes = [r.getMessage() for r in caplog.records if "callback_timeout" in r.getMessage()]
+    assert len(notes) == 1 and "stopped reading" in notes[0], notes
+    assert not errors_logged(caplog)
 
 
 # ---- SIGTERM of start.py -----------------------------------------------------------------------

@@ -4,30 +4,38 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-import shutil
 import socket
 import ssl
 import struct
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import rpyc
+from rpyc.core import brine, consts
 from rpyc.core.channel import Channel
+from rpyc.core.protocol import Connection
 from rpyc.core.stream import SocketStream
 from rpyc.utils.authenticators import SSLAuthenticator
 from rpyc.utils.server import ThreadedServer
 
 from software.transport import (
+    Buffer,
     FastChannel,
+    FastConnection,
     FastSocketStream,
     FastThreadedServer,
     ServingThread,
+    SplitFrame,
+    connect_service,
+    dump_parts,
     fast_connect,
+    find_large_bytes,
 )
+from tests.util import wait_until
 
 MiB = 1024 * 1024
 SIZES = [0, 1, 3001, 64 * 1024, 5 * MiB, 20 * MiB]
@@ -232,6 +240,141 @@ def test_write_to_closed_peer_raises_eof() -> None:
     assert stream.closed
 
 
+# ------------------------------------------------------ copies and framing
+BRINE_VALUES = [
+    None, True, 0, -1, 2**70, 1.5, complex(1, 2), "ünï", b"", b"abc", b"x" * 300,
+    pattern(70_000), (), (1,), (1, 2, 3, 4, 5), tuple(range(300)), slice(1, None, 2),
+    frozenset({1, 2}), (pattern(100_000), "<f8", (64, 1562)), ((pattern(65_536),), ()),
+    (1, (2, (3, (pattern(200_000), b"tail", pattern(80_000))))),
+]
+
+
+@pytest.mark.parametrize("value", BRINE_VALUES, ids=range(len(BRINE_VALUES)))
+def test_dump_parts_is_brine(value: object) -> None:
+    parts: list = []
+    dump_parts(value, parts)
+    data = b"".join(parts)
+    assert data == brine.dump(value) and brine.load(data) == value
+    found = find_large_bytes(b"\x01" + data[:512], 1 + len(data))
+    big = [p for p in parts if len(p) >= 64 * 1024]
+    assert (found is None) == (not big)
+    if big:   # where the split receive will put the first large string
+        start, size = found
+        assert size == len(big[0]) and (b"\x01" + data)[start:start + size] == big[0]
+
+
+def test_buffer_is_sent_as_bytes() -> None:
+    array = np.arange(300_000, dtype="<f8").reshape(3, -1)
+    value = (Buffer(array), array.dtype.str, array.shape)
+    parts: list = []
+    dump_parts(value, parts)
+    assert any(isinstance(p, memoryview) for p in parts)      # not copied into the frame
+    assert brine.load(b"".join(parts)) == (array.tobytes(), "<f8", (3, 100_000))
+    small = (Buffer(b"abc"), "|u1", (3,))
+    parts = []
+    dump_parts(small, parts)
+    assert b"".join(parts) == brine.dump((b"abc", "|u1", (3,)))
+
+
+class BufferService(rpyc.Service):
+    def exposed_segment(self, n: int, cb=None):
+        array = np.frombuffer(pattern(n), dtype=np.uint8)
+        value = (Buffer(array), "|u1", (n,))
+        if cb is not None:
+            rpyc.async_(cb)(value)
+            return None
+        return value
+
+
+@pytest.mark.parametrize("client", ["fast", "stock"])
+@pytest.mark.parametrize("size", [10, 70_000, 5 * MiB])
+def test_buffer_answers_reach_fast_and_stock_clients(client: str, size: int) -> None:
+    srv = FastThreadedServer(BufferService, hostname="127.0.0.1", port=0)
+    srv._listen()
+    thread = threading.Thread(target=srv.start, daemon=True)
+    thread.start()
+    try:
+        connect = fast_connect if client == "fast" else rpyc.connect
+        with connect("127.0.0.1", srv.port) as c:
+            assert c.root.segment(size) == (pattern(size), "|u1", (size,))
+            got: list = []
+            c.root.segment(size, got.append)
+            wait_until(lambda: c.poll_all(0.01) or got, timeout=10)
+            assert got == [(pattern(size), "|u1", (size,))]
+    finally:
+        srv.close()
+        thread.join(5)
+
+
+def test_split_frames_need_no_copy_and_fall_back(conn: rpyc.Connection,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large reply arrives as a SplitFrame whose payload is the received bytes object;
+    a frame without a large string (or a TLS stream that cannot peek) is read whole."""
+    frames: list = []
+    load = SplitFrame.load
+    monkeypatch.setattr(SplitFrame, "load",
+                        lambda self: frames.append(self.payload) or load(self))
+    payload = pattern(3 * MiB)
+    echoed = conn.root.echo(payload)          # split twice: request (server), reply (here)
+    assert echoed == payload and len(frames) == 2 and frames[1] is echoed
+    many = tuple(pattern(1000 + i) for i in range(100))       # large frame, small strings
+    assert conn.root.echo(many) == many and len(frames) == 2
+    monkeypatch.setattr(FastSocketStream, "peek", lambda self, n: b"")
+    assert conn.root.echo(payload) == payload and len(frames) == 2
+
+
+class GatedStream(FastSocketStream):
+    """A stream whose writes, once ``gate`` is set, wait for ``go`` and then fail as a
+    dropped connection does mid-send."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__(sock)
+        self.gate, self.entered, self.go = False, threading.Event(), threading.Event()
+
+    def write(self, data) -> None:
+        if self.gate:
+            self.entered.set()
+            self.go.wait(10)
+            raise EOFError("connection dropped mid-send")
+        super().write(data)
+
+
+@pytest.mark.parametrize("kind", ["stock", "fast"])
+def test_close_while_another_thread_sends(kind: str) -> None:
+    """rpyc's close force-releases the send lock a sending thread holds; that thread's
+    own release then raised RuntimeError('release unlocked lock') instead of EOFError."""
+    a, b = socket.socketpair()
+    stream = GatedStream(a)
+    channel = FastChannel(stream)
+    if kind == "stock":
+        conn = Connection(rpyc.VoidService(), channel, {})
+    else:
+        conn = connect_service(rpyc.VoidService, channel, {})
+        assert isinstance(conn, FastConnection)
+    errors: list = []
+
+    def send() -> None:
+        try:
+            conn.async_request(consts.HANDLE_PING, "x" * 100)
+        except BaseException as exc:  # noqa: BLE001 - what the sender sees is the point
+            errors.append(exc)
+
+    stream.gate = True
+    sender = threading.Thread(target=send)
+    sender.start()
+    assert stream.entered.wait(10)         # the sender holds the send lock, mid-write
+    b.close()                              # the peer goes away
+    conn.close()                           # EOF -> _cleanup, while the sender still sends
+    stream.go.set()
+    sender.join(10)
+    assert len(errors) == 1
+    if kind == "stock":                    # the bug, provoked deterministically
+        assert isinstance(errors[0], RuntimeError), repr(errors[0])
+        assert "release unlocked lock" in str(errors[0])
+    else:
+        assert isinstance(errors[0], EOFError), repr(errors[0])
+
+
 # ------------------------------------------------------------ serving thread
 def test_serving_thread_runs_callbacks_promptly(conn: rpyc.Connection) -> None:
     n = 20
@@ -315,42 +458,7 @@ def test_serving_thread_rejects_bad_timeout(conn: rpyc.Connection) -> None:
 
 
 # ------------------------------------------------------------------------ TLS
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def _make_ca(d: Path, name: str) -> None:
-    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-             "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2",
-             "-subj", f"/CN={name}", "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
-
-
-def _make_leaf(d: Path, name: str, ca: str, usage: str) -> None:
-    ext = d / f"{name}.ext"
-    ext.write_text("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
-                   f"extendedKeyUsage={usage}\n"
-                   "subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=d)
-    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
-             "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", ext.name,
-             cwd=d)
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl CLI not available to make test certificates")
-    d = tmp_path_factory.mktemp("pki")
-    _make_ca(d, "ca")
-    _make_ca(d, "otherca")
-    _make_leaf(d, "server", "ca", "serverAuth")
-    _make_leaf(d, "client", "ca", "clientAuth")
-    _make_leaf(d, "rogue", "otherca", "clientAuth")
-    return d
-
-
+# certificates: the session fixture ``pki`` (tests/conftest.py, tests/pki.py)
 @pytest.fixture
 def tls_server(pki: Path) -> Iterator[FastThreadedServer]:
     auth = SSLAuthenticator(pki / "server.key", pki / "server.pem", ca_certs=pki / "ca.pem",
