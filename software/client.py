@@ -13,6 +13,7 @@ import threading
 import time
 
 import rpyc
+from rpyc.core.netref import BaseNetref
 
 from . import errors
 from .shared_memory import negotiate
@@ -173,21 +174,40 @@ def _refused(host: str, port: int, tls: bool, certfile: str | None,
         f"runs with TLS (start.py --tls-cert), pass ca_certs= (and keyfile=, certfile=).")
 
 
-def _service(target):
-    """A StreamService from a connection or a service."""
-    root = getattr(target, "root", None)
-    return root if root is not None and hasattr(target, "serve") else target
+def _is_netref(obj) -> bool:
+    """Whether ``obj`` is an RPyC proxy (checked locally: no round trip)."""
+    return issubclass(type(obj), BaseNetref)
 
 
-def _connection_of(target) -> tuple[rpyc.Connection | None, bool]:
-    """The connection behind a connection or netref, and whether a ServingThread serves it."""
-    conn = target if hasattr(target, "serve") else getattr(target, "____conn__", None)
-    serving = getattr(conn, "serving_thread", None)
-    return conn, serving is not None and not serving.closed
+class _Target:
+    """What an iterator reads from, resolved once: the service, its bound method, the
+    connection. Every attribute of a proxy costs a round trip, so nothing is looked up
+    again per chunk."""
+
+    __slots__ = ("target", "svc", "call", "conn", "n_samples")
+
+    def __init__(self, target, method: str) -> None:
+        self.target = target  # kept alive, so that its id() is not reused
+        if _is_netref(target):
+            self.svc, self.conn = target, object.__getattribute__(target, "____conn__")
+        elif hasattr(target, "root") and hasattr(target, "serve"):  # a Connection
+            self.svc, self.conn = target.root, target
+        else:  # a StreamService used in-process
+            self.svc, self.conn = target, None
+        self.call = getattr(self.svc, method)
+        self.n_samples: int | None = None
+
+    @property
+    def served(self) -> bool:
+        """Whether a ServingThread serves the connection (then callbacks arrive alone)."""
+        serving = getattr(self.conn, "serving_thread", None)
+        return serving is not None and not serving.closed
 
 
 class _Iterator:
     """Shared machinery of the two CREPE iterators."""
+
+    _method = ""
 
     def __init__(self, _range: int, start: int, target=None) -> None:
         self.target = target
@@ -197,19 +217,24 @@ class _Iterator:
             raise errors.InvalidRangeError(f"start must be >= 0; {start!r} is invalid.")
         self.range = int(_range)
         self.position = int(start)
-        self._n_samples: dict[int, int] = {}
+        self._targets: dict[int, _Target] = {}
 
-    def _call(self, svc, callback):
+    def _resolve(self, target) -> _Target:
+        found = self._targets.get(id(target))
+        if found is None or found.target is not target:
+            found = self._targets[id(target)] = _Target(target, self._method)
+        return found
+
+    def _call(self, call, callback):
         raise NotImplementedError
 
-    def _at_end(self, svc) -> bool:
-        key = id(svc)
-        if key not in self._n_samples:
-            info = dict(svc.get_info())
+    def _at_end(self, found: _Target) -> bool:
+        if found.n_samples is None:
+            info = dict(found.svc.get_info())
             if info.get("growing", False):
                 return False
-            self._n_samples[key] = int(info["n_samples"])
-        return self.position >= self._n_samples[key]
+            found.n_samples = int(info["n_samples"])
+        return self.position >= found.n_samples
 
     def _advance(self, value):
         data = decode_segment(value)
@@ -226,7 +251,7 @@ class _Iterator:
         target : rpyc.Connection or StreamService
             Where to read; a connection means its root service.
         """
-        return self._advance(self._call(_service(target), None))
+        return self._advance(self._call(self._resolve(target).call, None))
 
     def next_or_wait(self, target, sleep: float = 0.1, timeout: float | None = None):
         """Return the next chunk, waiting for it to be read if needed.
@@ -249,8 +274,8 @@ class _Iterator:
         numpy.ndarray or False
             The data, or False at the end of a stream that will not grow, or on timeout.
         """
-        svc = _service(target)
-        if self._at_end(svc):
+        found = self._resolve(target)
+        if self._at_end(found):
             return False
         arrived = threading.Event()
         box: list = []
@@ -259,10 +284,10 @@ class _Iterator:
             box.append(value)
             arrived.set()
 
-        value = self._call(svc, deliver)
+        value = self._call(found.call, deliver)
         if value is not False:
             return self._advance(value)
-        conn, served = _connection_of(svc)
+        conn, served = found.conn, found.served
         deadline = None if timeout is None else time.monotonic() + float(timeout)
         while not arrived.is_set():
             wait = sleep if deadline is None else min(sleep, deadline - time.monotonic())
@@ -306,8 +331,10 @@ class StreamSegmentIterator(_Iterator):
     def __init__(self, _range: int = 100, start: int = 0, target=None) -> None:
         super().__init__(_range, start, target)
 
-    def _call(self, svc, callback):
-        return svc.get_stream_segment(self.range, self.position, callback)
+    _method = "get_stream_segment"
+
+    def _call(self, call, callback):
+        return call(self.range, self.position, callback)
 
     def __repr__(self) -> str:
         return f"StreamSegmentIterator(_range={self.range}, start={self.position})"
@@ -333,8 +360,10 @@ class StreamRowIterator(_Iterator):
         super().__init__(_range, start, target)
         self.channel = _channel
 
-    def _call(self, svc, callback):
-        return svc.get_row_segment(self.channel, self.range, self.position, callback)
+    _method = "get_row_segment"
+
+    def _call(self, call, callback):
+        return call(self.channel, self.range, self.position, callback)
 
     def __repr__(self) -> str:
         return (f"StreamRowIterator(_channel={self.channel!r}, _range={self.range}, "

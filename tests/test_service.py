@@ -276,3 +276,14 @@ def test_server_close_is_idempotent_and_releases_the_port(data_root):
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", port))
+
+
+def test_iterators_cost_one_round_trip_per_chunk(conn):
+    """The service, its method and its length are looked up once, not per chunk."""
+    svc = conn.root.open_file("main.mefd")
+    for it in (StreamSegmentIterator(256), StreamRowIterator("Cz", 256)):
+        it.next_or_wait(svc)                       # resolves: get_info and the method
+        before = next(conn._seqcounter)            # rpyc numbers every request it sends
+        for _ in range(20):
+            assert it.next_or_wait(svc) is not False
+        assert next(conn._seqcounter) - before == 21   # 20 calls, and this counter read
