@@ -308,9 +308,10 @@ class ServerProcess:
             time.sleep(0.1)
         conn.root.close_file(ds.name)
 
-    def connect(self):
+    def connect(self, **kw):
+        """``get_connection`` to this server (keywords passed on, e.g. shared_memory)."""
         from software import get_connection
-        return get_connection(self.port, host="127.0.0.1", timeout=30)
+        return get_connection(self.port, host="127.0.0.1", timeout=30, **kw)
 
     def rss(self) -> tuple[int, int, int]:
         return process_tree_rss(self.proc.pid)

@@ -278,22 +278,24 @@ class Bench:
         sizes = [(mib, int(mib * MIB // (8 * nch))) for mib in cfg.hit_sizes_mib]
         rates = {mib: [] for mib, _ in sizes}
         direct_rates = {mib: [] for mib, _ in sizes}
-        small, small_direct = [], []
+        small, small_direct, small_lookup, socket_rate = [], [], [], []
         reader = self.direct_reader()
         with self.server(prefetch=3) as srv:  # the default configuration
             for rep in range(cfg.repeats):
                 conn = srv.connect()
                 svc = conn.root.open_file(self.ds.name)
+                # bound once: every attribute of a proxy is a round trip of its own
+                get = svc.get_stream_segment
                 minute = 0.0
                 for mib, count in sizes:
                     start = int(round(minute * 60 * self.fs))
                     nbytes = nch * count * 8
-                    decode_segment(svc.get_stream_segment(count, start))  # fill the cache
+                    decode_segment(get(count, start))  # fill the cache
                     wait_idle(srv)  # ... and let the prefetch of the next segments finish
                     times = []
                     for _ in range(7):
                         t = time.perf_counter()
-                        data = decode_segment(svc.get_stream_segment(count, start))
+                        data = decode_segment(get(count, start))
                         times.append(time.perf_counter() - t)
                     assert data.shape == (nch, count)
                     rates[mib].append(nbytes / statistics.median(times) / 1e6)
@@ -310,16 +312,31 @@ class Bench:
                     minute += count / self.fs / 60 + 1
                 start = int(round(minute * 60 * self.fs))
                 n = cfg.small_samples
-                decode_segment(svc.get_stream_segment(n, start))
+                decode_segment(get(n, start))
                 wait_idle(srv)
                 for _ in range(50):  # warm the code paths
-                    decode_segment(svc.get_stream_segment(n, start))
-                times = []
+                    decode_segment(get(n, start))
+                times, looked_up = [], []
                 for _ in range(500):
                     t = time.perf_counter()
-                    decode_segment(svc.get_stream_segment(n, start))
+                    decode_segment(get(n, start))
                     times.append(time.perf_counter() - t)
+                    t = time.perf_counter()
+                    decode_segment(svc.get_stream_segment(n, start))  # + attribute lookup
+                    looked_up.append(time.perf_counter() - t)
                 small.append(statistics.median(times) * 1e3)
+                small_lookup.append(statistics.median(looked_up) * 1e3)
+                with srv.connect(shared_memory=False) as plain:   # the socket path
+                    sget = plain.root.open_file(self.ds.name).get_stream_segment
+                    count = sizes[1][1] if len(sizes) > 1 else sizes[0][1]
+                    decode_segment(sget(count, 0))
+                    wait_idle(srv)
+                    times = []
+                    for _ in range(7):
+                        t = time.perf_counter()
+                        decode_segment(sget(count, 0))
+                        times.append(time.perf_counter() - t)
+                    socket_rate.append(nch * count * 8 / statistics.median(times) / 1e6)
                 a = self.start_uutc + int(round(start / self.fs * 1e6))
                 b = a + int(round(n / self.fs * 1e6))
                 dt = []
@@ -341,12 +358,19 @@ class Bench:
                          f"{drate:.0f} MB/s (MefReader decode)", f"{rate / drate:.1f}x",
                          ">= 1000 MB/s" if mib == 8 else "(info)", verdict(ok),
                          {"service_MBps": rates[mib], "direct_MBps": direct_rates[mib]}))
+        mib = cfg.hit_sizes_mib[1] if len(cfg.hit_sizes_mib) > 1 else cfg.hit_sizes_mib[0]
+        self.add(Row(f"cache hit {mib} MiB over the socket (shared_memory=False)",
+                     f"{spread(socket_rate, '.0f')} MB/s", "the same, shared memory above",
+                     "—", "(info)", verdict(None), {"service_MBps": socket_rate}))
         ms = median(small)
         self.add(Row(f"small segment round trip ({nch} ch x {cfg.small_samples}, cached)",
                      f"{spread(small, '.3f')} ms", f"{median(small_direct):.2f} ms "
                      f"(MefReader read)", f"{median(small_direct) / ms:.0f}x faster",
                      "<= 0.3 ms", verdict(ms <= 0.3),
                      {"service_ms": small, "direct_ms": small_direct}))
+        self.add(Row(f"small segment, method looked up per call (svc.get_stream_segment(...))",
+                     f"{spread(small_lookup, '.3f')} ms", "two round trips: attribute, call",
+                     "—", "(info)", verdict(None), {"service_ms": small_lookup}))
 
     def row_callback(self) -> None:
         """Callback latency: server data ready -> client callback running."""
