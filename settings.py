@@ -36,8 +36,8 @@ SEGMENT_SECONDS = _env("SEGMENT_SECONDS", 60.0, float)
 BLOCK_SECONDS = _env("BLOCK_SECONDS", 10.0, float)
 #: Largest answer of one call, in MiB.
 MAX_REQUEST_MB = _env("MAX_REQUEST_MB", 256, float)
-#: Nice value added to the reader processes (reading ahead yields the CPU to clients).
-READER_NICE = _env("READER_NICE", 10, int)
+#: Nice value added to the reader processes (> 0: reading ahead yields the CPU to clients).
+READER_NICE = _env("READER_NICE", 0, int)
 #: Seconds after which a client callback that has not returned is logged and counted.
 CALLBACK_TIMEOUT = _env("CALLBACK_TIMEOUT", 30.0, float)
 #: Directory clients may open sessions under (relative paths resolve against it).

@@ -67,6 +67,7 @@ class Config:
     small_samples: int = 256
     callback_trials: int = 30
     memory_repeats: int = 1       # memory varies little; a full pass is long
+    prefetch: int = 3             # the server's --prefetch for every row but "prefetch 0"
 
     @property
     def dataset(self) -> Dataset:
@@ -152,13 +153,15 @@ class Bench:
     # ---- rows ---------------------------------------------------------------------------
 
     def row_sequential(self) -> None:
-        """20 sequential 60 s windows, 0.3 s work after each: direct vs service (prefetch 3/0)."""
+        """20 sequential 60 s windows, 0.3 s work after each: direct vs service (prefetch N and 0)."""
         cfg = self.cfg
         from software import decode_segment
         windows = [self.window(i * cfg.window_s / 60) for i in range(cfg.seq_windows)]
-        direct_tot, cold, svc_tot = [], [], {3: [], 0: []}
-        svc_first = {3: [], 0: []}
-        svc_reads = {3: [], 0: []}
+        depths = (cfg.prefetch, 0) if cfg.prefetch else (0,)
+        direct_tot, cold = [], []
+        svc_tot = {d: [] for d in depths}
+        svc_first = {d: [] for d in depths}
+        svc_reads = {d: [] for d in depths}
         for rep in range(cfg.repeats):
             reader = self.direct_reader()
             reads = []
@@ -170,15 +173,15 @@ class Bench:
                 work(cfg.work, cfg.busy)
             direct_tot.append(time.perf_counter() - t0)
             cold.append(statistics.median(reads))
-            for prefetch in (3, 0):
+            for prefetch in depths:
                 with self.server(prefetch=prefetch) as srv:
                     conn = srv.connect()
-                    svc = conn.root.open_file(self.ds.name)
+                    get = conn.root.open_file(self.ds.name).get_time_segment
                     reads = []
                     t0 = time.perf_counter()
                     for a, b in windows:
                         t = time.perf_counter()
-                        data = decode_segment(svc.get_time_segment(a, b))
+                        data = decode_segment(get(a, b))
                         reads.append(time.perf_counter() - t)
                         work(cfg.work, cfg.busy)
                     svc_tot[prefetch].append(time.perf_counter() - t0)
@@ -188,13 +191,13 @@ class Bench:
                         self.check_equal(data, reader, *windows[-1], "sequential")
                     conn.close()
             reader.close()
-            print(f"  sequential repeat {rep + 1}: direct {direct_tot[-1]:.2f} s, prefetch 3 "
-                  f"{svc_tot[3][-1]:.2f} s, prefetch 0 {svc_tot[0][-1]:.2f} s, cold window "
-                  f"{cold[-1] * 1e3:.0f} ms", flush=True)
+            print(f"  sequential repeat {rep + 1}: direct {direct_tot[-1]:.2f} s, "
+                  + ", ".join(f"prefetch {d} {svc_tot[d][-1]:.2f} s" for d in depths)
+                  + f", cold window {cold[-1] * 1e3:.0f} ms", flush=True)
         n, w = cfg.seq_windows, cfg.work
         bounds = [n * w + c for c in cold]
         bound = median(bounds)
-        for prefetch in (3, 0):
+        for prefetch in depths:
             tot = median(svc_tot[prefetch])
             ratios = [t / b for t, b in zip(svc_tot[prefetch], bounds)]
             ratio = median(ratios)
@@ -225,7 +228,7 @@ class Bench:
                                                   plan, cfg.work, cfg.busy))
                                for plan in plans])
             direct.append(_wall(res))
-            with self.server(prefetch=3) as srv:
+            with self.server(prefetch=cfg.prefetch) as srv:
                 res = run_clients([(_client_windows, ("service", self.ds.name, srv.port,
                                                       self.channels, plan, cfg.work,
                                                       cfg.busy))
@@ -250,7 +253,7 @@ class Bench:
             n, secs = direct_pass(self.ds.path, self.channels, self.start_uutc, self.end_uutc,
                                   cfg.window_s)
             direct.append(n / secs)
-            with self.server(prefetch=3) as srv:
+            with self.server(prefetch=cfg.prefetch) as srv:
                 conn = srv.connect()
                 svc = conn.root.open_file(self.ds.name)
                 m, secs = service_pass(svc, int(round(cfg.window_s * self.fs)))
@@ -280,7 +283,7 @@ class Bench:
         direct_rates = {mib: [] for mib, _ in sizes}
         small, small_direct, small_lookup, socket_rate = [], [], [], []
         reader = self.direct_reader()
-        with self.server(prefetch=3) as srv:  # the default configuration
+        with self.server(prefetch=cfg.prefetch) as srv:  # the default configuration
             for rep in range(cfg.repeats):
                 conn = srv.connect()
                 svc = conn.root.open_file(self.ds.name)
@@ -473,10 +476,10 @@ class Bench:
         chunk = int(round(cfg.window_s * self.fs))
         one, many = [], []
         for rep in range(cfg.repeats):
-            with self.server(prefetch=3) as srv:
+            with self.server(prefetch=cfg.prefetch) as srv:
                 res = run_clients([(_client_stream, (self.ds.name, srv.port, chunk))])
                 one.append(sum(r[2] for r in res) / _wall(res))
-            with self.server(prefetch=3) as srv:
+            with self.server(prefetch=cfg.prefetch) as srv:
                 res = run_clients([(_client_stream, (self.ds.name, srv.port, chunk))
                                    for _ in range(cfg.stream_clients)])
                 many.append(sum(r[2] for r in res) / _wall(res))
@@ -501,7 +504,7 @@ class Bench:
         peaks, owns, kids, uss_after, direct_peaks = [], [], [], [], []
         chunk = int(round(cfg.window_s * self.fs))
         for rep in range(cfg.memory_repeats):
-            with self.server(prefetch=3, cache_mb=budget) as srv:
+            with self.server(prefetch=cfg.prefetch, cache_mb=budget) as srv:
                 base = srv.rss()[0]
                 with MemorySampler(srv.proc.pid) as sampler:
                     conn = srv.connect()
@@ -703,6 +706,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="repeats per row; medians are reported (default 3, quick 1)")
     parser.add_argument("--busy-work", action="store_true",
                         help="burn CPU for the client's work instead of sleeping")
+    parser.add_argument("--prefetch", type=int, default=None,
+                        help="the servers' --prefetch (default: settings.PREFETCH)")
     parser.add_argument("--json", default=None,
                         help="also write raw figures here (default benchmarks/data/results-*.json)")
     args = parser.parse_args(argv)
@@ -725,8 +730,10 @@ def main(argv=None) -> int:
     import signal
     signal.signal(signal.SIGTERM, _on_sigterm)
     args = parse_args(argv)
+    import settings
     cfg = Config(quick=args.quick, repeats=args.repeats or (1 if args.quick else 3),
-                 busy=args.busy_work)
+                 busy=args.busy_work,
+                 prefetch=settings.PREFETCH if args.prefetch is None else args.prefetch)
     if args.repeats:
         cfg.memory_repeats = args.repeats
     command = "python -m benchmarks.run" + (" " + shlex.join(sys.argv[1:]) if sys.argv[1:]

@@ -12,8 +12,9 @@ Tasks wait in a priority queue in the server and only ``workers + 1`` are handed
 executor at a time (every reader busy, one task queued behind them), so a client's demand
 read (priority 0) overtakes reads ahead (priority 1, 2, ... by distance) that are still
 waiting, and :meth:`ReaderPool.promote` moves a waiting read-ahead up when a client asks
-for it. Reader processes run at a lower CPU priority (``nice``) than the server and the
-clients on the same machine, so reading ahead never slows the client's own work.
+for it. Reader processes can run at a lower CPU priority (``nice``), so that reading ahead
+yields the CPU to client scripts on the same machine; by default they do not (a niced
+reader also yields to every unrelated busy process, and then a client waits longer).
 
 A reader process that dies (segfault, SIGKILL) breaks the executor: the pool is rebuilt
 once per breakage and every task that was in flight is resubmitted, up to ``max_attempts``
@@ -105,7 +106,7 @@ class ReaderPool:
         Added to the reader processes' nice value (0 keeps the server's priority).
     """
 
-    def __init__(self, workers: int = 2, max_attempts: int = 3, nice: int = 10) -> None:
+    def __init__(self, workers: int = 2, max_attempts: int = 3, nice: int = 0) -> None:
         if int(workers) < 1:
             raise ValueError(f"workers={workers!r} must be at least 1")
         self.workers = int(workers)

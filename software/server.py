@@ -86,7 +86,7 @@ class MefStreamServer:
                  segment_seconds: float = 60.0, max_request_mb: float = 256,
                  block_seconds: float = 10.0, session: str | None = None,
                  password: str | None = None, rpyc_config: dict | None = None,
-                 authenticator=None, reader_nice: int = 10,
+                 authenticator=None, reader_nice: int = 0,
                  callback_timeout: float = 30.0) -> None:
         self.host = host
         self.data_root = os.path.realpath(data_root)
