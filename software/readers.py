@@ -176,15 +176,19 @@ class ReaderPool:
         return self._submit(int(priority), _read_task, path, password, tuple(names),
                             int(start), int(stop))
 
-    def open_everywhere(self, path: str, password: str | None) -> None:
-        """Open ``path`` in the reader processes ahead of reads (best effort, no waiting).
+    def open_everywhere(self, path: str, password: str | None) -> list[Future]:
+        """Open ``path`` in the reader processes ahead of reads (best effort).
 
         One task per reader at demand priority; the executor hands each to an idle reader,
-        so in practice every reader opens it (a reader that has it open already returns at
-        once).
+        so in practice every reader opens it (one that has it open returns at once).
+
+        Returns
+        -------
+        list of Future
+            One per task; their errors can be ignored (a read reports its own).
         """
-        for _ in range(self.workers):
-            self._submit(DEMAND, _inspect_task, path, password)
+        return [self._submit(DEMAND, _inspect_task, path, password)
+                for _ in range(self.workers - 1)]
 
     def promote(self, future: Future, priority: int = DEMAND) -> None:
         """Run a waiting task with ``priority`` if that is sooner (no-op once it started)."""

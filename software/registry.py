@@ -12,7 +12,7 @@ import hmac
 import logging
 import os
 import threading
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor, Future, wait
 
 from .cache import BlockCache
 from .errors import (InvalidTypeError, NotMefSessionError, OutsideDataRootError, SessionError,
@@ -117,6 +117,7 @@ class SessionRegistry:
                 mine = opening is None
                 if mine:
                     opening = self._opening[real] = self._pool.inspect(real, password)
+                    warming = self._pool.open_everywhere(real, password)
             try:
                 info = opening.result(timeout=self._open_timeout)
             except BaseException as exc:
@@ -132,8 +133,9 @@ class SessionRegistry:
                 continue  # the opener registers it; loop to share it (and check the password)
             recording = Recording(real, password, info, self._pool, self._cache,
                                   self._assembler, self._block_seconds)
-            # one reader opened it; the others open it now, not during the first read
-            self._pool.open_everywhere(real, password)
+            # the other readers opened it meanwhile, so that the first read does not wait
+            # for that (up to ~50 ms per reader); their errors are the reads' to report
+            wait(warming, timeout=self._open_timeout)
             with self._lock:
                 self._opening.pop(real, None)
                 self._open[real] = (recording, digest, 1)
