@@ -2,8 +2,9 @@
 
 Data path (imports flow one way)::
 
-    mef_access -> readers -> cache -> recording -> registry -> service -> server
-    (pymef, in reader processes)                               transport <- client
+    mef_access -> readers -> cache -> recording -> registry -> view -> service -> server
+    (pymef, in reader processes)                   delivery, shared_memory_server -^
+    socket_stream, framing -> transport -> shared_memory -> client
 
 Importing this package does nothing else: reader processes re-import it (spawn).
 """

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from rpyc.utils.helpers import classpartial
 
 from .cache import BlockCache
+from .framing import FRAME_HEADROOM
 from .readers import ReaderPool
 from .registry import SessionRegistry
 from .service import FileRootService, RootService, ServiceOptions
@@ -61,7 +62,8 @@ class MefStreamServer:
     segment_seconds : float
         Default segment size of a new view.
     max_request_mb : float
-        Largest answer of one call, in MiB.
+        Largest answer of one call, in MiB. A client frame may not be larger either
+        (plus 1 MiB): one announcing more is refused and disconnected.
     block_seconds : float
         Cache block length in seconds.
     session : str, optional
@@ -111,9 +113,13 @@ class MefStreamServer:
             service = classpartial(RootService, self.registry, self.options)
         config = dict(SERVER_RPYC_CONFIG)
         config.update(rpyc_config or {})
+        # no client frame may be larger than the largest answer: a peer announcing more is
+        # refused before anything is allocated for it
         self._server = FastThreadedServer(service, hostname=host, port=int(port),
                                           protocol_config=config, authenticator=authenticator,
-                                          logger=logging.getLogger("software.rpyc"))
+                                          logger=logging.getLogger("software.rpyc"),
+                                          max_frame=self.options.max_request_bytes
+                                          + FRAME_HEADROOM)
         self._thread: threading.Thread | None = None
         self._closed = False
         self._lock = threading.Lock()

@@ -1,4 +1,5 @@
-"""Tests for software.transport: fast RPyC framing, server, client, serving thread."""
+"""Tests for the fast transport (socket_stream, framing, transport): framing, server, client,
+serving thread, frame limits and what peers may make the server allocate or log."""
 from __future__ import annotations
 
 import contextlib
@@ -9,7 +10,7 @@ import ssl
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -575,3 +576,219 @@ def test_stock_ssl_client_against_fast_tls_server(tls_server: FastThreadedServer
                           certfile=str(pki / "client.pem"),
                           ca_certs=str(pki / "ca.pem")) as c:
         assert c.root.echo(payload) == payload
+
+
+# ---------------------------------------------------- what a peer may make us allocate
+class PeakRss:
+    """This process's peak RSS while the block runs: Linux's VmHWM, reset on entry (a
+    sampling thread misses a buffer that is zeroed and freed while it waits for the GIL)."""
+
+    @staticmethod
+    def _kib(field: str) -> int:
+        with open("/proc/self/status", encoding="ascii") as status:
+            return int(next(line.split()[1] for line in status if line.startswith(field)))
+
+    def __enter__(self) -> PeakRss:
+        try:
+            with open("/proc/self/clear_refs", "w", encoding="ascii") as refs:
+                refs.write("5")                   # peak RSS := current RSS
+        except OSError as exc:
+            pytest.skip(f"cannot reset the peak RSS: {exc}")
+        self.start = self._kib("VmRSS:") * 1024
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.growth = self._kib("VmHWM:") * 1024 - self.start
+
+
+def _raw_tls_context(pki: Path, client: str | None) -> ssl.SSLContext:
+    """A client context that trusts any server, with ``client``'s certificate (or none)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    if client is not None:
+        context.load_cert_chain(pki / f"{client}.pem", pki / f"{client}.key")
+    return context
+
+
+@contextlib.contextmanager
+def running_kind(kind: str, pki: Path) -> Iterator[tuple[FastThreadedServer, Callable]]:
+    """A server with TLS (any client accepted) or without, and how to connect to it."""
+    if kind == "tls":
+        auth = SSLAuthenticator(pki / "server.key", pki / "server.pem")
+        with running(FastThreadedServer, authenticator=auth) as srv:
+            yield srv, lambda: _tls_connect(srv.port, pki)
+    else:
+        with running(FastThreadedServer) as srv:
+            yield srv, lambda: fast_connect("127.0.0.1", srv.port)
+
+
+def _raw_frame_then_close(port: int, announced: int, sent: bytes,
+                          context: ssl.SSLContext | None = None) -> str:
+    """Connect (TLS with ``context``), send a frame header announcing ``announced``
+    bytes and ``sent``, close; return the client's address as the server names it."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    if context is not None:
+        sock = context.wrap_socket(sock, server_hostname="127.0.0.1")
+    with sock:
+        address = "%s:%d" % sock.getsockname()[:2]
+        with contextlib.suppress(OSError):  # refused: the server may close first
+            sock.sendall(struct.pack("!LB", announced, 0) + sent)
+    return address
+
+
+@pytest.mark.parametrize("announced", [200 * MiB, 2**31], ids=["under-max", "over-max"])
+@pytest.mark.parametrize("kind", ["plain", "tls"])
+def test_announced_frames_cost_only_what_arrives(announced: int, kind: str, pki: Path) -> None:
+    """Peers announce 200 MiB (under the default max_frame: it waits for data that never
+    comes) or 2 GiB (refused at once), send 1 MiB and close: the server (in this process)
+    grows by no more than a few MiB, and goes on serving. Before: +200 MiB per peer."""
+    context = _raw_tls_context(pki, "client") if kind == "tls" else None
+    with running_kind(kind, pki) as (srv, connect):
+        with PeakRss() as rss:
+            for _ in range(3):
+                _raw_frame_then_close(srv.port, announced, b"\x01" * MiB, context)
+            wait_until(lambda: not srv.clients, timeout=20)
+        assert rss.growth < 24 * MiB, f"RSS grew by {rss.growth / MiB:.0f} MiB"
+        with connect() as c:
+            assert c.root.echo(b"still serving") == b"still serving"
+
+
+def test_frame_over_max_frame_is_refused(caplog: pytest.LogCaptureFixture) -> None:
+    """A frame over the server's max_frame: a WARNING names the peer, the connection is
+    closed at once; frames up to the limit pass; the server goes on serving."""
+    caplog.set_level(logging.INFO)
+    with running(FastThreadedServer, max_frame=2 * MiB) as srv:
+        sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        with sock:
+            address = "%s:%d" % sock.getsockname()[:2]
+            sock.sendall(struct.pack("!LB", 2 * MiB + 1, 0))
+            try:
+                assert sock.recv(1) == b""                  # closed by the server
+            except ConnectionResetError:
+                pass
+        refused = [r for r in caplog.records if "refused" in r.getMessage()]
+        assert len(refused) == 1 and refused[0].levelno == logging.WARNING
+        assert address in refused[0].getMessage()
+        assert "max_frame=2097152" in refused[0].getMessage()
+        with fast_connect("127.0.0.1", srv.port) as c:
+            payload = pattern(2 * MiB - 100)                 # with brine: just under 2 MiB
+            assert c.root.echo(payload) == payload
+        with fast_connect("127.0.0.1", srv.port) as c, pytest.raises(EOFError):
+            c.root.echo(pattern(2 * MiB))
+        with fast_connect("127.0.0.1", srv.port) as c:
+            assert c.root.echo(b"x") == b"x"
+    with pytest.raises(ValueError, match="max_frame must be a positive number"):
+        FastThreadedServer(EchoService, hostname="127.0.0.1", port=0, max_frame=0)
+
+
+def test_client_refuses_answers_over_its_max_frame(server: FastThreadedServer) -> None:
+    with fast_connect("127.0.0.1", server.port, max_frame=MiB) as c:
+        assert c.root.blob(MiB - 100) == pattern(MiB - 100)
+        with pytest.raises(EOFError):
+            c.root.blob(MiB + 1)
+        assert c.closed
+
+
+def test_compressed_frame_inflating_over_max_frame_is_refused() -> None:
+    """A stock client's zlib frame (2 kB on the wire) that inflates beyond max_frame."""
+    with running(FastThreadedServer, max_frame=MiB) as srv:
+        with rpyc.connect("127.0.0.1", srv.port) as c:
+            assert c.root.echo(b"\0" * (MiB - 100)) == b"\0" * (MiB - 100)
+        with rpyc.connect("127.0.0.1", srv.port) as c, pytest.raises(EOFError):
+            c.root.echo(b"\0" * (2 * MiB))
+        with fast_connect("127.0.0.1", srv.port) as c:
+            assert c.root.echo(b"x") == b"x"
+
+
+def test_tls_client_of_plain_server_is_named_and_left_to_give_up(
+        server: FastThreadedServer, pki: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A TLS ClientHello reads as a ~369 MB frame: refused with a WARNING that says TLS,
+    but left unanswered until the client gives up (its handshake times out, so it can
+    tell the server runs without TLS); then the server lets go of the connection."""
+    caplog.set_level(logging.WARNING)
+    with pytest.raises((TimeoutError, socket.timeout)):
+        _tls_connect(server.port, pki, timeout=0.5)
+    wait_until(lambda: not server.clients, timeout=10)
+    (record,) = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert "speaks TLS" in record.getMessage()
+
+
+# ------------------------------------------------------------ refused and vanished clients
+@pytest.mark.parametrize("client", [None, "rogue", "plain"])
+def test_refused_tls_client_is_logged_once_with_its_reason(
+        tls_server: FastThreadedServer, pki: Path, client: str | None,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    sock = socket.create_connection(("127.0.0.1", tls_server.port), timeout=10)
+    address = "%s:%d" % sock.getsockname()[:2]
+    with contextlib.suppress(OSError), sock:
+        if client == "plain":
+            sock.sendall(b"\0\0\0\x10\0" + b"\0" * 16)          # an RPyC frame, no TLS
+        else:
+            context = _raw_tls_context(pki, client)
+            with context.wrap_socket(sock, server_hostname="127.0.0.1") as tls:
+                tls.recv(1)                                    # the server's alert
+        sock.recv(1)
+
+    def refusals() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if address in r.getMessage()
+                and "refused" in r.getMessage()]
+
+    wait_until(lambda: refusals(), timeout=10)
+    wait_until(lambda: not tls_server.clients, timeout=10)
+    (record,) = refusals()
+    reason = {None: "PEER_DID_NOT_RETURN_A_CERTIFICATE", "rogue": "CERTIFICATE_VERIFY_FAILED",
+              "plain": "WRONG_VERSION_NUMBER"}[client]
+    assert record.levelno == logging.WARNING and reason in record.getMessage()
+    assert "failed to authenticate" in record.getMessage()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+@pytest.mark.parametrize("kind", ["plain", "tls"])
+def test_connect_and_reset_is_logged_quietly(kind: str, pki: Path,
+                                             caplog: pytest.LogCaptureFixture,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A port scan (connect, then RST): INFO at most, no traceback, server unaffected."""
+    caplog.set_level(logging.DEBUG)
+    crashed: list = []
+    monkeypatch.setattr(threading, "excepthook", crashed.append)
+    with running_kind(kind, pki) as (srv, connect):
+        for _ in range(20):
+            sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+        wait_until(lambda: not srv.clients, timeout=10)
+        with connect() as c:
+            assert c.root.echo(b"ok") == b"ok"
+    assert not crashed
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+
+
+def test_closing_a_tls_server_drops_its_clients(pki: Path) -> None:
+    """rpyc's ThreadedServer.close() missed TLS clients (it held the detached plain socket)."""
+    auth = SSLAuthenticator(pki / "server.key", pki / "server.pem")
+    with running(FastThreadedServer, authenticator=auth) as srv:
+        c = _tls_connect(srv.port, pki, config={"sync_request_timeout": 5})
+        assert c.root.echo(b"x") == b"x"
+    try:
+        with pytest.raises(EOFError):
+            c.root.echo(b"after close")
+    finally:
+        c.close()
+
+
+def test_mef_stream_server_limits_frames_to_its_largest_answer(
+        data_root: str, caplog: pytest.LogCaptureFixture) -> None:
+    """MefStreamServer passes max_request_mb (+1 MiB) to its listener as max_frame."""
+    from software import MefStreamServer, get_connection
+    caplog.set_level(logging.WARNING, logger="software.framing")
+    with MefStreamServer(port=0, data_root=data_root, workers=1, max_request_mb=1) as srv:
+        address = _raw_frame_then_close(srv.port, 2 * MiB + 1, b"\0" * 1024)
+        wait_until(lambda: any(address in r.getMessage() for r in caplog.records))
+        assert f"max_frame={2 * MiB}" in caplog.records[-1].getMessage()
+        conn = get_connection(srv.port, timeout=10)
+        try:
+            assert conn.root.open_file("main.mefd").get_info()
+        finally:
+            conn.close()

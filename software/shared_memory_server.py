@@ -1,0 +1,301 @@
+"""The server end of the same-host shared memory: areas and each connection's encoder.
+
+A :class:`SegmentEncoder` per connection offers an area, switches to it once the client
+proves it mapped it, and then copies each answer into a region of it (first fit, under a
+lock; the copy outside it), falling back to the socket when nothing fits. The protocol,
+the layout and the client end are in :mod:`software.shared_memory`.
+"""
+from __future__ import annotations
+
+import hmac
+import logging
+import mmap
+import os
+import secrets
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no shared memory, the socket serves
+    fcntl = None
+
+from .errors import InvalidTypeError
+from .shared_memory import (DATA_OFFSET, MAGIC, NAME_RE, PREFIX, SHM_DIR, SLOTS,
+                            TOKEN_BYTES, slot_views)
+from .validation import as_index
+from .wire import SHARED_TAG, encode_segment
+
+__all__ = ["SegmentEncoder", "ServerArea", "sweep_stale"]
+
+logger = logging.getLogger(__name__)
+
+#: Area sizes a server grants (larger requests are cut, smaller raised).
+MIN_AREA, MAX_AREA = 2**20, 2**30
+_ALIGN = 64                   # each region starts on a cache line
+_COMMIT = 2**21               # tmpfs pages are reserved in steps of this many bytes
+
+
+def sweep_stale(directory: str = SHM_DIR, min_age: float = 1.0) -> int:
+    """Remove areas left by a killed server before any client took them; return how many.
+
+    A live server holds an exclusive ``flock`` on every area it has not handed over yet;
+    the lock dies with the process. Files of another user or younger than ``min_age``
+    seconds are left alone.
+    """
+    removed = 0
+    try:
+        names = [n for n in os.listdir(directory) if NAME_RE.match(n)]
+    except OSError:
+        return 0
+    for name in names:
+        path = os.path.join(directory, name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            if st.st_uid != os.getuid() or time.time() - st.st_mtime < min_age:
+                continue
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.unlink(path)
+            removed += 1
+            logger.info("removed %s, left by a server that died", path)
+        except OSError:  # locked by its live server, or already gone
+            pass
+        finally:
+            os.close(fd)
+    return removed
+
+
+class ServerArea:
+    """The server's side of one connection's area: a first-fit allocator over its regions.
+
+    Parameters
+    ----------
+    capacity : int
+        Bytes for samples.
+    directory : str
+        Where the file is created.
+
+    Notes
+    -----
+    :meth:`put` runs in the connection's serving thread and in its views' callback
+    threads; allocation is under a lock, the copy is not.
+    """
+
+    def __init__(self, capacity: int, directory: str = SHM_DIR) -> None:
+        self.name = PREFIX + secrets.token_hex(16)
+        self.path = os.path.join(directory, self.name)
+        self.capacity = int(capacity)
+        self.token = secrets.token_bytes(TOKEN_BYTES)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                           0o600)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.ftruncate(self._fd, DATA_OFFSET + self.capacity)
+            os.posix_fallocate(self._fd, 0, DATA_OFFSET)
+            self._mm = mmap.mmap(self._fd, DATA_OFFSET + self.capacity)
+        except BaseException:
+            self._unlink()
+            os.close(self._fd)
+            raise
+        header = np.frombuffer(self._mm, dtype=np.uint64, count=3, offset=24)
+        header[:] = (SLOTS, DATA_OFFSET, self.capacity)
+        self._mm[8:8 + TOKEN_BYTES] = self.token
+        self._mm[:8] = MAGIC                       # last: the header is complete
+        self._issued, self._released = slot_views(self._mm)
+        self._lock = threading.Lock()
+        self._live: list[tuple[int, int, int, int]] = []   # (offset, end, slot, seq) sorted
+        self._free_slots = list(range(SLOTS - 1, -1, -1))
+        self._seq = 0
+        self._committed = 0
+        self._named = True
+        self._closed = False
+
+    def _unlink(self) -> None:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            logger.warning("could not remove %s: %s", self.path, exc)
+
+    def attach(self) -> None:
+        """The client has mapped the area: remove its name (the mappings keep it)."""
+        with self._lock:
+            if self._named:
+                self._named = False
+                self._unlink()
+
+    def _fit(self, size: int) -> int | None:
+        cursor = 0
+        for offset, end, _, _ in self._live:
+            if offset - cursor >= size:
+                return cursor
+            cursor = end
+        return cursor if self.capacity - cursor >= size else None
+
+    def _commit(self, end: int) -> bool:
+        """Reserve tmpfs pages up to ``end``: a full /dev/shm must not SIGBUS a write."""
+        if end <= self._committed:
+            return True
+        target = min(-(-end // _COMMIT) * _COMMIT, self.capacity)
+        try:
+            os.posix_fallocate(self._fd, DATA_OFFSET + self._committed, target - self._committed)
+        except OSError as exc:
+            logger.warning("shared memory full (%s); answers go through the socket", exc)
+            return False
+        self._committed = target
+        return True
+
+    def put(self, data: np.ndarray) -> tuple | None:
+        """Copy ``data`` into a free region; return its wire value, or None if none fits."""
+        nbytes = int(data.nbytes)
+        if nbytes == 0:
+            return None
+        size = -(-nbytes // _ALIGN) * _ALIGN
+        with self._lock:
+            if self._closed:
+                return None
+            released, live = self._released, []
+            for region in self._live:              # reclaim what the client has read
+                if released[region[2]] == region[3]:
+                    self._free_slots.append(region[2])
+                else:
+                    live.append(region)
+            self._live = live
+            offset = self._fit(size) if self._free_slots else None
+            if offset is None or not self._commit(offset + size):
+                return None
+            slot = self._free_slots.pop()
+            self._seq += 1
+            seq = self._seq
+            self._live.append((offset, offset + size, slot, seq))
+            self._live.sort()
+            self._issued[slot] = seq
+            dest = np.frombuffer(self._mm, dtype=data.dtype, count=data.size,
+                                 offset=DATA_OFFSET + offset)  # holds the mapping until copied
+        dest.reshape(data.shape)[...] = data
+        del dest
+        return (SHARED_TAG, data.dtype.str, tuple(int(n) for n in data.shape), slot, seq,
+                offset, nbytes)
+
+    @property
+    def in_use(self) -> int:
+        """Regions not released by the client yet (as of the last allocation)."""
+        return len(self._live)
+
+    def close(self) -> None:
+        """Stop allocating, remove the name if the client never took the area, unmap it.
+
+        An answer still being copied in keeps the mapping until it is done. The memory
+        goes when the client's mapping goes too. Idempotent.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._named:
+                self._named = False
+                self._unlink()
+            os.close(self._fd)
+            self._issued = self._released = None
+            try:
+                self._mm.close()
+            except BufferError:  # a copy in progress: unmapped when it lets go
+                pass
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("offered" if self._named else "attached")
+        return f"<ServerArea {self.name} {state}, {self.capacity} bytes, {self.in_use} in use>"
+
+
+class SegmentEncoder:
+    """One connection's segment encoder (server side): shared memory once attached.
+
+    Parameters
+    ----------
+    conn : rpyc.Connection, optional
+        The connection; on a :class:`~software.transport.FastConnection` socket answers
+        are sent from the array's memory instead of a bytes copy. Without one (a view
+        used in-process) answers are plain bytes and no area is offered.
+    directory : str
+        Where areas are created.
+    """
+
+    def __init__(self, conn: Any = None, directory: str = SHM_DIR) -> None:
+        self._connected = conn is not None
+        self._buffers = bool(getattr(conn, "sends_buffers", False))
+        self._directory = directory
+        self._lock = threading.Lock()
+        self._offered: ServerArea | None = None
+        self._area: ServerArea | None = None
+        self.shared = 0       # answers handed over in the area
+        self.fallbacks = 0    # answers sent through the socket because the area was full
+
+    def __call__(self, data: np.ndarray) -> tuple:
+        """Encode ``data`` for this connection (any thread)."""
+        area = self._area
+        if area is not None:
+            value = area.put(data)
+            if value is not None:
+                self.shared += 1
+                return value
+            self.fallbacks += 1
+        return encode_segment(data, copy=not self._buffers)
+
+    def offer(self, nbytes: object) -> tuple[str, int] | bool:
+        """Create an area of about ``nbytes``; return ``(name, capacity)`` or False."""
+        nbytes = min(max(as_index("nbytes", nbytes), MIN_AREA), MAX_AREA)
+        with self._lock:
+            if self._area is not None or not self._connected:
+                return False
+            if self._offered is not None:
+                self._offered.close()
+                self._offered = None
+            if fcntl is None or not hasattr(os, "posix_fallocate") \
+                    or not os.path.isdir(self._directory):
+                return False
+            sweep_stale(self._directory)
+            try:
+                self._offered = ServerArea(nbytes, self._directory)
+            except OSError as exc:
+                logger.info("no shared memory for this connection (%s)", exc)
+                return False
+            return self._offered.name, self._offered.capacity
+
+    def attach(self, token: object) -> bool:
+        """Switch to the offered area if ``token`` proves the client mapped it."""
+        if token is not False and type(token) is not bytes:
+            raise InvalidTypeError(f"token must be the bytes read from the area, or False "
+                                   f"to decline; a value of type {type(token).__name__} "
+                                   f"is not.")
+        with self._lock:
+            area, self._offered = self._offered, None
+            if area is None:
+                return False
+            if token is False or not hmac.compare_digest(token, area.token):
+                area.close()
+                return False
+            area.attach()
+            self._area = area
+        logger.info("answers of this connection go through shared memory (%d MiB)",
+                    area.capacity >> 20)
+        return True
+
+    def close(self) -> None:
+        """Release the areas (the connection is gone); idempotent."""
+        with self._lock:
+            areas = [a for a in (self._offered, self._area) if a is not None]
+            self._offered = self._area = None
+        for area in areas:
+            area.close()
+
+    def __repr__(self) -> str:
+        return (f"<SegmentEncoder area={self._area or self._offered!r} shared={self.shared} "
+                f"fallbacks={self.fallbacks}>")
