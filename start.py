@@ -17,8 +17,9 @@ import sys
 import threading
 
 import settings
-from software import MefStreamServer
-from software.demo import write_demo_recording
+
+# software is imported in the functions below, not here: reader processes are spawned and
+# re-run this module's top level, and should not load the server, rpyc and the demo code
 
 logger = logging.getLogger("mefstream")
 
@@ -72,6 +73,7 @@ def ensure_demo(data_root: str) -> None:
         path = os.path.join(data_root, settings.DEMO_NAME)
         logger.info("no session under %s: writing the demo recording %s (a few seconds)",
                     os.path.abspath(data_root), path)
+        from software.demo import write_demo_recording
         write_demo_recording(path)
 
 
@@ -112,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    from software import MefStreamServer
     try:
         server = MefStreamServer(host=args.host, port=args.port, data_root=data_root,
                                  workers=args.workers, prefetch=args.prefetch,
