@@ -26,8 +26,8 @@ RPCPORTS = _env("RPCPORTS", {"MEF": 18861}, dict)
 HOST = _env("HOST", "127.0.0.1", str)
 #: Reader processes decoding MEF3 (pymef holds the GIL: processes, not threads).
 READER_WORKERS = _env("READER_WORKERS", 2, int)
-#: Requests of the same size read ahead in the direction a client moves.
-PREFETCH = _env("PREFETCH", 3, int)
+#: Requests of the same size (at least 60 s) read ahead of a client streaming through a file.
+PREFETCH = _env("PREFETCH", 1, int)
 #: Budget of the shared block cache, in MiB.
 CACHE_MB = _env("CACHE_MB", 1024, float)
 #: Default segment size of get_segment, in seconds.

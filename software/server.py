@@ -56,7 +56,7 @@ class MefStreamServer:
     workers : int
         Reader processes.
     prefetch : int
-        Requests read ahead per client.
+        Requests of the same size (at least 60 s) read ahead of a streaming client.
     cache_mb : float
         Block cache budget in MiB.
     segment_seconds : float
@@ -84,7 +84,7 @@ class MefStreamServer:
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, data_root: str = ".",
-                 workers: int = 2, prefetch: int = 3, cache_mb: float = 1024,
+                 workers: int = 2, prefetch: int = 1, cache_mb: float = 1024,
                  segment_seconds: float = 60.0, max_request_mb: float = 256,
                  block_seconds: float = 10.0, session: str | None = None,
                  password: str | None = None, rpyc_config: dict | None = None,

@@ -43,7 +43,7 @@ class ServiceOptions:
     segment_seconds : float
         Default segment size of a new view.
     prefetch : int
-        Requests of the same size read ahead in the direction the client moves.
+        Requests of the same size (at least 60 s) read ahead of a streaming client.
     max_request_bytes : int
         Largest answer one call may produce (float64 samples).
     read_timeout : float
@@ -54,7 +54,7 @@ class ServiceOptions:
     """
 
     segment_seconds: float = 60.0
-    prefetch: int = 3
+    prefetch: int = 1
     max_request_bytes: int = 256 * 2**20
     read_timeout: float = 120.0
     callback_timeout: float = 30.0
@@ -87,7 +87,7 @@ class StreamService(rpyc.Service):
         self._names: tuple[str, ...] = self._group.channels
         self._segment_samples = self._samples_for(options.segment_seconds)
         self._segment_seconds = float(options.segment_seconds)
-        self._last_start: int | None = None
+        self._last_range: tuple[int, int] | None = None
         self._last_prefetch: tuple | None = None
         self._direction = 1
         self._lock = threading.Lock()
@@ -187,7 +187,7 @@ class StreamService(rpyc.Service):
             self._group = self._recording.groups[fs]
             self._names = wanted
             self._segment_samples = self._samples_for(seconds)
-            self._last_start = None
+            self._last_range = None
         return wanted
 
     def exposed_set_segment_size(self, seconds) -> int:
@@ -354,7 +354,9 @@ class StreamService(rpyc.Service):
                                    f"a value of type {type(callback).__name__} is not.")
         recording, group = self._recording, self._group
         future = recording.request(names, group, start, stop)
-        self._prefetch(names, group, start, stop)
+        ready = future.done()
+        if not ready:  # reads ahead queue behind this request's reads (lower priority)
+            self._prefetch(names, group, start, stop)
 
         def encode(data: np.ndarray):
             if pad != (0, 0):
@@ -368,37 +370,53 @@ class StreamService(rpyc.Service):
                 raise ReaderError(f"no data after {self._options.read_timeout:g} s for samples "
                                   f"[{start}, {stop}); the reader processes are overloaded "
                                   f"or stuck. Try again or ask for less.") from None
-            return encode(data)
+            value = encode(data)
+            if ready:  # start reading ahead once the answer is built, not while building it
+                self._prefetch(names, group, start, stop)
+            return value
         deliverer = self._deliverer
         cb = async_callback(callback)
         future.add_done_callback(lambda f: deliverer.put(cb, f, encode))
         return False
 
     def _prefetch(self, names, group: RateGroup, start: int, stop: int) -> None:
+        """Read ahead of a client that moves through the file, in its direction.
+
+        Only a request that continues the previous one (or the first) reads ahead, so
+        random access costs no reading. Ahead means ``prefetch`` requests of this size
+        but at least one reader run (60 s), so small steps are read in efficient runs;
+        nearer parts get the better reader priority.
+        """
         depth = self._options.prefetch
         if depth <= 0:
             return
         with self._lock:
-            if self._last_start is not None and start != self._last_start:
-                self._direction = 1 if start > self._last_start else -1
-            self._last_start = start
+            last = self._last_range
+            self._last_range = (start, stop)
+            if last is not None and start != last[1] and stop != last[0]:
+                return  # a jump: not a stream
+            if last is not None:
+                self._direction = 1 if start >= last[1] else -1
             direction = self._direction
+        recording, n = self._recording, group.n_samples
+        size = recording.block_samples(group)
         length = stop - start
-        size = self._recording.block_samples(group)
-        spans = []  # cache blocks of each request ahead, nearest first
-        for i in range(1, depth + 1):
-            lo = max(start + direction * i * length, 0)
-            hi = min(start + direction * i * length + length, group.n_samples)
-            if hi <= lo:
-                break
-            spans.append((lo // size, (hi - 1) // size, i))
+        step = max(length, recording.run_blocks * size)
+        ahead = max(depth * length, step)
+        lo, hi = (stop, min(stop + ahead, n)) if direction > 0 else (max(start - ahead, 0),
+                                                                     start)
+        spans = []  # (first block, last block, priority), nearest first
+        for i, edge in enumerate(range(0, hi - lo, step), start=1):
+            a, b = (lo + edge, min(lo + edge + step, hi)) if direction > 0 else \
+                (max(hi - edge - step, lo), hi - edge)
+            spans.append((a // size, (b - 1) // size, i))
         plan = (names, group.fs, tuple(spans))
         if plan == self._last_prefetch:  # small steps within the same blocks: done already
             return
         self._last_prefetch = plan
-        for first, last, priority in spans:
-            self._recording.prefetch(names, group, first * size, (last + 1) * size,
-                                     priority=priority)
+        for first, last_block, priority in spans:
+            recording.prefetch(names, group, first * size, (last_block + 1) * size,
+                               priority=priority)
 
     def _check_open(self) -> None:
         if self._closed:

@@ -26,6 +26,7 @@ import software
 from software import MefStreamServer, StreamSegmentIterator, decode_segment, get_connection
 from software.client import CLIENT_RPYC_CONFIG
 from software.transport import ServingThread, fast_connect
+from tests.conftest import N_MAIN
 from tests.util import reference, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -302,7 +303,8 @@ def test_client_gone_with_callbacks_pending(fresh_server, connect, main_ref, cap
     before = callback_threads()
     other = connect()
     other_svc = other.root.open_file("main.mefd")        # the session stays open via it
-    assert decode_segment(other_svc.get_stream_segment(10, 0)).shape == (6, 10)
+    # its last 10 samples: nothing to read ahead, so every block below stays uncached
+    assert decode_segment(other_svc.get_stream_segment(10, N_MAIN - 10)).shape == (6, 10)
     readers = fresh_server.pool.pids()
     if how == "close":
         gone = connect()

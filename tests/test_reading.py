@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from software.readers import DEMAND, ReaderPool
-from tests.util import reference
+from tests.util import reference, wait_until
 
 NAMES = ("Cz", "Fp1", "Fp2", "O1", "O2", "index")
 
@@ -118,3 +118,26 @@ def test_an_answer_is_freed_as_soon_as_it_is_dropped(recording):
         assert alive() is None
     finally:
         gc.enable()
+
+
+def test_reading_ahead_follows_a_stream_and_skips_jumps(server, conn, recording):
+    """A stream reads ahead (at least one 60 s run) in its direction; a jump reads nothing."""
+    cache = server.cache
+    size = recording.block_samples(recording.groups[256.0])          # 2560: 10 s blocks
+
+    def claimed(block: int) -> bool:   # cached, or being read (claimed synchronously)
+        keys = [(recording._key, name, block) for name in NAMES]
+        return all(k in cache or k in cache._inflight for k in keys)
+
+    svc = conn.root.open_file("main.mefd")
+    get = svc.get_stream_segment
+    get(size, 0)                                       # first request: ahead of it, 60 s
+    assert all(claimed(b) for b in range(1, 7)) and not claimed(7)
+    get(size, size)                                    # continues: one more block ahead
+    assert claimed(7) and not claimed(8)
+    get(256, 40 * size // 3)                           # a jump: nothing read ahead
+    assert not claimed(14) and not claimed(15)
+    get(size, 12 * size)                               # a jump again ...
+    get(size, 11 * size)                               # ... then backwards: 60 s behind
+    assert all(claimed(b) for b in range(5, 11)) and not claimed(14)
+    wait_until(lambda: dict(cache.stats())["in_flight"] == 0, timeout=30)
