@@ -387,7 +387,8 @@ class Bench:
         available = True
         for rep in range(cfg.repeats):
             with self.server(prefetch=0, module="benchmarks.stamped_server") as srv:
-                conn = srv.connect()
+                # the stamp wraps the value, which a shared-memory answer cannot be: socket
+                conn = srv.connect(shared_memory=False)
                 svc = conn.root.open_file(self.ds.name)
                 got: list = []
                 arrived = threading.Event()

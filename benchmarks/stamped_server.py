@@ -10,8 +10,8 @@ that from ``time.monotonic()`` at the start of its callback: both read the same
 system-wide CLOCK_MONOTONIC, so the difference is the delivery latency (delivery-thread
 wake-up, encoding, sending, the client's serving thread receiving and dispatching).
 
-The wrapping patches ``software.service._Deliverer.put`` (a private hook). When that hook
-is missing, the server starts unpatched and prints ``STAMPING UNAVAILABLE`` to stderr;
+The wrapping patches ``software.delivery.CallbackDeliverer.put`` (an internal hook).
+When that hook is missing, the server starts unpatched and prints ``STAMPING UNAVAILABLE`` to stderr;
 the benchmark then reports only its indirect measurement.
 """
 from __future__ import annotations
@@ -22,8 +22,7 @@ import time
 
 def _patch() -> bool:
     try:
-        from software import service
-        deliverer = service._Deliverer
+        from software.delivery import CallbackDeliverer as deliverer
         original = deliverer.put
     except (ImportError, AttributeError):
         return False
@@ -42,7 +41,7 @@ def _patch() -> bool:
 
 def main() -> int:
     if not _patch():
-        print("STAMPING UNAVAILABLE: software.service._Deliverer.put not found",
+        print("STAMPING UNAVAILABLE: software.delivery.CallbackDeliverer.put not found",
               file=sys.stderr, flush=True)
     import start
     return start.main(sys.argv[1:])

@@ -38,8 +38,8 @@ CLIENT_RPYC_CONFIG = {
 def get_connection(port: int | None = None, host: str = "localhost", timeout: float = 10,
                    *, keyfile: str | None = None, certfile: str | None = None,
                    ca_certs: str | None = None, config: dict | None = None,
-                   shared_memory: bool = True,
-                   shared_memory_mb: float = 128) -> rpyc.Connection:
+                   shared_memory: bool = True, shared_memory_mb: float = 128,
+                   max_frame: int | None = None) -> rpyc.Connection:
     """Connect to a mefstream server, waiting up to ``timeout`` seconds for it to come up.
 
     Parameters
@@ -62,6 +62,10 @@ def get_connection(port: int | None = None, host: str = "localhost", timeout: fl
     shared_memory_mb : float
         Size of that area in MiB: the answers in flight at once must fit (larger ones
         come through the socket). Memory is taken only as it is used.
+    max_frame : int, optional
+        Largest message accepted from the server, in bytes (default 257 MiB: the largest
+        answer of a server with the default ``--max-request-mb 256``, plus framing). Raise
+        it for a server started with a larger ``--max-request-mb``.
 
     Returns
     -------
@@ -91,7 +95,8 @@ def get_connection(port: int | None = None, host: str = "localhost", timeout: fl
         try:
             conn = fast_connect(host, port, config=settings, keyfile=keyfile,
                                 certfile=certfile, ca_certs=ca_certs,
-                                timeout=min(3.0, max(float(timeout), 0.1)))
+                                timeout=min(3.0, max(float(timeout), 0.1)),
+                                max_frame=max_frame)
             break
         except ssl.SSLError as exc:  # the handshake failed: retrying will not help
             raise _refused(host, port, tls, certfile, exc) from exc

@@ -153,6 +153,23 @@ class ServerArea:
         self._committed = target
         return True
 
+    #: Committed bytes an area keeps when its answers have been read (pages beyond are
+    #: given back to the system, so many connections do not each hold their high mark).
+    RESIDENT_KEEP = 16 * 2**20
+
+    def _shrink(self) -> None:
+        """Give back the committed pages above the live regions and RESIDENT_KEEP."""
+        high = max((region[1] for region in self._live), default=0)
+        keep = min(-(-max(high, self.RESIDENT_KEEP) // _COMMIT) * _COMMIT, self.capacity)
+        if self._committed <= keep or not hasattr(mmap, "MADV_REMOVE"):
+            return
+        try:  # punches a hole in the tmpfs file: the client's mapping sees it too
+            self._mm.madvise(mmap.MADV_REMOVE, DATA_OFFSET + keep, self._committed - keep)
+        except OSError as exc:
+            logger.debug("could not give back shared-memory pages: %s", exc)
+            return
+        self._committed = keep
+
     def put(self, data: np.ndarray) -> tuple | None:
         """Copy ``data`` into a free region; return its wire value, or None if none fits."""
         nbytes = int(data.nbytes)
@@ -170,6 +187,8 @@ class ServerArea:
                     live.append(region)
             self._live = live
             offset = self._fit(size) if self._free_slots else None
+            if offset is not None and offset + size <= self.RESIDENT_KEEP:
+                self._shrink()
             if offset is None or not self._commit(offset + size):
                 return None
             slot = self._free_slots.pop()

@@ -379,3 +379,40 @@ def test_server_killed_leaves_nothing(data_root, main_ref, tmp_path):
                 p.wait(timeout=10)
             except (psutil.Error, subprocess.TimeoutExpired):
                 pass
+
+
+def area_resident_kib(name: str) -> int:
+    """Resident KiB of this process's mappings of the area ``name`` (the largest one)."""
+    best, current = 0, False
+    with open("/proc/self/smaps") as fh:
+        for line in fh:
+            head = line.split()
+            if head and "-" in head[0] and ":" not in head[0]:     # a mapping's header
+                current = name in line
+            elif current and line.startswith("Rss:"):
+                best = max(best, int(head[1]))
+    return best
+
+
+def test_read_answers_give_their_pages_back(server, main_ref, monkeypatch):
+    """An area keeps at most RESIDENT_KEEP resident once its answers were read, so many
+    connections do not each hold their high-water mark."""
+    from software.shared_memory_server import ServerArea
+    monkeypatch.setattr(ServerArea, "RESIDENT_KEEP", 2**21)
+    conn = get_connection(server.port, host="127.0.0.1", shared_memory_mb=8)
+    try:
+        area = conn.shared_memory
+        svc = conn.root.open_file("main.mefd")
+        whole = main_ref.shape[1]                                 # 2.2 MB per answer
+        conn.value_hook = None                                    # hold them: 3 regions
+        held = [svc.get_stream_segment(whole, 0) for _ in range(3)]
+        assert all(v[0] == SHARED_TAG for v in held)
+        assert area_resident_kib(area.name) >= 6 * 1024
+        for value in held:
+            assert same(decode_segment(area.adopt(value)), main_ref)   # read: released
+        conn.value_hook = area.adopt
+        assert same(decode_segment(svc.get_stream_segment(10, 5)), main_ref[:, 5:15])
+        assert area_resident_kib(area.name) <= 2 * 1024 + 64
+        assert same(decode_segment(svc.get_stream_segment(whole, 0)), main_ref)  # reused
+    finally:
+        conn.close()
