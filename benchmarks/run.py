@@ -89,6 +89,16 @@ class Row:
     raw: dict = field(default_factory=dict)
 
 
+def median_seconds(fn, repeats: int) -> float:
+    """Median wall time of ``repeats`` calls of ``fn()``."""
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
 def work(seconds: float, busy: bool) -> None:
     """The client's simulated analysis work."""
     if seconds <= 0:
@@ -295,21 +305,15 @@ class Bench:
                     nbytes = nch * count * 8
                     decode_segment(get(count, start))  # fill the cache
                     wait_idle(srv)  # ... and let the prefetch of the next segments finish
-                    times = []
-                    for _ in range(7):
-                        t = time.perf_counter()
-                        data = decode_segment(get(count, start))
-                        times.append(time.perf_counter() - t)
+                    secs = median_seconds(lambda: decode_segment(get(count, start)), 7)
+                    data = decode_segment(get(count, start))
                     assert data.shape == (nch, count)
-                    rates[mib].append(nbytes / statistics.median(times) / 1e6)
+                    rates[mib].append(nbytes / secs / 1e6)
                     a = self.start_uutc + int(round(start / self.fs * 1e6))
                     b = a + int(round(count / self.fs * 1e6))
-                    dt = []
-                    for _ in range(3):
-                        t = time.perf_counter()
-                        as_2d(reader.get_data(self.channels, a, b))
-                        dt.append(time.perf_counter() - t)
-                    direct_rates[mib].append(nbytes / statistics.median(dt) / 1e6)
+                    secs = median_seconds(lambda: as_2d(reader.get_data(self.channels, a, b)),
+                                          3)
+                    direct_rates[mib].append(nbytes / secs / 1e6)
                     if rep == 0:
                         self.check_equal(data, reader, a, b, f"cache hit {mib} MiB")
                     minute += count / self.fs / 60 + 1
@@ -319,35 +323,20 @@ class Bench:
                 wait_idle(srv)
                 for _ in range(50):  # warm the code paths
                     decode_segment(get(n, start))
-                times, looked_up = [], []
-                for _ in range(500):
-                    t = time.perf_counter()
-                    decode_segment(get(n, start))
-                    times.append(time.perf_counter() - t)
-                    t = time.perf_counter()
-                    decode_segment(svc.get_stream_segment(n, start))  # + attribute lookup
-                    looked_up.append(time.perf_counter() - t)
-                small.append(statistics.median(times) * 1e3)
-                small_lookup.append(statistics.median(looked_up) * 1e3)
+                small.append(median_seconds(lambda: decode_segment(get(n, start)), 500) * 1e3)
+                small_lookup.append(median_seconds(  # + the attribute lookup, a round trip
+                    lambda: decode_segment(svc.get_stream_segment(n, start)), 500) * 1e3)
                 with srv.connect(shared_memory=False) as plain:   # the socket path
                     sget = plain.root.open_file(self.ds.name).get_stream_segment
                     count = sizes[1][1] if len(sizes) > 1 else sizes[0][1]
                     decode_segment(sget(count, 0))
                     wait_idle(srv)
-                    times = []
-                    for _ in range(7):
-                        t = time.perf_counter()
-                        decode_segment(sget(count, 0))
-                        times.append(time.perf_counter() - t)
-                    socket_rate.append(nch * count * 8 / statistics.median(times) / 1e6)
+                    secs = median_seconds(lambda: decode_segment(sget(count, 0)), 7)
+                    socket_rate.append(nch * count * 8 / secs / 1e6)
                 a = self.start_uutc + int(round(start / self.fs * 1e6))
                 b = a + int(round(n / self.fs * 1e6))
-                dt = []
-                for _ in range(30):
-                    t = time.perf_counter()
-                    as_2d(reader.get_data(self.channels, a, b))
-                    dt.append(time.perf_counter() - t)
-                small_direct.append(statistics.median(dt) * 1e3)
+                small_direct.append(median_seconds(
+                    lambda: as_2d(reader.get_data(self.channels, a, b)), 30) * 1e3)
                 conn.close()
                 print(f"  cache hit repeat {rep + 1}: " + ", ".join(
                     f"{mib} MiB {rates[mib][-1]:.0f} MB/s" for mib, _ in sizes)

@@ -179,8 +179,9 @@ class ReaderPool:
     def open_everywhere(self, path: str, password: str | None) -> list[Future]:
         """Open ``path`` in the reader processes ahead of reads (best effort).
 
-        One task per reader at demand priority; the executor hands each to an idle reader,
-        so in practice every reader opens it (one that has it open returns at once).
+        One task per reader but the one that inspects it, at demand priority, submitted
+        together with :meth:`inspect`: the executor hands each to an idle reader, so in
+        practice every reader opens it at once (one that has it open returns at once).
 
         Returns
         -------

@@ -102,7 +102,9 @@ class Recording:
         if not waits:
             self._complete(result, names, start, stop, size, first, values)
             return result
-        self._promote(keys[i] for i, v in enumerate(values) if isinstance(v, Future))
+        claimed = set(mine)  # their tasks were just submitted at demand priority
+        self._promote(keys[i] for i, v in enumerate(values)
+                      if isinstance(v, Future) and not v.done() and i not in claimed)
         remaining = [len(waits)]
         lock = threading.Lock()
 

@@ -11,8 +11,6 @@ import threading
 
 import rpyc
 
-# under its old name: benchmarks/stamped_server.py patches software.service._Deliverer.put
-from .delivery import CallbackDeliverer as _Deliverer  # noqa: F401
 from .recording import Recording
 from .registry import SessionRegistry
 from .shared_memory_server import SegmentEncoder

@@ -350,9 +350,10 @@ def test_client_gone_with_callbacks_pending(fresh_server, connect, main_ref, cap
 
 def deliverers_of(client) -> list:
     """The server-side callback deliverers serving ``client`` (an in-process server)."""
-    from software.service import _Deliverer
+    from software.delivery import CallbackDeliverer
     address = "%s:%s" % client._channel.stream.sock.getsockname()[:2]
-    return [d for d in gc.get_objects() if isinstance(d, _Deliverer) and d._client == address]
+    return [d for d in gc.get_objects()
+            if isinstance(d, CallbackDeliverer) and d._client == address]
 
 
 @pytest.mark.parametrize("fresh_server", [{"callback_timeout": 1.0}], indirect=True)
