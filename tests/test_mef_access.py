@@ -62,3 +62,35 @@ def test_not_a_session(data_root):
     for bad in ("not_a_session.mefd", "plain_dir", "missing.mefd"):
         with pytest.raises(NotMefSessionError):
             MefSessionFile(f"{data_root}/{bad}")
+
+
+@pytest.mark.parametrize("fs", [256.0, 250.0, 333.3, 1000.0])
+def test_time_range_reads_equal_sample_range_reads(tmp_path, fs):
+    """Where read_grid uses pymef's time-range read it returns what sample-range reads give:
+    gaps, a new segment after a pause, a new segment that starts where the last one ended."""
+    rng = np.random.default_rng(7 + int(fs))
+    n = int(fs * 100)
+    data = np.round(rng.standard_normal((2, n)) * 100, 2)
+    data[:, int(fs * 12) + 5:int(fs * 25)] = np.nan
+    touching = int(fs * 70)  # this segment starts exactly where the previous one ends
+    touching_uutc = START + 55_000_000 + int(round((touching - int(fs * 50)) * 1e6 / fs))
+    path = write_session(tmp_path / "t.mefd", {"a": data[0], "b": data[1]}, fs, START,
+                         new_segment_at=[(int(fs * 50), START + 55_000_000),
+                                         (touching, touching_uutc)])
+    with MefSessionFile(path) as fast, MefSessionFile(path, time_reads=False) as exact:
+        group = fast.info.group(fs)
+        size = group.n_samples
+        # pairs of block edges (6 of them), one sample either side, and random ranges
+        layout = fast._layout("a")[0]
+        edges = sorted({int(e) for o, k in zip(layout.offsets, layout.n) for e in (o, o + k)})
+        edges = rng.choice(edges, min(6, len(edges)), replace=False)
+        ranges = {(max(a + da, 0), min(b + db, size)) for a in edges for b in edges
+                  for da in (-1, 0, 1) for db in (-1, 0, 1)}
+        ranges |= {tuple(sorted(rng.integers(0, size + 1, 2))) for _ in range(40)}
+        for a, b in sorted(ranges):
+            if a >= b:
+                continue
+            assert same(fast.read_grid(["a", "b"], a, b), exact.read_grid(["a", "b"], a, b)), \
+                (fs, a, b)
+        assert fast.reads["time"] >= 10, fast.reads   # the time path is taken, and checked
+        assert exact.reads["time"] == 0
