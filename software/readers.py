@@ -3,10 +3,16 @@
 pymef holds the GIL and keeps process-global state, so parallel reads need processes::
 
     server process                          reader process (x workers)
-    ReaderPool.read(...) --submit--> _read_task(path, password, names, start, stop)
-         ^                                  |  per-process dict of open MefSessionFile
-         |                                  v
-    our Future  <--done-callback--  executor future (ndarray, or exception + traceback)
+    ReaderPool.read(...) --submit--> _read_into_task(path, password, names, start, stop,
+         |                                           landing area, offset)
+         |                                  |  per-process dict of open MefSessionFile
+         |   LandingArea (/dev/shm) <-------+  samples decoded straight into the area
+         v                                  v
+    consume(view) -> our Future <--done-- executor future (None, or exception + traceback)
+
+Samples cross in a :class:`~software.landing.LandingArea` rather than pickled through the
+executor's pipe (which cost more CPU than decoding them; see :mod:`software.landing`); a
+read too large for the area's free space goes through the pipe (``_read_task``).
 
 Tasks wait in a priority queue in the server and only ``workers + 1`` are handed to the
 executor at a time (every reader busy, one task queued behind them), so a client's demand
@@ -37,6 +43,7 @@ from concurrent.futures.process import BrokenProcessPool
 import numpy as np
 
 from .errors import ReaderError, ServiceClosedError
+from .landing import LandingArea, reader_view
 from .metadata import SessionInfo
 
 logger = logging.getLogger(__name__)
@@ -87,6 +94,13 @@ def _read_task(path: str, password: str | None, names: tuple[str, ...], start: i
     return _session(path, password).read_grid(names, start, stop)
 
 
+def _read_into_task(path: str, password: str | None, names: tuple[str, ...], start: int,
+                    stop: int, area: str, offset: int) -> None:
+    """Runs in a reader process: decode ``[start, stop)`` into landing area ``area``."""
+    out = reader_view(area, offset, (len(names), stop - start))
+    _session(path, password).read_grid(names, start, stop, out=out)
+
+
 def _forget_task(path: str) -> None:
     """Runs in a reader process: close every open handle of ``path``."""
     for key in [k for k in _open_sessions if k[0] == path]:
@@ -104,21 +118,30 @@ class ReaderPool:
         How often a task is submitted before a crashing reader makes it fail.
     nice : int
         Added to the reader processes' nice value (0 keeps the server's priority).
+    landing_mb : float
+        Size of the shared-memory area reads land in (0: every read goes through the
+        executor's pipe). Only the pages reads reach are used.
     """
 
-    def __init__(self, workers: int = 2, max_attempts: int = 3, nice: int = 0) -> None:
+    def __init__(self, workers: int = 2, max_attempts: int = 3, nice: int = 0,
+                 landing_mb: float = 256) -> None:
         if int(workers) < 1:
             raise ValueError(f"workers={workers!r} must be at least 1")
         self.workers = int(workers)
         self.max_attempts = int(max_attempts)
         self.nice = int(nice)
+        self._landing_bytes = int(landing_mb * 2**20)
+        self._landing = LandingArea.create(self._landing_bytes)
         self.restarts = 0
         self.tasks_retried = 0
+        self.reads_landed = 0     # reads whose samples crossed in the landing area
+        self.reads_piped = 0      # ... and through the executor's pipe
         self._lock = threading.Lock()
         self._closed = False
         self._generation = 0
         self._executor = self._new_executor()
-        # waiting tasks: heap of [priority, seq, result, fn, args]; entry[2] None = moved
+        # waiting tasks: heap of [priority, seq, result, fn, args, consume];
+        # entry[2] None = moved
         self._waiting: list[list] = []
         self._entry_of: dict[Future, list] = {}
         self._seq = itertools.count()
@@ -159,7 +182,7 @@ class ReaderPool:
         return self._submit(DEMAND, _inspect_task, path, password)
 
     def read(self, path: str, password: str | None, names: Sequence[str], start: int,
-             stop: int, priority: int = DEMAND) -> Future:
+             stop: int, priority: int = DEMAND, consume=None) -> Future:
         """Read grid samples ``[start, stop)``; the future yields a float64 ndarray.
 
         Parameters
@@ -172,9 +195,14 @@ class ReaderPool:
             Grid sample range.
         priority : int
             :data:`DEMAND` (0) for a read a client waits for; larger numbers run later.
+        consume : callable, optional
+            Called with the samples, ``(len(names), stop - start)`` float64, in the pool's
+            result thread; the future then yields what it returns. The array may be a view
+            of shared memory that is reused once ``consume`` returns: copy what you keep.
+            Without it the future yields an array of its own.
         """
         return self._submit(int(priority), _read_task, path, password, tuple(names),
-                            int(start), int(stop))
+                            int(start), int(stop), consume=consume)
 
     def open_everywhere(self, path: str, password: str | None) -> list[Future]:
         """Open ``path`` in the reader processes ahead of reads (best effort).
@@ -197,7 +225,7 @@ class ReaderPool:
             entry = self._entry_of.get(future)
             if entry is None or entry[0] <= priority:
                 return
-            moved = [priority, next(self._seq), entry[2], entry[3], entry[4]]
+            moved = [priority, next(self._seq), *entry[2:]]
             entry[2] = None
             self._entry_of[future] = moved
             heapq.heappush(self._waiting, moved)
@@ -223,13 +251,13 @@ class ReaderPool:
                 raise ServiceClosedError("the reader pool is closed; restart the server")
             return self._executor.submit(fn, *args), self._generation
 
-    def _submit(self, priority: int, fn, *args) -> Future:
+    def _submit(self, priority: int, fn, *args, consume=None) -> Future:
         result: Future = Future()
         result.set_running_or_notify_cancel()
         with self._lock:
             closed = self._closed
             if not closed:
-                entry = [priority, next(self._seq), result, fn, args]
+                entry = [priority, next(self._seq), result, fn, args, consume]
                 self._entry_of[result] = entry
                 heapq.heappush(self._waiting, entry)
         if closed:
@@ -253,35 +281,60 @@ class ReaderPool:
                     entry = None
                 if entry is None:
                     return
-                _priority, _seq, result, fn, args = entry
+                _priority, _seq, result, fn, args, consume = entry
                 del self._entry_of[result]
                 self._running += 1
             result.add_done_callback(self._task_finished)
-            self._attempt(result, fn, args, 1)
+            self._attempt(result, fn, args, 1, consume)
 
     def _task_finished(self, _result: Future) -> None:
         with self._lock:
             self._running -= 1
         self._pump()
 
-    def _attempt(self, result: Future, fn, args: tuple, attempt: int) -> None:
+    def _landing_slot(self, fn, args: tuple) -> tuple:
+        """``(area, offset, shape)`` for a read that fits the landing area, else Nones."""
+        if fn is not _read_task:
+            return None, None, None
+        area = self._landing
+        shape = (len(args[2]), args[4] - args[3])
+        offset = area.reserve(8 * shape[0] * shape[1]) if area is not None else None
+        if offset is None:
+            self.reads_piped += 1
+            return None, None, None
+        self.reads_landed += 1
+        return area, offset, shape
+
+    def _attempt(self, result: Future, fn, args: tuple, attempt: int, consume=None) -> None:
+        area, offset, shape = self._landing_slot(fn, args)
+        task, task_args = (fn, args) if area is None else \
+            (_read_into_task, args + (area.path, offset))
         try:
             try:
-                inner, generation = self._submit_raw(fn, *args)
+                inner, generation = self._submit_raw(task, *task_args)
             except BrokenProcessPool:
                 # broke between our last rebuild and this submit
                 self._rebuild(self._generation)
-                inner, generation = self._submit_raw(fn, *args)
-        except ServiceClosedError as exc:
-            result.set_exception(exc)
-            return
-        except (BrokenProcessPool, RuntimeError) as exc:
-            # in a retry thread nobody else would see it: the caller must hear of it
-            result.set_exception(ReaderError(
-                f"could not hand {fn.__name__} to the reader processes ({exc}); try again."))
+                inner, generation = self._submit_raw(task, *task_args)
+        except (ServiceClosedError, BrokenProcessPool, RuntimeError) as exc:
+            if area is not None:
+                area.release(offset)
+            if isinstance(exc, ServiceClosedError):
+                result.set_exception(exc)
+            else:  # in a retry thread nobody else would see it: the caller must hear of it
+                result.set_exception(ReaderError(
+                    f"could not hand {fn.__name__} to the reader processes ({exc}); try "
+                    f"again."))
             return
 
         def done(fut: Future) -> None:  # runs in the executor's management thread
+            try:
+                finish(fut)
+            finally:
+                if area is not None:
+                    area.release(offset)
+
+        def finish(fut: Future) -> None:
             if fut.cancelled():  # close() cancels what the readers have not started
                 result.set_exception(ServiceClosedError(
                     "the reader pool was closed before this read ran; the server is "
@@ -289,7 +342,16 @@ class ReaderPool:
                 return
             exc = fut.exception()
             if exc is None:
-                result.set_result(fut.result())
+                try:
+                    value = fut.result() if area is None else area.view(offset, shape)
+                    if consume is not None:
+                        value = consume(value)
+                    elif area is not None:
+                        value = value.copy()
+                except BaseException as exc2:  # noqa: BLE001 - the caller hears of it
+                    result.set_exception(exc2)
+                    return
+                result.set_result(value)
                 return
             if isinstance(exc, BrokenProcessPool) and self._closed:
                 result.set_exception(ServiceClosedError(
@@ -309,7 +371,8 @@ class ReaderPool:
             self.tasks_retried += 1
             logger.warning("retrying %s%s after a reader process died (attempt %d)",
                            fn.__name__, _describe(args), attempt + 1)
-            threading.Thread(target=self._attempt, args=(result, fn, args, attempt + 1),
+            threading.Thread(target=self._attempt, args=(result, fn, args, attempt + 1,
+                                                         consume),
                              name="reader-retry", daemon=True).start()
 
         inner.add_done_callback(done)
@@ -320,9 +383,15 @@ class ReaderPool:
                 return  # already rebuilt for this breakage
             old = self._executor
             self._executor = self._new_executor()
+            # readers of the broken pool may still write until they are terminated: the
+            # new pool lands its reads in a new area
+            old_landing = self._landing
+            self._landing = LandingArea.create(self._landing_bytes)
             self._generation += 1
             self.restarts += 1
         logger.error("a reader process died; reader pool rebuilt (restart #%d)", self.restarts)
+        if old_landing is not None:
+            old_landing.retire()
         old.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
@@ -340,6 +409,8 @@ class ReaderPool:
                 "the reader pool was closed before this read ran; the server is shutting "
                 "down"))
         executor.shutdown(wait=True, cancel_futures=True)
+        if self._landing is not None:
+            self._landing.close()
         logger.info("reader pool closed (%d restarts)", self.restarts)
 
     def __enter__(self) -> ReaderPool:

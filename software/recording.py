@@ -177,8 +177,24 @@ class Recording:
         start = first * size
         stop = min((last + 1) * size, group.n_samples)
         keys = [(self._key, name, block) for block in range(first, last + 1) for name in names]
+
+        def store(data) -> None:  # runs in the reader pool's result thread
+            # data may be a view of the pool's landing area: the cache keeps copies
+            items = []
+            for block in range(first, last + 1):
+                lo = block * size - start
+                hi = min(lo + size, stop - start)
+                for row, name in enumerate(names):
+                    items.append(((self._key, name, block), data[row, lo:hi].copy()))
+            self._cache.fulfil_many(items)
+            if self._closed:  # closed while reading: waiters got their data; keep nothing
+                self._cache.discard(key for key, _ in items)
+            logger.debug("blocks %d-%d of %s read (%d channels)", first, last, self.path,
+                         len(names))
+
         try:
-            task = self._pool.read(self.path, self._password, names, start, stop, priority)
+            task = self._pool.read(self.path, self._password, names, start, stop, priority,
+                                   consume=store)
         except Exception as exc:  # pool closed
             self._cache.fail_many(keys, exc)
             return
@@ -193,19 +209,6 @@ class Recording:
             exc = f.exception()
             if exc is not None:
                 self._cache.fail_many(keys, exc)
-                return
-            data = f.result()
-            items = []
-            for block in range(first, last + 1):
-                lo = block * size - start
-                hi = min(lo + size, stop - start)
-                for row, name in enumerate(names):
-                    items.append(((self._key, name, block), data[row, lo:hi].copy()))
-            self._cache.fulfil_many(items)
-            if self._closed:  # closed while reading: waiters got their data; keep nothing
-                self._cache.discard(key for key, _ in items)
-            logger.debug("blocks %d-%d of %s read (%d channels)", first, last, self.path,
-                         len(names))
 
         task.add_done_callback(done)
 

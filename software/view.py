@@ -384,7 +384,9 @@ class StreamService(rpyc.Service):
 
         Only a request that continues the previous one (or the first) reads ahead, so
         random access costs no reading. Ahead means ``prefetch`` requests of this size
-        but at least one reader run (60 s), so small steps are read in efficient runs;
+        but at least two reader runs (2 x 60 s), so small steps are read in efficient runs
+        and a reader finishing one run has the next waiting (with one run ahead, a client
+        with no work between requests left the readers idle a quarter of a cold pass);
         nearer parts get the better reader priority.
         """
         depth = self._options.prefetch
@@ -402,7 +404,7 @@ class StreamService(rpyc.Service):
         size = recording.block_samples(group)
         length = stop - start
         step = max(length, recording.run_blocks * size)
-        ahead = max(depth * length, step)
+        ahead = max(depth * length, 2 * step)
         lo, hi = (stop, min(stop + ahead, n)) if direction > 0 else (max(start - ahead, 0),
                                                                      start)
         spans = []  # (first block, last block, priority), nearest first

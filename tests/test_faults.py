@@ -166,6 +166,7 @@ def test_reader_killed_mid_stream_loses_and_repeats_nothing(fresh_server, connec
     pool = fresh_server.pool
     pids = pool.pids()
     assert len(pids) == 2
+    landing = pool._landing.path
     svc = connect().root.open_file("main.mefd")
     n = main_ref.shape[1]
     iterator = StreamSegmentIterator(_range=250)
@@ -207,6 +208,9 @@ def test_reader_killed_mid_stream_loses_and_repeats_nothing(fresh_server, connec
     # the new pool has its own processes; the old ones are gone, none left stopped
     wait_until(lambda: not any(running(p) for p in pids), timeout=20)
     assert set(pool.pids()).isdisjoint(pids)
+    # ... and its own landing area: the old one is gone, reads land in the new one
+    assert pool._landing.path != landing and not os.path.exists(landing)
+    assert pool.reads_landed > 0 and pool.reads_piped == 0
 
 
 def test_readers_killed_while_idle(fresh_server, connect, main_ref, caplog):

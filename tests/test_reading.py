@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import threading
 import weakref
 
@@ -89,9 +90,9 @@ def test_one_task_per_reader_for_a_run_of_blocks(server, recording, ref, monkeyp
     calls = []
     read = pool.read
 
-    def spy(path, password, names, start, stop, priority=DEMAND):
+    def spy(path, password, names, start, stop, priority=DEMAND, **kw):
         calls.append((tuple(names), start, stop, priority))
-        return read(path, password, names, start, stop, priority)
+        return read(path, password, names, start, stop, priority, **kw)
 
     monkeypatch.setattr(pool, "read", spy)
     group = recording.groups[256.0]
@@ -121,7 +122,7 @@ def test_an_answer_is_freed_as_soon_as_it_is_dropped(recording):
 
 
 def test_reading_ahead_follows_a_stream_and_skips_jumps(server, conn, recording):
-    """A stream reads ahead (at least one 60 s run) in its direction; a jump reads nothing."""
+    """A stream reads ahead (at least two 60 s runs) in its direction; a jump reads nothing."""
     cache = server.cache
     size = recording.block_samples(recording.groups[256.0])          # 2560: 10 s blocks
 
@@ -131,13 +132,41 @@ def test_reading_ahead_follows_a_stream_and_skips_jumps(server, conn, recording)
 
     svc = conn.root.open_file("main.mefd")
     get = svc.get_stream_segment
-    get(size, 0)                                       # first request: ahead of it, 60 s
-    assert all(claimed(b) for b in range(1, 7)) and not claimed(7)
+    get(size, 0)                                       # first request: ahead of it, 120 s
+    assert all(claimed(b) for b in range(1, 13)) and not claimed(13)
     get(size, size)                                    # continues: one more block ahead
-    assert claimed(7) and not claimed(8)
+    assert claimed(13) and not claimed(14)
     get(256, 40 * size // 3)                           # a jump: nothing read ahead
     assert not claimed(14) and not claimed(15)
-    get(size, 12 * size)                               # a jump again ...
-    get(size, 11 * size)                               # ... then backwards: 60 s behind
-    assert all(claimed(b) for b in range(5, 11)) and not claimed(14)
+    get(size, 17 * size)                               # a jump again ...
+    assert not claimed(14) and not claimed(18)
+    get(size, 16 * size)                               # ... then backwards: 120 s behind
+    assert claimed(14) and claimed(15) and not claimed(18)
     wait_until(lambda: dict(cache.stats())["in_flight"] == 0, timeout=30)
+
+
+def test_samples_land_in_shared_memory_or_go_through_the_pipe(main_path, ref):
+    """Reads that fit the landing area cross there, larger ones through the pipe; both
+    equal MefReader's; a consumer sees the samples before the region is reused; closing
+    the pool removes the area."""
+    small = 6 * 2560 * 8                          # room for one read of 6 channels x 10 s
+    with ReaderPool(workers=2, landing_mb=small / 2**20) as pool:
+        path = pool._landing.path
+        assert os.path.exists(path)
+        fits = [pool.read(main_path, None, NAMES, i * 2560, (i + 1) * 2560)
+                for i in range(4)]
+        too_big = pool.read(main_path, None, NAMES, 0, 3 * 2560)
+        sums = pool.read(main_path, None, NAMES, 2560, 2 * 2560,
+                         consume=lambda view: np.nansum(view, axis=1))
+        for i, fut in enumerate(fits):
+            assert np.array_equal(fut.result(timeout=60), ref[:, i * 2560:(i + 1) * 2560],
+                                  equal_nan=True)
+        assert np.array_equal(too_big.result(timeout=60), ref[:, :3 * 2560], equal_nan=True)
+        assert np.array_equal(sums.result(timeout=60), np.nansum(ref[:, 2560:5120], axis=1))
+        assert pool.reads_piped >= 1 and pool.reads_landed >= 2
+        assert pool.reads_landed + pool.reads_piped == 6
+    assert not os.path.exists(path)
+    with ReaderPool(workers=1, landing_mb=0) as pool:   # no area: everything by pipe
+        assert np.array_equal(pool.read(main_path, None, NAMES, 5, 900).result(timeout=60),
+                              ref[:, 5:900], equal_nan=True)
+        assert (pool.reads_landed, pool.reads_piped) == (0, 1)

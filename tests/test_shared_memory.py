@@ -96,7 +96,7 @@ def test_callbacks_iterators_views_and_connections(data_root, main_path, main_re
     """Many callbacks outstanding at once on two files, and iterators on three
     connections at the same time, all through shared memory (cold cache: data pending)."""
     mixed_ref = reference(os.path.join(data_root, "mixed.mefd"), ["fast2", "fast1"])
-    with MefStreamServer(port=0, data_root=data_root, workers=2, prefetch=2, cache_mb=64,
+    with MefStreamServer(port=0, data_root=data_root, workers=2, prefetch=0, cache_mb=64,
                          block_seconds=1.0) as srv:
         conns = [get_connection(srv.port, host="127.0.0.1") for _ in range(3)]
         try:
@@ -332,8 +332,9 @@ def test_client_killed_leaves_nothing(server, main_ref, tmp_path):
 
 def test_server_killed_leaves_nothing(data_root, main_ref, tmp_path):
     """SIGKILL ``start.py`` with an attached area and an offered one: the attached one has
-    no name from the start and goes with the client's mapping; the offered one (its lock
-    died with the server) is removed by the next server."""
+    no name from the start and goes with the client's mapping; the offered one and the
+    readers' landing area (their lock died with the server) are removed by the next
+    server."""
     procs = []
     try:
         proc, port = spawn_server(data_root, tmp_path / "server1.log")
@@ -347,6 +348,9 @@ def test_server_killed_leaves_nothing(data_root, main_ref, tmp_path):
         kept = decode_segment(svc.get_stream_segment(4000, 100))
         readers = readers_of(psutil.Process(proc.pid))
         procs += readers
+        landing = [n for n in os.listdir(SHM_DIR) if n.startswith("mefstream-")
+                   and n != offered and mapped(n, proc.pid)]
+        assert len(landing) == 1                                  # where readers put samples
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         with pytest.raises((EOFError, ConnectionError, OSError)):
@@ -355,14 +359,19 @@ def test_server_killed_leaves_nothing(data_root, main_ref, tmp_path):
         conn.close()
         raw.close()
         assert not mapped(area.name)                              # freed with the client
-        assert named(offered)
+        assert named(offered) and named(landing[0])
+        for reader in readers:      # a reader finishing its read would touch the area
+            reader.kill()
+        psutil.wait_procs(readers, timeout=10)
         old = time.time() - 60
-        os.utime(os.path.join(SHM_DIR, offered), (old, old))
+        for name in (offered, landing[0]):
+            os.utime(os.path.join(SHM_DIR, name), (old, old))
         proc2, port2 = spawn_server(data_root, tmp_path / "server2.log")
         procs.append(proc2)
         conn = get_connection(port2, host="127.0.0.1")            # its first offer sweeps
         try:
-            assert not named(offered) and conn.shared_memory is not None
+            assert not named(offered) and not named(landing[0])
+            assert conn.shared_memory is not None
             svc = conn.root.open_file("main.mefd")
             assert same(decode_segment(svc.get_stream_segment(4000, 100)), kept)
         finally:
