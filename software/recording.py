@@ -217,14 +217,13 @@ class Recording:
         n = len(names)
         out = np.empty((n, stop - start), dtype=np.float64)
         try:
-            for i, value in enumerate(values):
-                block, row = divmod(i, n)
-                block += first
-                if isinstance(value, Future):
-                    value = value.result()
+            for i in range(0, len(values), n):   # one block of every channel at a time
+                block = first + i // n
                 lo = max(start, block * size)
                 hi = min(stop, (block + 1) * size)
-                out[row, lo - start:hi - start] = value[lo - block * size:hi - block * size]
+                a, b = lo - block * size, hi - block * size
+                np.stack([(v.result() if isinstance(v, Future) else v)[a:b]
+                          for v in values[i:i + n]], out=out[:, lo - start:hi - start])
         except BaseException as exc:
             result.set_exception(exc)
             return
