@@ -32,7 +32,7 @@ try:
 except ImportError:  # not POSIX: reads go through the pipe
     fcntl = None
 
-__all__ = ["LandingArea", "reader_view"]
+__all__ = ["LandingArea", "reader_release", "reader_view"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +55,22 @@ def reader_view(path: str, offset: int, shape: tuple[int, int]) -> np.ndarray:
             _reader_maps.pop(old).close()
         _reader_maps[path] = mm
     return np.ndarray(shape, dtype=np.float64, buffer=mm, offset=offset)
+
+
+def reader_release(path: str, offset: int, nbytes: int) -> None:
+    """In a reader process: unmap the pages of a region it wrote from this process only.
+
+    The samples stay in the file for the server; without this every reader would keep
+    every page it ever wrote mapped, and each process's RSS would count the area again.
+    """
+    mm = _reader_maps.get(path)
+    if mm is None or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    start = offset - offset % mmap.PAGESIZE
+    try:
+        mm.madvise(mmap.MADV_DONTNEED, start, min(offset + nbytes, len(mm)) - start)
+    except OSError:  # only memory accounting suffers
+        pass
 
 
 class LandingArea:

@@ -43,7 +43,7 @@ from concurrent.futures.process import BrokenProcessPool
 import numpy as np
 
 from .errors import ReaderError, ServiceClosedError
-from .landing import LandingArea, reader_view
+from .landing import LandingArea, reader_release, reader_view
 from .metadata import SessionInfo
 
 logger = logging.getLogger(__name__)
@@ -98,7 +98,10 @@ def _read_into_task(path: str, password: str | None, names: tuple[str, ...], sta
                     stop: int, area: str, offset: int) -> None:
     """Runs in a reader process: decode ``[start, stop)`` into landing area ``area``."""
     out = reader_view(area, offset, (len(names), stop - start))
-    _session(path, password).read_grid(names, start, stop, out=out)
+    try:
+        _session(path, password).read_grid(names, start, stop, out=out)
+    finally:
+        reader_release(area, offset, out.nbytes)
 
 
 def _forget_task(path: str) -> None:

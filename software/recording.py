@@ -82,12 +82,13 @@ class Recording:
         """Samples per cache block on the grid of ``group``."""
         return max(1, int(round(self.block_seconds * group.fs)))
 
-    def request(self, names: Sequence[str], group: RateGroup, start: int, stop: int) -> Future:
+    def request(self, names: Sequence[str], group: RateGroup, start: int, stop: int,
+                out=None) -> Future:
         """Grid samples ``[start, stop)`` of ``names``; a future of a float64 ndarray.
 
         The future is already done when every block was cached (then the answer was
-        assembled in the calling thread); otherwise it is assembled on an assembler thread
-        when the last block arrives.
+        assembled in the calling thread, into ``out(shape)`` if that gives an array);
+        otherwise it is assembled on an assembler thread when the last block arrives.
         """
         names = tuple(names)
         size = self.block_samples(group)
@@ -100,7 +101,7 @@ class Recording:
         waits = [v for v in values if isinstance(v, Future) and not v.done()]
         result: Future = Future()
         if not waits:
-            self._complete(result, names, start, stop, size, first, values)
+            self._complete(result, names, start, stop, size, first, values, out)
             return result
         claimed = set(mine)  # their tasks were just submitted at demand priority
         self._promote(keys[i] for i, v in enumerate(values)
@@ -213,9 +214,11 @@ class Recording:
         task.add_done_callback(done)
 
     def _complete(self, result: Future, names: Sequence[str], start: int, stop: int,
-                  size: int, first: int, values: list) -> None:
+                  size: int, first: int, values: list, out=None) -> None:
         n = len(names)
-        out = np.empty((n, stop - start), dtype=np.float64)
+        out = out((n, stop - start)) if out is not None else None
+        if out is None:
+            out = np.empty((n, stop - start), dtype=np.float64)
         try:
             for i in range(0, len(values), n):   # one block of every channel at a time
                 block = first + i // n

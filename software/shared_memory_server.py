@@ -170,9 +170,15 @@ class ServerArea:
             return
         self._committed = keep
 
-    def put(self, data: np.ndarray) -> tuple | None:
-        """Copy ``data`` into a free region; return its wire value, or None if none fits."""
-        nbytes = int(data.nbytes)
+    def reserve(self, shape: tuple[int, ...], dtype=np.float64
+                ) -> tuple[np.ndarray, tuple] | None:
+        """A free region as an array of ``shape`` to fill, and its ticket; None if none fits.
+
+        Pass the ticket to :meth:`publish` once the array is filled, or to :meth:`cancel`.
+        """
+        dtype = np.dtype(dtype)
+        count = int(np.prod(shape))
+        nbytes = count * dtype.itemsize
         if nbytes == 0:
             return None
         size = -(-nbytes // _ALIGN) * _ALIGN
@@ -196,13 +202,37 @@ class ServerArea:
             seq = self._seq
             self._live.append((offset, offset + size, slot, seq))
             self._live.sort()
-            self._issued[slot] = seq
-            dest = np.frombuffer(self._mm, dtype=data.dtype, count=data.size,
-                                 offset=DATA_OFFSET + offset)  # holds the mapping until copied
-        dest.reshape(data.shape)[...] = data
+            dest = np.frombuffer(self._mm, dtype=dtype, count=count,
+                                 offset=DATA_OFFSET + offset)  # holds the mapping until dropped
+        return dest.reshape(shape), (slot, seq, offset, nbytes, dtype.str,
+                                     tuple(int(n) for n in shape))
+
+    def publish(self, ticket: tuple) -> tuple:
+        """The wire value of a filled region: from now on the client may read it."""
+        slot, seq, offset, nbytes, dtype, shape = ticket
+        with self._lock:
+            if not self._closed:
+                self._issued[slot] = seq
+        return (SHARED_TAG, dtype, shape, slot, seq, offset, nbytes)
+
+    def cancel(self, ticket: tuple) -> None:
+        """Free a reserved region that will not be published."""
+        slot, seq = ticket[0], ticket[1]
+        with self._lock:
+            live = [r for r in self._live if r[2:] != (slot, seq)]
+            if len(live) < len(self._live):
+                self._live = live
+                self._free_slots.append(slot)
+
+    def put(self, data: np.ndarray) -> tuple | None:
+        """Copy ``data`` into a free region; return its wire value, or None if none fits."""
+        got = self.reserve(data.shape, data.dtype)
+        if got is None:
+            return None
+        dest, ticket = got
+        dest[...] = data
         del dest
-        return (SHARED_TAG, data.dtype.str, tuple(int(n) for n in data.shape), slot, seq,
-                offset, nbytes)
+        return self.publish(ticket)
 
     @property
     def in_use(self) -> int:
@@ -254,11 +284,41 @@ class SegmentEncoder:
         self._lock = threading.Lock()
         self._offered: ServerArea | None = None
         self._area: ServerArea | None = None
+        self._reserved = threading.local()   # (area, array, ticket) of reserve()
         self.shared = 0       # answers handed over in the area
         self.fallbacks = 0    # answers sent through the socket because the area was full
 
+    def reserve(self, shape: tuple[int, int]) -> np.ndarray | None:
+        """A float64 array in the area for an answer this thread builds and then encodes.
+
+        Encoding that very array (in this thread) hands it over without a copy; call
+        :meth:`discard` after encoding in any case, so that an answer built but not
+        encoded (an error, or rows picked from it) frees its region. None when there is
+        no area or no room: build the answer elsewhere.
+        """
+        area = self._area
+        if area is None:
+            return None
+        got = area.reserve(shape)
+        if got is None:
+            return None
+        self._reserved.value = (area, got[0], got[1])
+        return got[0]
+
+    def discard(self) -> None:
+        """Free this thread's reserved region if it was not encoded."""
+        reserved = getattr(self._reserved, "value", None)
+        if reserved is not None:
+            self._reserved.value = None
+            reserved[0].cancel(reserved[2])
+
     def __call__(self, data: np.ndarray) -> tuple:
         """Encode ``data`` for this connection (any thread)."""
+        reserved = getattr(self._reserved, "value", None)
+        if reserved is not None and reserved[1] is data:
+            self._reserved.value = None
+            self.shared += 1
+            return reserved[0].publish(reserved[2])
         area = self._area
         if area is not None:
             value = area.put(data)

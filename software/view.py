@@ -353,7 +353,10 @@ class StreamService(rpyc.Service):
             raise InvalidTypeError(f"_callback must be a function taking one argument, or None; "
                                    f"a value of type {type(callback).__name__} is not.")
         recording, group = self._recording, self._group
-        future = recording.request(names, group, start, stop)
+        # an answer built at once (all cached) and sent as it is is built in the area
+        future = recording.request(names, group, start, stop,
+                                   out=self._encoder.reserve if rows is None and pad == (0, 0)
+                                   else None)
         ready = future.done()
         if not ready:  # reads ahead queue behind this request's reads (lower priority)
             self._prefetch(names, group, start, stop)
@@ -365,12 +368,13 @@ class StreamService(rpyc.Service):
 
         if callback is None or future.done():
             try:
-                data = future.result(timeout=self._options.read_timeout)
+                value = encode(future.result(timeout=self._options.read_timeout))
             except FutureTimeout:
                 raise ReaderError(f"no data after {self._options.read_timeout:g} s for samples "
                                   f"[{start}, {stop}); the reader processes are overloaded "
                                   f"or stuck. Try again or ask for less.") from None
-            value = encode(data)
+            finally:
+                self._encoder.discard()
             if ready:  # start reading ahead once the answer is built, not while building it
                 self._prefetch(names, group, start, stop)
             return value

@@ -92,6 +92,40 @@ def test_answers_equal_the_socket_and_mefreader(server, main_ref):
     wait_until(lambda: not mapped(area.name))          # unmapped on close, both sides
 
 
+def test_cached_answers_are_built_in_the_area(server, main_ref, monkeypatch):
+    """A cached answer sent as it is is assembled in the area (no copy into it); rows and
+    padded windows are copied in; an answer reserved but not sent frees its region."""
+    from software.shared_memory_server import SegmentEncoder, ServerArea
+    copies = []
+    put = ServerArea.put
+    monkeypatch.setattr(ServerArea, "put", lambda self, data: copies.append(data.shape)
+                        or put(self, data))
+    with get_connection(server.port, host="127.0.0.1") as conn:
+        svc = conn.root.open_file("main.mefd")
+        decode_segment(svc.get_stream_segment(3000, 9000))      # cache it
+        wait_until(lambda: dict(server.cache.stats())["in_flight"] == 0, timeout=30)
+        copies.clear()
+        for _ in range(3):
+            assert same(decode_segment(svc.get_stream_segment(3000, 9000)),
+                        main_ref[:, 9000:12000])
+        assert copies == []                                     # built in place
+        assert same(decode_segment(svc.get_row_segment(2, 3000, 9000)), main_ref[2, 9000:12000])
+        assert copies == [(3000,)]                              # one row: copied in
+        assert conn.shared_memory.adopted >= 4
+    assert SegmentEncoder().reserve((2, 3)) is None             # no area: build elsewhere
+    area = ServerArea(2**20)
+    try:
+        first, ticket = area.reserve((4, 100))
+        assert first.shape == (4, 100) and area.in_use == 1
+        area.cancel(ticket)                                     # not sent: freed
+        assert area.in_use == 0
+        again, ticket = area.reserve((4, 100))
+        assert again.ctypes.data == first.ctypes.data           # the same region again
+        del first, again
+    finally:
+        area.close()
+
+
 def test_callbacks_iterators_views_and_connections(data_root, main_path, main_ref):
     """Many callbacks outstanding at once on two files, and iterators on three
     connections at the same time, all through shared memory (cold cache: data pending)."""
