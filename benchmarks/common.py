@@ -163,6 +163,27 @@ def process_tree_rss(pid: int) -> tuple[int, int, int]:
     return own + kids, own, kids
 
 
+def process_tree_pss(pid: int) -> int:
+    """PSS in bytes of a process tree: each page shared by n processes counts 1/n in each,
+    so pages shared between them (libraries, the landing area) count once in the sum."""
+    import psutil
+    try:
+        pids = [pid] + [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as fh:
+                for line in fh:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        except OSError:
+            pass
+    return total
+
+
 def process_tree_uss(pid: int) -> int:
     """USS (memory unique to each process, shared libraries not counted) of a process tree."""
     import psutil
@@ -180,12 +201,14 @@ def process_tree_uss(pid: int) -> int:
 
 
 class MemorySampler:
-    """Samples the RSS of a process tree every ``interval`` seconds in a thread; keeps peaks."""
+    """Samples the RSS (and PSS) of a process tree every ``interval`` seconds in a thread;
+    keeps peaks."""
 
-    def __init__(self, pid: int, interval: float = 0.02) -> None:
+    def __init__(self, pid: int, interval: float = 0.02, pss: bool = True) -> None:
         self.pid = pid
+        self.pss = pss and os.path.exists(f"/proc/{pid}/smaps_rollup")
         self.interval = interval
-        self.peak_total = self.peak_own = self.peak_children = 0
+        self.peak_total = self.peak_own = self.peak_children = self.peak_pss = 0
         self.samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
@@ -198,6 +221,8 @@ class MemorySampler:
                 self.peak_total = total
             self.peak_own = max(self.peak_own, own)
             self.peak_children = max(self.peak_children, kids)
+            if self.pss:
+                self.peak_pss = max(self.peak_pss, process_tree_pss(self.pid))
             self._stop.wait(self.interval)
 
     def __enter__(self) -> MemorySampler:
