@@ -291,7 +291,7 @@ class Bench:
         sizes = [(mib, int(mib * MIB // (8 * nch))) for mib in cfg.hit_sizes_mib]
         rates = {mib: [] for mib, _ in sizes}
         direct_rates = {mib: [] for mib, _ in sizes}
-        small, small_direct, small_lookup, socket_rate = [], [], [], []
+        small, small_direct, small_lookup, socket_rate, pings = [], [], [], [], []
         reader = self.direct_reader()
         with self.server(prefetch=cfg.prefetch) as srv:  # the default configuration
             for rep in range(cfg.repeats):
@@ -326,6 +326,7 @@ class Bench:
                 small.append(median_seconds(lambda: decode_segment(get(n, start)), 500) * 1e3)
                 small_lookup.append(median_seconds(  # + the attribute lookup, a round trip
                     lambda: decode_segment(svc.get_stream_segment(n, start)), 500) * 1e3)
+                pings.append(median_seconds(conn.ping, 500) * 1e3)  # RPyC's own floor
                 with srv.connect(shared_memory=False) as plain:   # the socket path
                     sget = plain.root.open_file(self.ds.name).get_stream_segment
                     count = sizes[1][1] if len(sizes) > 1 else sizes[0][1]
@@ -360,6 +361,10 @@ class Bench:
                      f"(MefReader read)", f"{median(small_direct) / ms:.0f}x faster",
                      "<= 0.3 ms", verdict(ms <= 0.3),
                      {"service_ms": small, "direct_ms": small_direct}))
+        self.add(Row("RPyC round trip that does nothing (conn.ping(), same connection)",
+                     f"{spread(pings, '.3f')} ms", "the floor of any call on this machine",
+                     f"small segment {ms / median(pings):.1f}x", "(info)", verdict(None),
+                     {"ping_ms": pings}))
         self.add(Row(f"small segment, method looked up per call (svc.get_stream_segment(...))",
                      f"{spread(small_lookup, '.3f')} ms", "two round trips: attribute, call",
                      "—", "(info)", verdict(None), {"service_ms": small_lookup}))

@@ -220,13 +220,14 @@ class Recording:
         if out is None:
             out = np.empty((n, stop - start), dtype=np.float64)
         try:
+            if any(type(v) is Future for v in values):   # blocks read for this request
+                values[:] = [v.result() if type(v) is Future else v for v in values]
             for i in range(0, len(values), n):   # one block of every channel at a time
                 block = first + i // n
                 lo = max(start, block * size)
                 hi = min(stop, (block + 1) * size)
                 a, b = lo - block * size, hi - block * size
-                np.stack([(v.result() if isinstance(v, Future) else v)[a:b]
-                          for v in values[i:i + n]], out=out[:, lo - start:hi - start])
+                np.stack([v[a:b] for v in values[i:i + n]], out=out[:, lo - start:hi - start])
         except BaseException as exc:
             result.set_exception(exc)
             return

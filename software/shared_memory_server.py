@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import mmap
 import os
 import secrets
@@ -177,7 +178,7 @@ class ServerArea:
         Pass the ticket to :meth:`publish` once the array is filled, or to :meth:`cancel`.
         """
         dtype = np.dtype(dtype)
-        count = int(np.prod(shape))
+        count = math.prod(shape)
         nbytes = count * dtype.itemsize
         if nbytes == 0:
             return None
