@@ -353,34 +353,35 @@ class StreamService(rpyc.Service):
             raise InvalidTypeError(f"_callback must be a function taking one argument, or None; "
                                    f"a value of type {type(callback).__name__} is not.")
         recording, group = self._recording, self._group
-        # an answer built at once (all cached) and sent as it is is built in the area
-        future = recording.request(names, group, start, stop,
-                                   out=self._encoder.reserve if rows is None and pad == (0, 0)
-                                   else None)
-        ready = future.done()
+        gathered = recording.gather(names, group, start, stop)
+        ready = gathered.done()
         if not ready:  # reads ahead queue behind this request's reads (lower priority)
             self._prefetch(names, group, start, stop)
+        # an answer sent as it is is assembled in the connection's shared-memory area
+        reserve = self._encoder.reserve if rows is None and pad == (0, 0) else None
 
-        def encode(data: np.ndarray):
-            if pad != (0, 0):
-                data = np.pad(data, ((0, 0), pad), constant_values=np.nan)
-            return self._encoder(data[rows] if rows is not None else data)
-
-        if callback is None or future.done():
+        def encode(blocks) -> tuple:  # in the serving thread, or the view's delivery thread
             try:
-                value = encode(future.result(timeout=self._options.read_timeout))
+                data = blocks.assemble(reserve)
+                if pad != (0, 0):
+                    data = np.pad(data, ((0, 0), pad), constant_values=np.nan)
+                return self._encoder(data[rows] if rows is not None else data)
+            finally:
+                self._encoder.discard()
+
+        if callback is None or ready:
+            try:
+                value = encode(gathered.result(timeout=self._options.read_timeout))
             except FutureTimeout:
                 raise ReaderError(f"no data after {self._options.read_timeout:g} s for samples "
                                   f"[{start}, {stop}); the reader processes are overloaded "
                                   f"or stuck. Try again or ask for less.") from None
-            finally:
-                self._encoder.discard()
             if ready:  # start reading ahead once the answer is built, not while building it
                 self._prefetch(names, group, start, stop)
             return value
         deliverer = self._deliverer
         cb = async_callback(callback)
-        future.add_done_callback(lambda f: deliverer.put(cb, f, encode))
+        gathered.add_done_callback(lambda f: deliverer.put(cb, f, encode))
         return False
 
     def _prefetch(self, names, group: RateGroup, start: int, stop: int) -> None:

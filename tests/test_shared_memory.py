@@ -93,8 +93,9 @@ def test_answers_equal_the_socket_and_mefreader(server, main_ref):
 
 
 def test_cached_answers_are_built_in_the_area(server, main_ref, monkeypatch):
-    """A cached answer sent as it is is assembled in the area (no copy into it); rows and
-    padded windows are copied in; an answer reserved but not sent frees its region."""
+    """An answer sent as it is is assembled in the area (no copy into it), read for it or
+    cached; rows and padded windows are copied in; an answer reserved but not sent frees
+    its region."""
     from software.shared_memory_server import SegmentEncoder, ServerArea
     copies = []
     put = ServerArea.put
@@ -102,9 +103,10 @@ def test_cached_answers_are_built_in_the_area(server, main_ref, monkeypatch):
                         or put(self, data))
     with get_connection(server.port, host="127.0.0.1") as conn:
         svc = conn.root.open_file("main.mefd")
+        assert same(decode_segment(svc.get_stream_segment(3000, 40000)),  # read for it
+                    main_ref[:, 40000:43000])
         decode_segment(svc.get_stream_segment(3000, 9000))      # cache it
         wait_until(lambda: dict(server.cache.stats())["in_flight"] == 0, timeout=30)
-        copies.clear()
         for _ in range(3):
             assert same(decode_segment(svc.get_stream_segment(3000, 9000)),
                         main_ref[:, 9000:12000])
