@@ -8,7 +8,8 @@ callback is wrapped as ``("stamped", t_ready, value)``, where ``t_ready`` is
 its future's done-callback hands it to the view's delivery thread). The client subtracts
 that from ``time.monotonic()`` at the start of its callback: both read the same
 system-wide CLOCK_MONOTONIC, so the difference is the delivery latency (delivery-thread
-wake-up, encoding, sending, the client's serving thread receiving and dispatching).
+wake-up, assembling the answer from its blocks, encoding, sending, the client's serving
+thread receiving and dispatching).
 
 The wrapping patches ``software.delivery.CallbackDeliverer.put`` (an internal hook).
 When that hook is missing, the server starts unpatched and prints ``STAMPING UNAVAILABLE`` to stderr;

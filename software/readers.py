@@ -95,9 +95,16 @@ def _read_task(path: str, password: str | None, names: tuple[str, ...], start: i
 
 
 def _read_into_task(path: str, password: str | None, names: tuple[str, ...], start: int,
-                    stop: int, area: str, offset: int) -> None:
-    """Runs in a reader process: decode ``[start, stop)`` into landing area ``area``."""
-    out = reader_view(area, offset, (len(names), stop - start))
+                    stop: int, area: str, offset: int) -> np.ndarray | None:
+    """Runs in a reader process: decode ``[start, stop)`` into landing area ``area``.
+
+    Returns None, or the samples themselves when the area cannot be mapped (a pool rebuilt
+    after a crash removed it between the reservation and this task).
+    """
+    try:
+        out = reader_view(area, offset, (len(names), stop - start))
+    except OSError:
+        return _read_task(path, password, names, start, stop)
     try:
         _session(path, password).read_grid(names, start, stop, out=out)
     finally:
@@ -346,10 +353,13 @@ class ReaderPool:
             exc = fut.exception()
             if exc is None:
                 try:
-                    value = fut.result() if area is None else area.view(offset, shape)
+                    value = fut.result()
+                    landed = value is None  # else the reader could not map the area
+                    if landed:
+                        value = area.view(offset, shape)
                     if consume is not None:
                         value = consume(value)
-                    elif area is not None:
+                    elif landed:  # the region is reused once we return: the caller's copy
                         value = value.copy()
                 except BaseException as exc2:  # noqa: BLE001 - the caller hears of it
                     result.set_exception(exc2)

@@ -170,3 +170,17 @@ def test_samples_land_in_shared_memory_or_go_through_the_pipe(main_path, ref):
         assert np.array_equal(pool.read(main_path, None, NAMES, 5, 900).result(timeout=60),
                               ref[:, 5:900], equal_nan=True)
         assert (pool.reads_landed, pool.reads_piped) == (0, 1)
+
+
+def test_a_read_whose_landing_area_is_gone_comes_through_the_pipe(main_path, ref):
+    """A task that cannot map its area (removed by a rebuild after it was reserved) still
+    returns its samples, through the pipe."""
+    with ReaderPool(workers=1) as pool:
+        real = pool._landing.path
+        pool._landing.path = real + "-gone"          # what a reader finds after a rebuild
+        try:
+            got = pool.read(main_path, None, NAMES, 10, 700).result(timeout=60)
+        finally:
+            pool._landing.path = real
+        assert np.array_equal(got, ref[:, 10:700], equal_nan=True)
+        assert pool.reads_landed == 1                # it was reserved in the area
