@@ -32,7 +32,7 @@ try:
 except ImportError:  # not POSIX: reads go through the pipe
     fcntl = None
 
-__all__ = ["LandingArea", "reader_release", "reader_view"]
+__all__ = ["LandingArea", "reader_release", "reader_view", "remove_quietly"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,16 @@ _ALIGN = 64          # regions start on a cache line
 _COMMIT = 2**21      # tmpfs pages are reserved in steps of this many bytes
 
 _reader_maps: dict[str, mmap.mmap] = {}   # in reader processes: area path -> mapping
+
+
+def remove_quietly(path: str) -> None:
+    """Remove a shared-memory file; one already gone is fine, other failures are logged."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        logger.warning("could not remove %s: %s", path, exc)
 
 
 def reader_view(path: str, offset: int, shape: tuple[int, int]) -> np.ndarray:
@@ -128,12 +138,7 @@ class LandingArea:
             return None
 
     def _unlink(self) -> None:
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            logger.warning("could not remove %s: %s", self.path, exc)
+        remove_quietly(self.path)
 
     def reserve(self, nbytes: int) -> int | None:
         """Offset of a free region of ``nbytes``, or None when none fits (or retired)."""

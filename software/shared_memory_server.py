@@ -25,6 +25,7 @@ except ImportError:  # not POSIX: no shared memory, the socket serves
     fcntl = None
 
 from .errors import InvalidTypeError
+from .landing import remove_quietly
 from .shared_memory import (DATA_OFFSET, MAGIC, NAME_RE, PREFIX, SHM_DIR, SLOTS,
                             TOKEN_BYTES, slot_views)
 from .validation import as_index
@@ -119,12 +120,7 @@ class ServerArea:
         self._closed = False
 
     def _unlink(self) -> None:
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            logger.warning("could not remove %s: %s", self.path, exc)
+        remove_quietly(self.path)
 
     def attach(self) -> None:
         """The client has mapped the area: remove its name (the mappings keep it)."""
