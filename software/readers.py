@@ -35,6 +35,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -58,9 +59,26 @@ _open_sessions: OrderedDict = OrderedDict()  # lives in each reader process
 DEMAND = 0
 
 
+#: Seconds between a reader's checks that the server process is still alive.
+PARENT_CHECK_SECONDS = 0.5
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Runs in a reader's daemon thread: end the reader once the server process is gone.
+
+    A killed server (SIGKILL, OOM killer) cannot stop its readers, and a reader waiting
+    for its next task would wait forever; orphaned, it is re-parented, which this notices.
+    """
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_SECONDS)  # polling another process's liveness
+    os._exit(0)
+
+
 def _worker_init(nice: int) -> None:
     # Ctrl-C in a terminal reaches the whole process group; the server decides shutdown.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="parent-watch",
+                     daemon=True).start()
     if nice:
         try:
             os.nice(nice)
