@@ -122,6 +122,7 @@ class LandingArea:
         self._lock = threading.Lock()
         self._live: list[tuple[int, int]] = []     # (offset, end), sorted
         self._committed = 0
+        self._full_logged = False
         self._retired = False
         self._closed = False
 
@@ -172,7 +173,10 @@ class LandingArea:
         try:
             os.posix_fallocate(self._fd, self._committed, target - self._committed)
         except OSError as exc:
-            logger.warning("shared memory full (%s); reader results go through the pipe", exc)
+            if not self._full_logged:  # once per area: it would repeat with every read
+                self._full_logged = True
+                logger.warning("shared memory full (%s); reader results that do not fit go "
+                               "through the process pool's pipe", exc)
             return False
         self._committed = target
         return True

@@ -327,10 +327,11 @@ class ReaderPool:
         area = self._landing
         shape = (len(args[2]), args[4] - args[3])
         offset = area.reserve(8 * shape[0] * shape[1]) if area is not None else None
-        if offset is None:
-            self.reads_piped += 1
-            return None, None, None
-        self.reads_landed += 1
+        with self._lock:
+            if offset is None:
+                self.reads_piped += 1
+                return None, None, None
+            self.reads_landed += 1
         return area, offset, shape
 
     def _attempt(self, result: Future, fn, args: tuple, attempt: int, consume=None) -> None:

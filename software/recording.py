@@ -86,18 +86,17 @@ class Recording:
         """Samples per cache block on the grid of ``group``."""
         return max(1, int(round(self.block_seconds * group.fs)))
 
-    def request(self, names: Sequence[str], group: RateGroup, start: int, stop: int,
-                out=None) -> Future:
+    def request(self, names: Sequence[str], group: RateGroup, start: int, stop: int) -> Future:
         """Grid samples ``[start, stop)`` of ``names``; a future of a float64 ndarray.
 
         The future is already done when every block was cached (then the answer was
-        assembled in the calling thread, into ``out(shape)`` if that gives an array);
-        otherwise it is assembled on an assembler thread when the last block arrives.
+        assembled in the calling thread); otherwise it is assembled on an assembler thread
+        when the last block arrives.
         """
         gathered = self.gather(names, group, start, stop)
         result: Future = Future()
         if gathered.done():
-            _assemble(result, gathered, out)
+            _assemble(result, gathered)
             return result
 
         def assemble(done: Future) -> None:  # not closing over gathered: no cycle
@@ -297,9 +296,9 @@ def _resolve(result: Future, blocks: Blocks) -> None:
     result.set_result(blocks)
 
 
-def _assemble(result: Future, gathered: Future, out=None) -> None:
+def _assemble(result: Future, gathered: Future) -> None:
     """Complete ``result`` with the answer assembled from ``gathered``'s blocks."""
     try:
-        result.set_result(gathered.result().assemble(out))
+        result.set_result(gathered.result().assemble())
     except BaseException as exc:  # noqa: BLE001 - the caller hears of it
         result.set_exception(exc)
