@@ -342,6 +342,8 @@ class MefSessionFile:
                 f"channel {layout.name!r} of {self.path!r}: expected {last - first} stored "
                 f"samples from {first}, got {0 if stored is None else len(stored)}; the "
                 f"session's data files look truncated.")
+        if not layout.increasing:  # blocks out of time order: holes may lie anywhere
+            dest[:] = np.nan
         cursor = 0  # dest[:cursor] is written; what no block covers is NaN
         for i in hit:
             off, count = int(offsets[i]), int(n[i])
