@@ -74,10 +74,12 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(0)
 
 
-def _worker_init(nice: int) -> None:
+def _worker_init(nice: int, server: int) -> None:
     # Ctrl-C in a terminal reaches the whole process group; the server decides shutdown.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="parent-watch",
+    # the server's pid from the server: a reader still starting when it was killed is
+    # already orphaned here, and its getppid() would name its new parent
+    threading.Thread(target=_exit_with_parent, args=(server,), name="parent-watch",
                      daemon=True).start()
     if nice:
         try:
@@ -178,7 +180,7 @@ class ReaderPool:
 
     def _new_executor(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(max_workers=self.workers, initializer=_worker_init,
-                                   initargs=(self.nice,),
+                                   initargs=(self.nice, os.getpid()),
                                    mp_context=multiprocessing.get_context("spawn"))
 
     @property
