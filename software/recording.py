@@ -15,9 +15,6 @@ is paid once per run rather than once per block::
     every block there --> Blocks --> assemble(out) in the caller's thread (a view builds
                                      an answer straight into its shared-memory area)
 
-:meth:`Recording.request` is gather + assemble (on an assembler thread when blocks had to
-be read).
-
 Reading ahead (:meth:`Recording.prefetch`) claims only blocks neither cached nor in
 flight, at a lower priority than any read a client waits for.
 """
@@ -26,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Hashable, Sequence
-from concurrent.futures import Executor, Future
+from concurrent.futures import Future
 
 import numpy as np
 
@@ -52,8 +49,6 @@ class Recording:
         Shared reader processes.
     cache : BlockCache
         Shared block cache.
-    assembler : concurrent.futures.Executor
-        Threads that assemble :meth:`request` answers (off the reader pool's threads).
     block_seconds : float
         Length of a cache block in seconds.
     run_seconds : float
@@ -61,14 +56,13 @@ class Recording:
     """
 
     def __init__(self, path: str, password: str | None, info: SessionInfo, pool: ReaderPool,
-                 cache: BlockCache, assembler: Executor, block_seconds: float = 10.0,
+                 cache: BlockCache, block_seconds: float = 10.0,
                  run_seconds: float = 60.0) -> None:
         self.path = path
         self._password = password
         self.info = info
         self._pool = pool
         self._cache = cache
-        self._assembler = assembler
         self.block_seconds = float(block_seconds)
         self.run_blocks = max(1, int(round(float(run_seconds) / self.block_seconds)))
         self.groups = {c.fs: info.group(c.fs) for c in info.channels}
@@ -85,28 +79,6 @@ class Recording:
     def block_samples(self, group: RateGroup) -> int:
         """Samples per cache block on the grid of ``group``."""
         return max(1, int(round(self.block_seconds * group.fs)))
-
-    def request(self, names: Sequence[str], group: RateGroup, start: int, stop: int) -> Future:
-        """Grid samples ``[start, stop)`` of ``names``; a future of a float64 ndarray.
-
-        The future is already done when every block was cached (then the answer was
-        assembled in the calling thread); otherwise it is assembled on an assembler thread
-        when the last block arrives.
-        """
-        gathered = self.gather(names, group, start, stop)
-        result: Future = Future()
-        if gathered.done():
-            _assemble(result, gathered)
-            return result
-
-        def assemble(done: Future) -> None:  # not closing over gathered: no cycle
-            try:
-                self._assembler.submit(_assemble, result, done)
-            except RuntimeError:  # assembler shut down: the server is closing
-                _assemble(result, done)
-
-        gathered.add_done_callback(assemble)
-        return result
 
     def gather(self, names: Sequence[str], group: RateGroup, start: int,
                stop: int) -> Future:
@@ -153,7 +125,7 @@ class Recording:
         Parameters
         ----------
         names, group, start, stop
-            As for :meth:`request`; the range is clipped to the recording.
+            As for :meth:`gather`; the range is clipped to the recording.
         priority : int
             Reader priority (>= 1; reads a client waits for have 0). Use the distance
             ahead of the client, so that nearer data is read first.
@@ -295,10 +267,3 @@ def _resolve(result: Future, blocks: Blocks) -> None:
         return
     result.set_result(blocks)
 
-
-def _assemble(result: Future, gathered: Future) -> None:
-    """Complete ``result`` with the answer assembled from ``gathered``'s blocks."""
-    try:
-        result.set_result(gathered.result().assemble())
-    except BaseException as exc:  # noqa: BLE001 - the caller hears of it
-        result.set_exception(exc)

@@ -12,7 +12,7 @@ import hmac
 import logging
 import os
 import threading
-from concurrent.futures import Executor, Future, wait
+from concurrent.futures import Future, wait
 
 from .cache import BlockCache
 from .errors import (InvalidTypeError, NotMefSessionError, OutsideDataRootError, SessionError,
@@ -35,8 +35,8 @@ class SessionRegistry:
     ----------
     data_root : str
         Directory that every opened path must lie in.
-    pool, cache, assembler
-        Shared reader processes, block cache and assembler threads.
+    pool, cache
+        Shared reader processes and block cache.
     block_seconds : float
         Cache block length handed to each :class:`Recording`.
     open_timeout : float
@@ -44,12 +44,11 @@ class SessionRegistry:
     """
 
     def __init__(self, data_root: str, pool: ReaderPool, cache: BlockCache,
-                 assembler: Executor, block_seconds: float = 10.0,
+                 block_seconds: float = 10.0,
                  open_timeout: float = 60.0) -> None:
         self.data_root = os.path.realpath(data_root)
         self._pool = pool
         self._cache = cache
-        self._assembler = assembler
         self._block_seconds = block_seconds
         self._open_timeout = open_timeout
         self._lock = threading.Lock()
@@ -132,7 +131,7 @@ class SessionRegistry:
             if not mine:
                 continue  # the opener registers it; loop to share it (and check the password)
             recording = Recording(real, password, info, self._pool, self._cache,
-                                  self._assembler, self._block_seconds)
+                                  self._block_seconds)
             # the other readers opened it meanwhile, so that the first read does not wait
             # for that (up to ~50 ms per reader); their errors are the reads' to report
             wait(warming, timeout=self._open_timeout)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 from rpyc.utils.helpers import classpartial
 
@@ -98,8 +97,7 @@ class MefStreamServer:
                                       callback_timeout=float(callback_timeout))
         self.pool = ReaderPool(workers, nice=reader_nice)
         self.cache = BlockCache(int(cache_mb * 2**20))
-        self._assembler = ThreadPoolExecutor(max_workers=2, thread_name_prefix="assembler")
-        self.registry = SessionRegistry(self.data_root, self.pool, self.cache, self._assembler,
+        self.registry = SessionRegistry(self.data_root, self.pool, self.cache,
                                         block_seconds=block_seconds)
         self._session = session
         if session is not None:
@@ -175,7 +173,6 @@ class MefStreamServer:
         if self._thread is not None:
             self._thread.join(timeout=10)
         self.registry.close()
-        self._assembler.shutdown(wait=True, cancel_futures=True)
         self.pool.close()
         logger.info("server closed")
 

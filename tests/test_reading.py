@@ -97,13 +97,14 @@ def test_one_task_per_reader_for_a_run_of_blocks(server, recording, ref, monkeyp
     monkeypatch.setattr(pool, "read", spy)
     group = recording.groups[256.0]
     size = recording.block_samples(group)
-    got = recording.request(NAMES, group, 100, 6 * size - 7).result(timeout=60)
+    got = recording.gather(NAMES, group, 100, 6 * size - 7).result(timeout=60).assemble()
     assert np.array_equal(got, ref[:, 100:6 * size - 7], equal_nan=True)
     assert sorted(calls) == [(NAMES[:3], 0, 6 * size, DEMAND), (NAMES[3:], 0, 6 * size, DEMAND)]
     calls.clear()
     recording.prefetch(NAMES, group, 5 * size, 8 * size, priority=2)   # block 5 is cached
     assert sorted(c[1:] for c in calls) == [(6 * size, 8 * size, 2)] * 2
-    got = recording.request(NAMES[::-1], group, 7 * size, 7 * size + 9).result(timeout=60)
+    got = recording.gather(NAMES[::-1], group, 7 * size, 7 * size + 9).result(timeout=60)
+    got = got.assemble()
     assert np.array_equal(got, ref[::-1, 7 * size:7 * size + 9], equal_nan=True)
 
 
@@ -112,8 +113,8 @@ def test_an_answer_is_freed_as_soon_as_it_is_dropped(recording):
     group = recording.groups[256.0]
     gc.disable()
     try:
-        fut = recording.request(NAMES, group, 0, 30_000)     # cold: assembled from futures
-        answer = fut.result(timeout=60)
+        fut = recording.gather(NAMES, group, 0, 30_000)      # cold: blocks read for it
+        answer = fut.result(timeout=60).assemble()
         alive = weakref.ref(answer)
         del fut, answer
         assert alive() is None
