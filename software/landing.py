@@ -32,14 +32,40 @@ try:
 except ImportError:  # not POSIX: reads go through the pipe
     fcntl = None
 
-__all__ = ["LandingArea", "reader_release", "reader_view", "remove_quietly"]
+__all__ = ["COMMIT_STEP", "LandingArea", "commit_pages", "first_fit", "reader_release",
+           "reader_view", "remove_quietly"]
 
 logger = logging.getLogger(__name__)
 
 _ALIGN = 64          # regions start on a cache line
-_COMMIT = 2**21      # tmpfs pages are reserved in steps of this many bytes
+COMMIT_STEP = 2**21   # tmpfs pages are reserved in steps of this many bytes
 
 _reader_maps: dict[str, mmap.mmap] = {}   # in reader processes: area path -> mapping
+
+
+def first_fit(live: list, size: int, capacity: int) -> int | None:
+    """Lowest offset where ``size`` bytes fit between the sorted ``(start, end, ...)``
+    regions ``live`` of an area of ``capacity`` bytes, or None."""
+    cursor = 0
+    for region in live:
+        if region[0] - cursor >= size:
+            return cursor
+        cursor = region[1]
+    return cursor if capacity - cursor >= size else None
+
+
+def commit_pages(fd: int, committed: int, end: int, capacity: int, base: int = 0) -> int:
+    """Reserve the tmpfs pages of an area up to ``end`` (so that a full /dev/shm fails here
+    rather than SIGBUS a write through a mapping); return the new committed size.
+
+    Pages are reserved in steps of 2 MiB from ``base + committed``. Raises OSError when
+    /dev/shm is full.
+    """
+    if end <= committed:
+        return committed
+    target = min(-(-end // COMMIT_STEP) * COMMIT_STEP, capacity)
+    os.posix_fallocate(fd, base + committed, target - committed)
+    return target
 
 
 def remove_quietly(path: str) -> None:
@@ -149,36 +175,23 @@ class LandingArea:
         with self._lock:
             if self._retired:
                 return None
-            cursor, offset = 0, None
-            for start, end in self._live:
-                if start - cursor >= size:
-                    offset = cursor
-                    break
-                cursor = end
-            if offset is None:
-                if self.capacity - cursor < size:
-                    return None
-                offset = cursor
-            if not self._commit(offset + size):
+            offset = first_fit(self._live, size, self.capacity)
+            if offset is None or not self._commit(offset + size):
                 return None
             self._live.append((offset, offset + size))
             self._live.sort()
             return offset
 
     def _commit(self, end: int) -> bool:
-        """Reserve tmpfs pages up to ``end``: a full /dev/shm must not SIGBUS a reader."""
-        if end <= self._committed:
-            return True
-        target = min(-(-end // _COMMIT) * _COMMIT, self.capacity)
+        """Reserve tmpfs pages up to ``end``; False (logged once) when /dev/shm is full."""
         try:
-            os.posix_fallocate(self._fd, self._committed, target - self._committed)
+            self._committed = commit_pages(self._fd, self._committed, end, self.capacity)
         except OSError as exc:
             if not self._full_logged:  # once per area: it would repeat with every read
                 self._full_logged = True
                 logger.warning("shared memory full (%s); reader results that do not fit go "
                                "through the process pool's pipe", exc)
             return False
-        self._committed = target
         return True
 
     def view(self, offset: int, shape: tuple[int, int]) -> np.ndarray:

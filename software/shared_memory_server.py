@@ -25,7 +25,7 @@ except ImportError:  # not POSIX: no shared memory, the socket serves
     fcntl = None
 
 from .errors import InvalidTypeError
-from .landing import remove_quietly
+from .landing import COMMIT_STEP, commit_pages, first_fit, remove_quietly
 from .shared_memory import (DATA_OFFSET, MAGIC, NAME_RE, PREFIX, SHM_DIR, SLOTS,
                             TOKEN_BYTES, slot_views)
 from .validation import as_index
@@ -38,7 +38,6 @@ logger = logging.getLogger(__name__)
 #: Area sizes a server grants (larger requests are cut, smaller raised).
 MIN_AREA, MAX_AREA = 2**20, 2**30
 _ALIGN = 64                   # each region starts on a cache line
-_COMMIT = 2**21               # tmpfs pages are reserved in steps of this many bytes
 
 
 def sweep_stale(directory: str = SHM_DIR, min_age: float = 1.0) -> int:
@@ -129,25 +128,14 @@ class ServerArea:
                 self._named = False
                 self._unlink()
 
-    def _fit(self, size: int) -> int | None:
-        cursor = 0
-        for offset, end, _, _ in self._live:
-            if offset - cursor >= size:
-                return cursor
-            cursor = end
-        return cursor if self.capacity - cursor >= size else None
-
     def _commit(self, end: int) -> bool:
-        """Reserve tmpfs pages up to ``end``: a full /dev/shm must not SIGBUS a write."""
-        if end <= self._committed:
-            return True
-        target = min(-(-end // _COMMIT) * _COMMIT, self.capacity)
+        """Reserve tmpfs pages up to ``end``; False (logged) when /dev/shm is full."""
         try:
-            os.posix_fallocate(self._fd, DATA_OFFSET + self._committed, target - self._committed)
+            self._committed = commit_pages(self._fd, self._committed, end, self.capacity,
+                                           base=DATA_OFFSET)
         except OSError as exc:
             logger.warning("shared memory full (%s); answers go through the socket", exc)
             return False
-        self._committed = target
         return True
 
     #: Committed bytes an area keeps when its answers have been read (pages beyond are
@@ -157,7 +145,7 @@ class ServerArea:
     def _shrink(self) -> None:
         """Give back the committed pages above the live regions and RESIDENT_KEEP."""
         high = max((region[1] for region in self._live), default=0)
-        keep = min(-(-max(high, self.RESIDENT_KEEP) // _COMMIT) * _COMMIT, self.capacity)
+        keep = min(-(-max(high, self.RESIDENT_KEEP) // COMMIT_STEP) * COMMIT_STEP, self.capacity)
         if self._committed <= keep or not hasattr(mmap, "MADV_REMOVE"):
             return
         try:  # punches a hole in the tmpfs file: the client's mapping sees it too
@@ -189,7 +177,7 @@ class ServerArea:
                 else:
                     live.append(region)
             self._live = live
-            offset = self._fit(size) if self._free_slots else None
+            offset = first_fit(self._live, size, self.capacity) if self._free_slots else None
             if offset is not None and offset + size <= self.RESIDENT_KEEP:
                 self._shrink()
             if offset is None or not self._commit(offset + size):
