@@ -73,7 +73,7 @@ def ensure_demo(data_root: str) -> None:
         path = os.path.join(data_root, settings.DEMO_NAME)
         logger.info("no session under %s: writing the demo recording %s (a few seconds)",
                     os.path.abspath(data_root), path)
-        from software.demo import write_demo_recording
+        from software.mef3.demo import write_demo_recording
         write_demo_recording(path)
 
 

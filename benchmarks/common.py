@@ -29,7 +29,7 @@ DATA_DIR = os.path.join(ROOT, "benchmarks", "data")
 
 @dataclass(frozen=True)
 class Dataset:
-    """A recording written with ``software.demo.eeg_like`` + ``write_session``.
+    """A recording written with ``software.mef3.demo.eeg_like`` + ``write_session``.
 
     Attributes
     ----------
@@ -83,8 +83,8 @@ def ensure_recording(ds: Dataset, log=print) -> float | None:
                 return None
         except (OSError, ValueError):
             pass
-    from software.demo import DEMO_START_UUTC, eeg_like
-    from software.mef_access import write_session
+    from software.mef3.demo import DEMO_START_UUTC, eeg_like
+    from software.mef3.writer import write_session
 
     os.makedirs(ds.root, exist_ok=True)
     if os.path.exists(ds.marker):

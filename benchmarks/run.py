@@ -24,7 +24,6 @@ if __name__ == "__main__" and not __package__:
 
 import argparse
 import json
-import math
 import multiprocessing
 import os
 import shlex
@@ -37,11 +36,22 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from benchmarks.common import (DATA_DIR, Dataset, ForeignCpu, MemorySampler, ServerProcess,
-                               as_2d,
-                               ensure_recording, machine_info, markdown_table, median,
-                               process_tree_rss, process_tree_uss, session_info, spread,
-                               warmup_dataset)
+from benchmarks.common import (
+    DATA_DIR,
+    Dataset,
+    ForeignCpu,
+    MemorySampler,
+    ServerProcess,
+    as_2d,
+    ensure_recording,
+    machine_info,
+    markdown_table,
+    median,
+    process_tree_uss,
+    session_info,
+    spread,
+    warmup_dataset,
+)
 
 ROWS = ("sequential", "concurrent", "cold_pass", "cache_hit", "callback", "four_clients",
         "memory")
@@ -365,14 +375,13 @@ class Bench:
                      f"{spread(pings, '.3f')} ms", "the floor of any call on this machine",
                      f"small segment {ms / median(pings):.1f}x", "(info)", verdict(None),
                      {"ping_ms": pings}))
-        self.add(Row(f"small segment, method looked up per call (svc.get_stream_segment(...))",
+        self.add(Row("small segment, method looked up per call (svc.get_stream_segment(...))",
                      f"{spread(small_lookup, '.3f')} ms", "two round trips: attribute, call",
                      "—", "(info)", verdict(None), {"service_ms": small_lookup}))
 
     def row_callback(self) -> None:
         """Callback latency: server data ready -> client callback running."""
         cfg = self.cfg
-        import software
         from software import decode_segment
         nch = len(self.channels)
         block = int(round(10 * self.fs))   # one cache block (default --block-seconds 10)
@@ -462,7 +471,7 @@ class Bench:
                          f"(callback - blocking)", f"{spread(diff, '.2f')} ms",
                          f"blocking call {median(blk_total):.1f} ms", "—", "<= 2 ms",
                          verdict(ms <= 2.0), {"diff_ms": diff}))
-            self.notes.append("callback time stamps unavailable (software.service changed); "
+            self.notes.append("callback time stamps unavailable (software.stream.delivery changed); "
                               "latency estimated as callback total minus blocking total")
 
     def row_four_clients(self) -> None:

@@ -24,8 +24,13 @@ import time
 
 import numpy as np
 
-from benchmarks.common import (DATA_DIR, Dataset, ServerProcess, ensure_recording,
-                               warmup_dataset)
+from benchmarks.common import (
+    DATA_DIR,
+    Dataset,
+    ServerProcess,
+    ensure_recording,
+    warmup_dataset,
+)
 
 MIB = 2**20
 

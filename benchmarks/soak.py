@@ -37,9 +37,17 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
-from benchmarks.common import (DATA_DIR, Dataset, MemorySampler, ServerProcess,
-                               ensure_recording, machine_info, markdown_table,
-                               process_tree_uss, warmup_dataset)
+from benchmarks.common import (
+    DATA_DIR,
+    Dataset,
+    MemorySampler,
+    ServerProcess,
+    ensure_recording,
+    machine_info,
+    markdown_table,
+    process_tree_uss,
+    warmup_dataset,
+)
 
 MIB = 2**20
 SOAK_ROOT = os.path.join(DATA_DIR, "soak")
@@ -80,8 +88,8 @@ def _ensure_with_gap(ds: Dataset, log) -> None:
         with open(ds.marker) as fh:
             if json.load(fh).get("params") == want:
                 return
-    from software.demo import DEMO_START_UUTC, eeg_like
-    from software.mef_access import write_session
+    from software.mef3.demo import DEMO_START_UUTC, eeg_like
+    from software.mef3.writer import write_session
     log(f"writing {ds.path} ...")
     os.makedirs(ds.root, exist_ok=True)
     data = eeg_like(ds.n_channels, ds.fs, ds.minutes * 60, seed=ds.seed)

@@ -11,7 +11,7 @@ system-wide CLOCK_MONOTONIC, so the difference is the delivery latency (delivery
 wake-up, assembling the answer from its blocks, encoding, sending, the client's serving
 thread receiving and dispatching).
 
-The wrapping patches ``software.delivery.CallbackDeliverer.put`` (an internal hook).
+The wrapping patches ``software.stream.delivery.CallbackDeliverer.put`` (an internal hook).
 When that hook is missing, the server starts unpatched and prints ``STAMPING UNAVAILABLE`` to stderr;
 the benchmark then reports only its indirect measurement.
 """
@@ -23,7 +23,7 @@ import time
 
 def _patch() -> bool:
     try:
-        from software.delivery import CallbackDeliverer as deliverer
+        from software.stream.delivery import CallbackDeliverer as deliverer
         original = deliverer.put
     except (ImportError, AttributeError):
         return False
@@ -42,7 +42,7 @@ def _patch() -> bool:
 
 def main() -> int:
     if not _patch():
-        print("STAMPING UNAVAILABLE: software.delivery.CallbackDeliverer.put not found",
+        print("STAMPING UNAVAILABLE: software.stream.delivery.CallbackDeliverer.put not found",
               file=sys.stderr, flush=True)
     import start
     return start.main(sys.argv[1:])

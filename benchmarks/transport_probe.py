@@ -1,4 +1,4 @@
-"""Throughput/latency probe: stock RPyC vs software.transport on loopback.
+"""Throughput/latency probe: stock RPyC vs software.transport.connection on loopback.
 
 Run: ``PYTHONPATH=. python benchmarks/transport_probe.py [--repeat N]``.
 Both servers run in a forked child process (no GIL sharing with the client).
@@ -11,8 +11,8 @@ server->client callback.
 from __future__ import annotations
 
 import argparse
-import os
 import multiprocessing as mp
+import os
 import statistics
 import threading
 import time
@@ -20,7 +20,11 @@ import time
 import rpyc
 from rpyc.utils.server import ThreadedServer
 
-from software.transport import FastThreadedServer, ServingThread, fast_connect
+from software.transport.connection import (
+    FastThreadedServer,
+    ServingThread,
+    fast_connect,
+)
 
 SIZES_MB = (1, 8, 40)
 CONFIG = {"sync_request_timeout": 600}  # stock needs > 30 s for 80 MB

@@ -1,14 +1,17 @@
-"""mefstream: stream MEF3 recordings to experiment scripts over RPyC.
+"""mefstream: stream MEF3 recordings, and live signals, to experiment scripts over RPyC.
 
-Data path (imports flow one way)::
+The folders are the data path; imports run one way, down it::
 
-    mef_access -> readers -> cache -> recording -> registry -> view -> service -> server
-    (pymef, in reader processes)                   delivery, shared_memory_server -^
-    socket_stream, framing -> transport -> shared_memory -> client
+    client/ ---------------------> transport/          (scripts: get_connection, iterators)
+    server/ --> stream/ --> cache/ --> readers/ --> mef3/   (pymef only in reader processes)
+                   |                      |
+                   +--> transport/         +--> shm/    (tmpfs arenas: landing, answers)
+    errors, validation: used by every layer
 
-Importing this package imports nothing else: each public name is loaded from its module
-on first use (PEP 562). Reader processes are spawned and import ``software.readers``;
-they must not load rpyc, the server and the client (about 10 MiB per reader).
+Importing this package imports nothing else: each public name below is loaded from its
+module on first use (PEP 562). Reader processes are spawned and import
+``software.readers.worker``, which runs this file; they must not load rpyc, the server and
+the client (about 10 MiB per reader).
 """
 from __future__ import annotations
 
@@ -16,9 +19,9 @@ import importlib
 
 #: public name -> module that defines it
 _HOME = {
-    "StreamRowIterator": "client", "StreamSegmentIterator": "client",
-    "get_connection": "client", "MefStreamServer": "server",
-    "decode_segment": "wire", "encode_segment": "wire",
+    "StreamRowIterator": "client.iterators", "StreamSegmentIterator": "client.iterators",
+    "get_connection": "client.connect", "MefStreamServer": "server.server",
+    "decode_segment": "transport.wire", "encode_segment": "transport.wire",
     **{name: "errors" for name in (
         "CorruptSessionError", "InvalidArgumentError", "InvalidRangeError",
         "InvalidTypeError", "MixedRateError", "NotMefSessionError", "OutsideDataRootError",

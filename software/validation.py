@@ -8,8 +8,12 @@ from __future__ import annotations
 import math
 import operator
 
-from .errors import (InvalidArgumentError, InvalidRangeError, InvalidTypeError,
-                     WrongPasswordError)
+from .errors import (
+    InvalidArgumentError,
+    InvalidRangeError,
+    InvalidTypeError,
+    WrongPasswordError,
+)
 
 #: Largest integer accepted for an index or a range, far beyond any recording.
 MAX_INDEX = 2**62

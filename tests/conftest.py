@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from software import MefStreamServer, get_connection
-from software.mef_access import write_session
+from software.mef3.writer import write_session
 from tests.pki import have_openssl, make_pki
 from tests.util import FS, START
 

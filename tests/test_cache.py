@@ -6,7 +6,7 @@ import threading
 import numpy as np
 import pytest
 
-from software.cache import BlockCache
+from software.cache.blocks import BlockCache
 
 
 def block(n: int, value: float = 1.0) -> np.ndarray:

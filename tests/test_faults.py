@@ -23,9 +23,14 @@ import psutil
 import pytest
 
 import software
-from software import MefStreamServer, StreamSegmentIterator, decode_segment, get_connection
-from software.client import CLIENT_RPYC_CONFIG
-from software.transport import ServingThread, fast_connect
+from software import (
+    MefStreamServer,
+    StreamSegmentIterator,
+    decode_segment,
+    get_connection,
+)
+from software.client.connect import CLIENT_RPYC_CONFIG
+from software.transport.connection import ServingThread, fast_connect
 from tests.conftest import N_MAIN
 from tests.util import reference, wait_until
 
@@ -234,7 +239,7 @@ def test_readers_killed_while_idle(fresh_server, connect, main_ref, caplog):
     assert same(decode_segment(svc.get_stream_segment(5000, 30_000)),
                 main_ref[:, 30_000:35_000])
     assert fresh_server.pool.restarts == 1
-    assert errors_logged(caplog) == ["software.readers: a reader process died; reader pool "
+    assert errors_logged(caplog) == ["software.readers.pool: a reader process died; reader pool "
                                      "rebuilt (restart #1)"]
 
 
@@ -255,7 +260,7 @@ def test_server_closes_cleanly_on_a_broken_pool(data_root, main_path):
 def test_close_with_reads_queued_fails_them_cleanly(main_path, caplog):
     """Closing the pool while reads wait for a (stopped) reader: every read ends at once,
     the ones that never ran with ServiceClosedError; no callback error is logged."""
-    from software.readers import ReaderPool
+    from software.readers.pool import ReaderPool
     caplog.set_level(logging.WARNING)
     pool = ReaderPool(workers=1)
     pool.warm_up()
@@ -354,7 +359,7 @@ def test_client_gone_with_callbacks_pending(fresh_server, connect, main_ref, cap
 
 def deliverers_of(client) -> list:
     """The server-side callback deliverers serving ``client`` (an in-process server)."""
-    from software.delivery import CallbackDeliverer
+    from software.stream.delivery import CallbackDeliverer
     address = "%s:%s" % client._channel.stream.sock.getsockname()[:2]
     return [d for d in gc.get_objects()
             if isinstance(d, CallbackDeliverer) and d._client == address]

@@ -24,7 +24,12 @@ import numpy as np
 import psutil
 import pytest
 
-from software import StreamRowIterator, StreamSegmentIterator, decode_segment, get_connection
+from software import (
+    StreamRowIterator,
+    StreamSegmentIterator,
+    decode_segment,
+    get_connection,
+)
 from tests.conftest import PASSWORD2
 from tests.test_faults import readers_of, spawn_server
 from tests.util import reference, wait_until

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from software.errors import NotMefSessionError, WrongPasswordError
-from software.mef_access import MefSessionFile, write_session
+from software.mef3.access import MefSessionFile
+from software.mef3.writer import write_session
 from tests.conftest import PASSWORD1, PASSWORD2
 from tests.util import START, reference
 

@@ -9,7 +9,7 @@ import weakref
 import numpy as np
 import pytest
 
-from software.readers import DEMAND, ReaderPool
+from software.readers.pool import DEMAND, ReaderPool
 from tests.util import reference, wait_until
 
 NAMES = ("Cz", "Fp1", "Fp2", "O1", "O2", "index")

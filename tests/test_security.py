@@ -64,7 +64,7 @@ def external_ipv4() -> list[str]:
 
 
 def test_binds_loopback_by_default(data_root):
-    import start                                     # the launcher's default too
+    import start  # the launcher's default too
     assert start.parse_args([]).host == "127.0.0.1"
     with MefStreamServer(port=0, data_root=data_root, workers=1) as srv:
         assert srv.host == "127.0.0.1"
@@ -77,11 +77,11 @@ def test_binds_loopback_by_default(data_root):
 
 
 def test_other_interface_without_tls_logs_a_warning(data_root, caplog):
-    caplog.set_level(logging.WARNING, logger="software.server")
+    caplog.set_level(logging.WARNING, logger="software.server.server")
     srv = MefStreamServer(host="0.0.0.0", port=0, data_root=data_root, workers=1)
     try:
         warnings = [r for r in caplog.records if r.levelno == logging.WARNING
-                    and r.name == "software.server"]
+                    and r.name == "software.server.server"]
         assert len(warnings) == 1
         text = warnings[0].getMessage()
         assert "0.0.0.0" in text and "without TLS" in text and "--tls-cert" in text

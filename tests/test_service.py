@@ -10,8 +10,13 @@ import pytest
 import rpyc
 
 import software
-from software import (MefStreamServer, StreamRowIterator, StreamSegmentIterator,
-                      decode_segment, get_connection)
+from software import (
+    MefStreamServer,
+    StreamRowIterator,
+    StreamSegmentIterator,
+    decode_segment,
+    get_connection,
+)
 from tests.conftest import PASSWORD2
 from tests.util import reference
 

@@ -25,12 +25,18 @@ from rpyc.utils.server import ThreadedServer
 
 import settings
 import software
-from software import (MefStreamServer, StreamRowIterator, StreamSegmentIterator,
-                      decode_segment, get_connection)
-from software.client import CLIENT_RPYC_CONFIG
-from software.shared_memory import SHM_DIR, negotiate
-from software.transport import FastConnection, fast_connect
-from software.wire import SHARED_TAG
+from software import (
+    MefStreamServer,
+    StreamRowIterator,
+    StreamSegmentIterator,
+    decode_segment,
+    get_connection,
+)
+from software.client.connect import CLIENT_RPYC_CONFIG
+from software.client.shared_memory import negotiate
+from software.shm.layout import SHM_DIR
+from software.transport.connection import FastConnection, fast_connect
+from software.transport.wire import SHARED_TAG
 from tests.test_faults import MAIN_CHANNELS, ROOT, readers_of, same, spawn_server
 from tests.util import START, reference, wait_until
 
@@ -96,7 +102,7 @@ def test_cached_answers_are_built_in_the_area(server, main_ref, monkeypatch):
     """An answer sent as it is is assembled in the area (no copy into it), read for it or
     cached; rows and padded windows are copied in; an answer reserved but not sent frees
     its region."""
-    from software.shared_memory_server import SegmentEncoder, ServerArea
+    from software.stream.answers import SegmentEncoder, ServerArea
     copies = []
     put = ServerArea.put
     monkeypatch.setattr(ServerArea, "put", lambda self, data: copies.append(data.shape)
@@ -441,7 +447,7 @@ def area_resident_kib(name: str) -> int:
 def test_read_answers_give_their_pages_back(server, main_ref, monkeypatch):
     """An area keeps at most RESIDENT_KEEP resident once its answers were read, so many
     connections do not each hold their high-water mark."""
-    from software.shared_memory_server import ServerArea
+    from software.stream.answers import ServerArea
     monkeypatch.setattr(ServerArea, "RESIDENT_KEEP", 2**21)
     conn = get_connection(server.port, host="127.0.0.1", shared_memory_mb=8)
     try:

@@ -21,7 +21,12 @@ import numpy as np
 import pytest
 from rpyc.utils.authenticators import SSLAuthenticator
 
-from software import MefStreamServer, StreamSegmentIterator, decode_segment, get_connection
+from software import (
+    MefStreamServer,
+    StreamSegmentIterator,
+    decode_segment,
+    get_connection,
+)
 from tests.test_faults import MAIN_CHANNELS, ROOT, Stopped, same, spawn_server
 from tests.util import reference, wait_until
 

@@ -23,19 +23,21 @@ from rpyc.core.stream import SocketStream
 from rpyc.utils.authenticators import SSLAuthenticator
 from rpyc.utils.server import ThreadedServer
 
-from software.transport import (
-    Buffer,
-    FastChannel,
+from software.transport.connection import (
     FastConnection,
-    FastSocketStream,
     FastThreadedServer,
     ServingThread,
-    SplitFrame,
     connect_service,
-    dump_parts,
     fast_connect,
+)
+from software.transport.framing import (
+    Buffer,
+    FastChannel,
+    SplitFrame,
+    dump_parts,
     find_large_bytes,
 )
+from software.transport.socket_stream import FastSocketStream
 from tests.util import wait_until
 
 MiB = 1024 * 1024
@@ -417,7 +419,7 @@ def test_sync_calls_from_main_thread_while_serving(conn: rpyc.Connection) -> Non
 
 def test_serving_thread_ends_quietly_when_connection_closes(
         conn: rpyc.Connection, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="software.transport")
+    caplog.set_level(logging.DEBUG, logger="software.transport.connection")
     st = ServingThread(conn, poll_timeout=0.02)
     conn.close()
     st.close()
@@ -782,7 +784,7 @@ def test_mef_stream_server_limits_frames_to_its_largest_answer(
         data_root: str, caplog: pytest.LogCaptureFixture) -> None:
     """MefStreamServer passes max_request_mb (+1 MiB) to its listener as max_frame."""
     from software import MefStreamServer, get_connection
-    caplog.set_level(logging.WARNING, logger="software.framing")
+    caplog.set_level(logging.WARNING, logger="software.transport.framing")
     with MefStreamServer(port=0, data_root=data_root, workers=1, max_request_mb=1) as srv:
         address = _raw_frame_then_close(srv.port, 2 * MiB + 1, b"\0" * 1024)
         wait_until(lambda: any(address in r.getMessage() for r in caplog.records))

@@ -23,19 +23,17 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import warnings
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import numpy as np
 import pymef
 from pymef.mef_file.pymef3_file import check_mef_password
 from pymef.mef_session import MefSession
 
-from .errors import CorruptSessionError, NotMefSessionError, WrongPasswordError
-from .metadata import ChannelInfo, RateGroup, SessionInfo, grid_length
-from .validation import as_password
+from ..errors import CorruptSessionError, NotMefSessionError, WrongPasswordError
+from ..validation import as_password
+from .metadata import ChannelInfo, RateGroup, SessionInfo
 
 logger = logging.getLogger(__name__)
 
@@ -374,68 +372,3 @@ class MefSessionFile:
     def __repr__(self) -> str:
         state = "closed" if getattr(self, "_session", None) is None else "open"
         return f"<MefSessionFile {self.path!r} {state}, {len(self.info.channels)} channels>"
-
-
-def write_session(path: str | os.PathLike, signals: Mapping[str, np.ndarray],
-                  fs: float | Mapping[str, float],
-                  start_uutc: int, *, precision: int = 2, password1: str | None = None,
-                  password2: str | None = None, overwrite: bool = False,
-                  new_segment_at: Sequence[tuple[int, int]] = ()) -> str:
-    """Write a MEF3 session with mef_tools (used for the demo recording and in tests).
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        Session directory to create; must end in ``.mefd``.
-    signals : mapping of str to numpy.ndarray
-        Channel name to float samples; NaN runs longer than one second become gaps.
-    fs : float or mapping of str to float
-        Sampling rate in Hz of every channel, or of each channel by name.
-    start_uutc : int
-        Time stamp of the first sample in microseconds.
-    precision : int, optional
-        Decimal digits kept (samples are stored as integers times ``10**-precision``).
-    password1, password2 : str, optional
-        Level-1 and level-2 passwords; both ``None`` for an unencrypted session.
-    overwrite : bool, optional
-        Remove an existing session at ``path`` first.
-    new_segment_at : sequence of (int, int), optional
-        ``(sample_index, start_uutc)`` pairs: from that sample on the data is written as
-        a new MEF segment starting at that time (a recording restarted after a pause).
-
-    Returns
-    -------
-    str
-        The absolute session path.
-    """
-    path = os.path.abspath(os.fspath(path))
-    if not path.endswith(".mefd"):
-        raise ValueError(f"path={path!r} must end in '.mefd'")
-    if os.path.exists(path):
-        if not overwrite:
-            raise FileExistsError(f"{path!r} exists; pass overwrite=True to replace it")
-        shutil.rmtree(path)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    cuts = sorted(new_segment_at)
-    # imported here: mef_tools.io pulls in pandas (~40 MiB), which readers do not need
-    from mef_tools.io import MefWriter
-
-    writer = MefWriter(path, overwrite=False, password1=password1, password2=password2)
-    try:
-        for name, data in signals.items():
-            data = np.asarray(data, dtype=np.float64)
-            pieces = [(0, start_uutc)] + list(cuts)
-            for k, (first, t0) in enumerate(pieces):
-                last = pieces[k + 1][0] if k + 1 < len(pieces) else len(data)
-                chunk = data[first:last]
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    rate = fs[name] if isinstance(fs, Mapping) else fs
-                    ok = writer.write_data(chunk, name, int(t0), rate, precision=precision,
-                                           new_segment=k > 0)
-                if not ok:
-                    raise RuntimeError(f"mef_tools refused to write channel {name!r} piece {k}")
-    finally:
-        writer.session.close()
-    logger.info("wrote MEF3 session %s (%d channels)", path, len(signals))
-    return path

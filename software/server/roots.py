@@ -11,10 +11,10 @@ import threading
 
 import rpyc
 
-from .recording import Recording
-from .registry import SessionRegistry
-from .shared_memory_server import SegmentEncoder
-from .view import ServiceOptions, StreamService
+from ..cache.recording import Recording
+from ..cache.registry import SessionRegistry
+from ..stream.answers import SegmentEncoder
+from ..stream.service import ServiceOptions, StreamService
 
 __all__ = ["FileRootService", "RootService", "ServiceOptions", "StreamService"]
 

@@ -14,7 +14,6 @@ import mmap
 import os
 import secrets
 import threading
-import time
 from typing import Any
 
 import numpy as np
@@ -24,12 +23,25 @@ try:
 except ImportError:  # not POSIX: no shared memory, the socket serves
     fcntl = None
 
-from .errors import InvalidTypeError
-from .landing import COMMIT_STEP, commit_pages, first_fit, remove_quietly
-from .shared_memory import (DATA_OFFSET, MAGIC, NAME_RE, PREFIX, SHM_DIR, SLOTS,
-                            TOKEN_BYTES, slot_views)
-from .validation import as_index
-from .wire import SHARED_TAG, encode_segment
+from ..errors import InvalidTypeError
+from ..shm.arena import (
+    COMMIT_STEP,
+    commit_pages,
+    first_fit,
+    remove_quietly,
+    sweep_stale,
+)
+from ..shm.layout import (
+    DATA_OFFSET,
+    MAGIC,
+    PREFIX,
+    SHM_DIR,
+    SLOTS,
+    TOKEN_BYTES,
+    slot_views,
+)
+from ..transport.wire import SHARED_TAG, encode_segment
+from ..validation import as_index
 
 __all__ = ["SegmentEncoder", "ServerArea", "sweep_stale"]
 
@@ -38,39 +50,6 @@ logger = logging.getLogger(__name__)
 #: Area sizes a server grants (larger requests are cut, smaller raised).
 MIN_AREA, MAX_AREA = 2**20, 2**30
 _ALIGN = 64                   # each region starts on a cache line
-
-
-def sweep_stale(directory: str = SHM_DIR, min_age: float = 1.0) -> int:
-    """Remove areas left by a killed server before any client took them; return how many.
-
-    A live server holds an exclusive ``flock`` on every area it has not handed over yet;
-    the lock dies with the process. Files of another user or younger than ``min_age``
-    seconds are left alone.
-    """
-    removed = 0
-    try:
-        names = [n for n in os.listdir(directory) if NAME_RE.match(n)]
-    except OSError:
-        return 0
-    for name in names:
-        path = os.path.join(directory, name)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-        except OSError:
-            continue
-        try:
-            st = os.fstat(fd)
-            if st.st_uid != os.getuid() or time.time() - st.st_mtime < min_age:
-                continue
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.unlink(path)
-            removed += 1
-            logger.info("removed %s, left by a server that died", path)
-        except OSError:  # locked by its live server, or already gone
-            pass
-        finally:
-            os.close(fd)
-    return removed
 
 
 class ServerArea:

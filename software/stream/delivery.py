@@ -18,7 +18,7 @@ from concurrent.futures import Future
 
 import rpyc
 
-from .wire import encode_error
+from ..transport.wire import encode_error
 
 __all__ = ["CallbackDeliverer", "async_callback"]
 

@@ -9,6 +9,8 @@ import os
 
 import numpy as np
 
+from .writer import write_session
+
 logger = logging.getLogger(__name__)
 
 #: Time stamp of the first sample of the demo (2024-01-01 00:00:00 UTC) in microseconds.
@@ -73,7 +75,6 @@ def write_demo_recording(path: str, n_channels: int = 16, fs: float = 256.0,
     str
         Absolute path of the session.
     """
-    from .mef_access import write_session  # pymef is only needed when writing
 
     data = eeg_like(n_channels, fs, minutes * 60.0, seed=seed)
     if gap_seconds is not None:

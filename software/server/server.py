@@ -18,12 +18,12 @@ import threading
 
 from rpyc.utils.helpers import classpartial
 
-from .cache import BlockCache
-from .framing import FRAME_HEADROOM
-from .readers import ReaderPool
-from .registry import SessionRegistry
-from .service import FileRootService, RootService, ServiceOptions
-from .transport import FastThreadedServer
+from ..cache.blocks import BlockCache
+from ..cache.registry import SessionRegistry
+from ..readers.pool import ReaderPool
+from ..transport.connection import FastThreadedServer
+from ..transport.framing import FRAME_HEADROOM
+from .roots import FileRootService, RootService, ServiceOptions
 
 logger = logging.getLogger(__name__)
 

@@ -37,41 +37,26 @@ from __future__ import annotations
 import logging
 import mmap
 import os
-import re
 import threading
 from typing import Any
 
 import numpy as np
 
-from .transport import FastConnection
-from .wire import ERROR_TAG, SHARED_TAG
+from ..shm.layout import (
+    DATA_OFFSET,
+    MAGIC,
+    NAME_RE,
+    SHM_DIR,
+    SLOTS,
+    TOKEN_BYTES,
+    slot_views,
+)
+from ..transport.connection import FastConnection
+from ..transport.wire import ERROR_TAG, SHARED_TAG
 
-__all__ = ["ClientArea", "DATA_OFFSET", "HEADER_BYTES", "MAGIC", "NAME_RE", "PREFIX",
-           "SHM_DIR", "SLOTS", "TOKEN_BYTES", "negotiate", "slot_views"]
+__all__ = ["ClientArea", "negotiate"]
 
 logger = logging.getLogger(__name__)
-
-# ---- the area's layout: both ends ---------------------------------------------------
-#: Where the areas are created (tmpfs on Linux); without it the socket is used.
-SHM_DIR = "/dev/shm"
-PREFIX = "mefstream-"
-NAME_RE = re.compile(r"^mefstream-[0-9a-f]{32}$")
-MAGIC = b"MEFSHM01"
-TOKEN_BYTES = 16
-#: Answers a connection may have in its area at once; more go through the socket.
-SLOTS = 1024
-HEADER_BYTES = 64             # magic, token, slots, data offset, capacity
-#: Where the samples start: after the header and the two slot tables, page aligned.
-DATA_OFFSET = -(-(HEADER_BYTES + 16 * SLOTS) // mmap.PAGESIZE) * mmap.PAGESIZE
-
-
-def slot_views(mm: mmap.mmap) -> tuple[np.ndarray, np.ndarray]:
-    """The ``issued`` (server-written) and ``released`` (client-written) slot words."""
-    issued = np.frombuffer(mm, dtype=np.uint64, count=SLOTS, offset=HEADER_BYTES)
-    released = np.frombuffer(mm, dtype=np.uint64, count=SLOTS,
-                              offset=HEADER_BYTES + 8 * SLOTS)
-    return issued, released
-
 
 # ---- the client end -------------------------------------------------------------------
 class ClientArea:

@@ -20,14 +20,26 @@ from dataclasses import dataclass
 import numpy as np
 import rpyc
 
+from ..cache.recording import Recording
+from ..errors import (
+    InvalidRangeError,
+    InvalidTypeError,
+    MixedRateError,
+    ReaderError,
+    ServiceClosedError,
+    StreamError,
+    UnknownChannelError,
+)
+from ..mef3.metadata import RateGroup, grid_length, grid_offset
+from ..validation import (
+    as_index,
+    as_name_list,
+    as_positive_float,
+    as_uutc,
+    check_request_size,
+)
+from .answers import SegmentEncoder
 from .delivery import CallbackDeliverer, async_callback
-from .errors import (InvalidRangeError, InvalidTypeError, MixedRateError, ReaderError,
-                     ServiceClosedError, StreamError, UnknownChannelError)
-from .metadata import RateGroup, grid_length, grid_offset
-from .recording import Recording
-from .shared_memory_server import SegmentEncoder
-from .validation import (as_index, as_name_list, as_positive_float, as_uutc,
-                         check_request_size)
 
 __all__ = ["ServiceOptions", "StreamService"]
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import errors
-from .transport import Buffer
+from .. import errors
+from .framing import Buffer
 
 ERROR_TAG = "error"
 #: First item of a segment that lies in a shared-memory area.

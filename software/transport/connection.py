@@ -52,8 +52,13 @@ from rpyc.core.protocol import Connection
 from rpyc.utils.authenticators import AuthenticationError
 from rpyc.utils.server import ThreadedServer
 
-from .framing import Buffer, FastChannel, SplitFrame, check_max_frame, dump_parts
-from .framing import find_large_bytes  # noqa: F401 - re-exported
+from .framing import (
+    Buffer,
+    FastChannel,
+    SplitFrame,
+    check_max_frame,
+    dump_parts,
+)
 from .socket_stream import FastSocketStream, format_address
 
 __all__ = [

@@ -14,12 +14,17 @@ import os
 import threading
 from concurrent.futures import Future, wait
 
-from .cache import BlockCache
-from .errors import (InvalidTypeError, NotMefSessionError, OutsideDataRootError, SessionError,
-                     WrongPasswordError)
-from .readers import ReaderPool
+from ..errors import (
+    InvalidTypeError,
+    NotMefSessionError,
+    OutsideDataRootError,
+    SessionError,
+    WrongPasswordError,
+)
+from ..readers.pool import ReaderPool
+from ..validation import as_password
+from .blocks import BlockCache
 from .recording import Recording
-from .validation import as_password
 
 logger = logging.getLogger(__name__)
 

@@ -27,9 +27,9 @@ from concurrent.futures import Future
 
 import numpy as np
 
-from .cache import BlockCache
-from .metadata import RateGroup, SessionInfo
-from .readers import DEMAND, ReaderPool
+from ..mef3.metadata import RateGroup, SessionInfo
+from ..readers.pool import DEMAND, ReaderPool
+from .blocks import BlockCache
 
 logger = logging.getLogger(__name__)
 

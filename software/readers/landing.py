@@ -27,87 +27,19 @@ import threading
 
 import numpy as np
 
+from ..shm.arena import commit_pages, first_fit, remove_quietly
+from ..shm.layout import PREFIX, SHM_DIR
+
 try:
     import fcntl
 except ImportError:  # not POSIX: reads go through the pipe
     fcntl = None
 
-__all__ = ["COMMIT_STEP", "LandingArea", "commit_pages", "first_fit", "reader_release",
-           "reader_view", "remove_quietly"]
+__all__ = ["LandingArea"]
 
 logger = logging.getLogger(__name__)
 
 _ALIGN = 64          # regions start on a cache line
-COMMIT_STEP = 2**21   # tmpfs pages are reserved in steps of this many bytes
-
-_reader_maps: dict[str, mmap.mmap] = {}   # in reader processes: area path -> mapping
-
-
-def first_fit(live: list, size: int, capacity: int) -> int | None:
-    """Lowest offset where ``size`` bytes fit between the sorted ``(start, end, ...)``
-    regions ``live`` of an area of ``capacity`` bytes, or None."""
-    cursor = 0
-    for region in live:
-        if region[0] - cursor >= size:
-            return cursor
-        cursor = region[1]
-    return cursor if capacity - cursor >= size else None
-
-
-def commit_pages(fd: int, committed: int, end: int, capacity: int, base: int = 0) -> int:
-    """Reserve the tmpfs pages of an area up to ``end`` (so that a full /dev/shm fails here
-    rather than SIGBUS a write through a mapping); return the new committed size.
-
-    Pages are reserved in steps of 2 MiB from ``base + committed``. Raises OSError when
-    /dev/shm is full.
-    """
-    if end <= committed:
-        return committed
-    target = min(-(-end // COMMIT_STEP) * COMMIT_STEP, capacity)
-    os.posix_fallocate(fd, base + committed, target - committed)
-    return target
-
-
-def remove_quietly(path: str) -> None:
-    """Remove a shared-memory file; one already gone is fine, other failures are logged."""
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        logger.warning("could not remove %s: %s", path, exc)
-
-
-def reader_view(path: str, offset: int, shape: tuple[int, int]) -> np.ndarray:
-    """In a reader process: the float64 array at ``offset`` of the area at ``path``."""
-    mm = _reader_maps.get(path)
-    if mm is None:
-        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
-        try:
-            mm = mmap.mmap(fd, os.fstat(fd).st_size)
-        finally:
-            os.close(fd)
-        for old in list(_reader_maps):   # an area of an earlier pool generation
-            _reader_maps.pop(old).close()
-        _reader_maps[path] = mm
-    return np.ndarray(shape, dtype=np.float64, buffer=mm, offset=offset)
-
-
-def reader_release(path: str, offset: int, nbytes: int) -> None:
-    """In a reader process: unmap the pages of a region it wrote from this process only.
-
-    The samples stay in the file for the server; without this every reader would keep
-    every page it ever wrote mapped, and each process's RSS would count the area again.
-    """
-    mm = _reader_maps.get(path)
-    if mm is None or not hasattr(mmap, "MADV_DONTNEED"):
-        return
-    start = offset - offset % mmap.PAGESIZE
-    try:
-        mm.madvise(mmap.MADV_DONTNEED, start, min(offset + nbytes, len(mm)) - start)
-    except OSError:  # only memory accounting suffers
-        pass
-
 
 class LandingArea:
     """The server's side of one landing area: a first-fit allocator over a ``/dev/shm`` file.
@@ -131,8 +63,6 @@ class LandingArea:
                  directory: str | None = None) -> None:
         if fcntl is None:
             raise OSError("no fcntl: shared memory areas need a POSIX system")
-        # imported here: reader processes use only reader_view and must not load rpyc
-        from .shared_memory import PREFIX, SHM_DIR
         self.capacity = int(capacity)
         self.keep = int(keep)
         self.path = os.path.join(directory or SHM_DIR, PREFIX + secrets.token_hex(16))

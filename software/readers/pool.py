@@ -33,108 +33,25 @@ import itertools
 import logging
 import multiprocessing
 import os
-import signal
 import threading
-import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-import numpy as np
-
-from .errors import ReaderError, ServiceClosedError
-from .landing import LandingArea, reader_release, reader_view
-from .metadata import SessionInfo
+from ..errors import ReaderError, ServiceClosedError
+from .landing import LandingArea
+from .worker import (
+    _forget_task,
+    _inspect_task,
+    _read_into_task,
+    _read_task,
+    _worker_init,
+)
 
 logger = logging.getLogger(__name__)
 
-#: Sessions a reader process keeps open at once (least recently used closed first).
-MAX_OPEN_PER_WORKER = 16
-
-_open_sessions: OrderedDict = OrderedDict()  # lives in each reader process
-
-
 #: Priority of a read a client is waiting for; reads ahead use 1, 2, ... (lower first).
 DEMAND = 0
-
-
-#: Seconds between a reader's checks that the server process is still alive.
-PARENT_CHECK_SECONDS = 0.5
-
-
-def _exit_with_parent(parent: int) -> None:
-    """Runs in a reader's daemon thread: end the reader once the server process is gone.
-
-    A killed server (SIGKILL, OOM killer) cannot stop its readers, and a reader waiting
-    for its next task would wait forever; orphaned, it is re-parented, which this notices.
-    """
-    while os.getppid() == parent:
-        time.sleep(PARENT_CHECK_SECONDS)  # polling another process's liveness
-    os._exit(0)
-
-
-def _worker_init(nice: int, server: int) -> None:
-    # Ctrl-C in a terminal reaches the whole process group; the server decides shutdown.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # the server's pid from the server: a reader still starting when it was killed is
-    # already orphaned here, and its getppid() would name its new parent
-    threading.Thread(target=_exit_with_parent, args=(server,), name="parent-watch",
-                     daemon=True).start()
-    if nice:
-        try:
-            os.nice(nice)
-        except (AttributeError, OSError):  # not on this platform, or not allowed
-            pass
-
-
-def _session(path: str, password: str | None):
-    from .mef_access import MefSessionFile  # imported in reader processes only
-
-    key = (path, password)
-    session = _open_sessions.get(key)
-    if session is None:
-        session = MefSessionFile(path, password)
-        _open_sessions[key] = session
-        while len(_open_sessions) > MAX_OPEN_PER_WORKER:
-            _open_sessions.popitem(last=False)[1].close()
-    else:
-        _open_sessions.move_to_end(key)
-    return session
-
-
-def _inspect_task(path: str, password: str | None) -> SessionInfo:
-    """Runs in a reader process: open the session and return its metadata."""
-    return _session(path, password).info
-
-
-def _read_task(path: str, password: str | None, names: tuple[str, ...], start: int,
-               stop: int) -> np.ndarray:
-    """Runs in a reader process: grid samples ``[start, stop)`` of ``names``."""
-    return _session(path, password).read_grid(names, start, stop)
-
-
-def _read_into_task(path: str, password: str | None, names: tuple[str, ...], start: int,
-                    stop: int, area: str, offset: int) -> np.ndarray | None:
-    """Runs in a reader process: decode ``[start, stop)`` into landing area ``area``.
-
-    Returns None, or the samples themselves when the area cannot be mapped (a pool rebuilt
-    after a crash removed it between the reservation and this task).
-    """
-    try:
-        out = reader_view(area, offset, (len(names), stop - start))
-    except OSError:
-        return _read_task(path, password, names, start, stop)
-    try:
-        _session(path, password).read_grid(names, start, stop, out=out)
-    finally:
-        reader_release(area, offset, out.nbytes)
-
-
-def _forget_task(path: str) -> None:
-    """Runs in a reader process: close every open handle of ``path``."""
-    for key in [k for k in _open_sessions if k[0] == path]:
-        _open_sessions.pop(key).close()
 
 
 class ReaderPool:

@@ -1,0 +1,1 @@
+"""Client helpers: get_connection, the client-side stream, iterators, shared memory."""

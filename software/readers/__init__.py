@@ -1,0 +1,1 @@
+"""Reader processes: the code they run, the pool that feeds them, where their samples land."""

@@ -1,0 +1,1 @@
+"""The server: validated options, the connection roots, MefStreamServer."""

@@ -1,0 +1,1 @@
+"""Shared memory in tmpfs: one arena implementation and the connection areas' layout."""

@@ -1,0 +1,1 @@
+"""RPyC over TCP/TLS, fast: socket stream, frames, connections, segment values."""
