@@ -61,19 +61,8 @@ from .framing import (
 )
 from .socket_stream import FastSocketStream, format_address
 
-__all__ = [
-    "Buffer",
-    "FastSocketStream",
-    "FastChannel",
-    "FastConnection",
-    "FastThreadedServer",
-    "SplitFrame",
-    "connect_service",
-    "dump_parts",
-    "fast_connect",
-    "find_large_bytes",
-    "ServingThread",
-]
+__all__ = ["FastConnection", "FastThreadedServer", "ServingThread", "connect_service",
+           "fast_connect"]
 
 logger = logging.getLogger(__name__)
 
