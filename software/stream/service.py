@@ -15,7 +15,7 @@ import logging
 import math
 import threading
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import rpyc
@@ -39,6 +39,7 @@ from ..validation import (
     check_request_size,
 )
 from .answers import SegmentEncoder
+from .counters import Counters
 from .delivery import CallbackDeliverer, async_callback
 
 __all__ = ["ServiceOptions", "StreamService"]
@@ -63,6 +64,8 @@ class ServiceOptions:
     callback_timeout : float
         Seconds after which a client callback that has not returned is noted (logged once
         per view, counted).
+    counters : Counters
+        The server's event counters (one object shared by every view and connection).
     """
 
     segment_seconds: float = 60.0
@@ -70,6 +73,7 @@ class ServiceOptions:
     max_request_bytes: int = 256 * 2**20
     read_timeout: float = 120.0
     callback_timeout: float = 30.0
+    counters: Counters = field(default_factory=Counters)
 
 
 class StreamService(rpyc.Service):
