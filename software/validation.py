@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import operator
+import time
 
 from .errors import (
     InvalidArgumentError,
@@ -91,8 +92,26 @@ def as_positive_float(name: str, value: object, *, maximum: float = MAX_SECONDS)
     return number
 
 
-def as_name_list(name: str, value: object) -> tuple[str, ...]:
-    """Return a list/tuple of channel names (or a single name) as a tuple of str."""
+#: Seconds a remote argument may take to arrive item by item before it is refused.
+MAX_CONVERT_SECONDS = 5.0
+
+
+def as_name_list(name: str, value: object, *, limit: int,
+                 seconds: float = MAX_CONVERT_SECONDS) -> tuple[str, ...]:
+    """Return a list/tuple of channel names (or a single name) as a tuple of str.
+
+    A list arriving as an RPyC proxy is fetched item by item (a round trip each), so at
+    most ``limit + 1`` items are taken and for at most ``seconds``: an endless or slow
+    iterable from a hostile client is refused instead of holding the connection's thread
+    and growing memory.
+
+    Raises
+    ------
+    InvalidTypeError
+        ``value`` is not a name, a list of names or None.
+    InvalidArgumentError
+        More than ``limit`` items, or the items took longer than ``seconds`` to arrive.
+    """
     if isinstance(value, str):
         return (value,)
     if value is None:
@@ -101,12 +120,21 @@ def as_name_list(name: str, value: object) -> tuple[str, ...]:
         raise InvalidTypeError(f"{name} must be channel names (str); {_show(value)} is bytes. "
                                f"Decode it, e.g. {name}=[b.decode()].")
     try:
-        items = tuple(value)  # one round trip per item for a netref list; fine for names
+        items = iter(value)
     except TypeError:
         raise InvalidTypeError(f"{name} must be a list of channel names; {_show(value)} is "
                                f"not.") from None
-    out = []
+    out: list[str] = []
+    deadline = time.monotonic() + seconds
     for item in items:
+        if len(out) >= limit:
+            raise InvalidArgumentError(
+                f"{name} holds more than {limit} names, more than the session has channels; "
+                f"give each channel at most once.")
+        if time.monotonic() > deadline:
+            raise InvalidArgumentError(
+                f"{name} took more than {seconds:g} s to arrive ({len(out)} names so far); "
+                f"send the names as a tuple of str, e.g. {name}=tuple(names).")
         # a str subclass (numpy.str_) arrives as a proxy that claims to be a str
         if type(item) is not str:
             if not isinstance(item, str):

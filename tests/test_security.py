@@ -27,7 +27,7 @@ from tests.util import wait_until
 PRIVATE = [
     "_registry", "_options", "_views", "_lock", "_recording", "_deliverer", "_group", "_names",
     "_display_path", "_segment_samples", "_serve", "_prefetch", "_check_open", "_row_name",
-    "close", "closed", "on_connect", "on_disconnect", "append_stream_segment_data",
+    "close", "closed", "on_connect", "on_disconnect", "_source", "_requests",
     "__class__", "__dict__", "__init__", "__module__", "__reduce__", "__reduce_ex__",
     "__getattribute__", "__setattr__", "__subclasshook__", "__init_subclass__", "__weakref__",
     "__sizeof__", "__globals__", "__builtins__", "_protocol", "_rpyc_getattr",

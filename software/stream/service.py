@@ -1,34 +1,27 @@
-"""One connection's view of one MEF3 session: the StreamService clients call.
+"""One connection's view of one source: the StreamService clients call.
 
-Each connection gets its own :class:`StreamService` per opened file (active channels,
-segment size, prefetch direction, pending callbacks) over the shared
-:class:`~software.recording.Recording`. Exposed methods validate their arguments, ask the
-recording for the samples, read ahead in the direction the client moves, and return only
-brine types.
+Each connection gets its own :class:`StreamService` per opened file or live stream (active
+channels, segment size, read-ahead direction, pending callbacks) over a
+:class:`~software.stream.source.Source`: a :class:`~software.stream.source.FileSource` over
+the shared :class:`~software.cache.recording.Recording`, or a live ring. Exposed methods
+validate their arguments, ask the source for grid samples, hint the direction the client
+moves, and return only brine types.
 
 Threads: exposed methods run in the connection's serving thread; callbacks are delivered
-by the view's :class:`~software.delivery.CallbackDeliverer`.
+by the view's :class:`~software.stream.delivery.CallbackDeliverer`.
 """
 from __future__ import annotations
 
 import logging
 import math
 import threading
-from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
 
-import numpy as np
 import rpyc
 
 from ..cache.recording import Recording
 from ..errors import (
     InvalidRangeError,
-    InvalidTypeError,
-    MixedRateError,
-    ReaderError,
     ServiceClosedError,
-    StreamError,
-    UnknownChannelError,
 )
 from ..mef3.metadata import RateGroup, grid_length, grid_offset
 from ..validation import (
@@ -39,98 +32,83 @@ from ..validation import (
     check_request_size,
 )
 from .answers import SegmentEncoder
-from .counters import Counters
-from .delivery import CallbackDeliverer, async_callback
+from .channels import check_selection, row_name
+from .options import ServiceOptions
+from .requests import Requests
+from .source import FileSource, Source
 
 __all__ = ["ServiceOptions", "StreamService"]
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ServiceOptions:
-    """Per-server settings every view uses.
-
-    Attributes
-    ----------
-    segment_seconds : float
-        Default segment size of a new view.
-    prefetch : int
-        Requests of the same size (at least 60 s) read ahead of a streaming client.
-    max_request_bytes : int
-        Largest answer one call may produce (float64 samples).
-    read_timeout : float
-        Seconds a call without callback waits for its data before failing.
-    callback_timeout : float
-        Seconds after which a client callback that has not returned is noted (logged once
-        per view, counted).
-    counters : Counters
-        The server's event counters (one object shared by every view and connection).
-    """
-
-    segment_seconds: float = 60.0
-    prefetch: int = 1
-    max_request_bytes: int = 256 * 2**20
-    read_timeout: float = 120.0
-    callback_timeout: float = 30.0
-    counters: Counters = field(default_factory=Counters)
-
-
 class StreamService(rpyc.Service):
-    """One connection's view of one opened MEF3 session.
+    """One connection's view of one source (an opened MEF3 session, or a live stream).
 
     Parameters
     ----------
-    recording : Recording
-        The shared session.
+    source : Source or Recording
+        What the view serves; a :class:`~software.cache.recording.Recording` is wrapped in
+        a :class:`~software.stream.source.FileSource` of this view's own.
     options : ServiceOptions
         Server-wide settings.
     display_path : str
-        The path as clients see it (relative to the data root).
+        The name clients see (a path relative to the data root, or a stream's name).
     """
 
     #: How answers are encoded: the connection's encoder (shared memory once negotiated),
     #: set by the root service; this socket-only default serves views used in-process.
     _encoder = SegmentEncoder()
 
-    def __init__(self, recording: Recording, options: ServiceOptions,
+    def __init__(self, source: Source | Recording, options: ServiceOptions,
                  display_path: str) -> None:
-        self._recording = recording
+        if isinstance(source, Recording):
+            self._recording = source  # the root gives it back to the registry
+            source = FileSource(source)
+        self._source = source
         self._options = options
         self._display_path = display_path
-        info = recording.info
-        self._group: RateGroup = recording.groups[info.default_fs]
-        self._names: tuple[str, ...] = self._group.channels
-        self._segment_samples = self._samples_for(options.segment_seconds)
-        self._segment_seconds = float(options.segment_seconds)
-        self._last_range: tuple[int, int] | None = None
-        self._last_prefetch: tuple | None = None
-        self._direction = 1
+        info = source.info
+        self._fs = info.default_fs
+        self._names: tuple[str, ...] = source.group(self._fs).channels
+        self._wanted_seconds = float(options.segment_seconds)
+        self._segment_samples = self._segment_for(self._wanted_seconds)
         self._lock = threading.Lock()
         self._closed = False
-        self._deliverer = CallbackDeliverer(f"callbacks-{display_path}",
-                                     options.callback_timeout)
+        self._requests = Requests(source, options, f"callbacks-{display_path}")
 
     # ---- settings -------------------------------------------------------------------
 
+    @property
+    def _group(self) -> RateGroup:
+        return self._source.group(self._fs)
+
     def _samples_for(self, seconds: float) -> int:
-        return max(1, int(round(seconds * self._group.fs)))
+        return max(1, int(round(seconds * self._fs)))
+
+    def _segment_for(self, seconds: float) -> int:
+        """Samples of a segment of ``seconds``, cut to what one answer may hold."""
+        return min(self._samples_for(seconds), self._options.max_samples(len(self._names)))
 
     def exposed_get_info(self) -> tuple:
-        """Describe the session and this view's settings.
+        """Describe the source and this view's settings.
 
         Returns
         -------
         tuple of (str, value) pairs
             ``dict(svc.get_info())`` gives ``path``, ``channels`` (active, in order),
             ``all_channels``, ``fs``, ``rates`` ((name, fs) pairs), ``start_uutc``,
-            ``end_uutc``, ``n_samples``, ``units``, ``segment_seconds``,
-            ``segment_samples``, ``n_segments``, ``gaps`` ((start_uutc, stop_uutc) pairs),
-            ``growing`` (False: a file does not grow).
+            ``end_uutc``, ``n_samples``, ``units``, ``segment_seconds`` and
+            ``segment_samples`` (the segment size in effect: the size asked for, cut to
+            the largest answer the server sends), ``n_segments``, ``gaps``
+            ((start_uutc, stop_uutc) pairs), ``growing`` (False for a file), and for a
+            live stream the pairs its source adds.
         """
         self._check_open()
-        info = self._recording.info
+        source = self._source
+        info = source.info
         group = self._group
+        samples = self._segment_samples
         return (
             ("path", self._display_path),
             ("channels", self._names),
@@ -141,18 +119,18 @@ class StreamService(rpyc.Service):
             ("end_uutc", group.end_uutc),
             ("n_samples", group.n_samples),
             ("units", tuple(info.channel(n).units for n in self._names)),
-            ("segment_seconds", self._segment_seconds),
-            ("segment_samples", self._segment_samples),
-            ("n_segments", self._n_segments()),
+            ("segment_seconds", samples / group.fs),
+            ("segment_samples", samples),
+            ("n_segments", math.ceil(group.n_samples / samples)),
             ("gaps", info.gaps(self._names)),
-            ("growing", False),
-        )
-
-    def _n_segments(self) -> int:
-        return math.ceil(self._group.n_samples / self._segment_samples)
+            ("growing", source.growing),
+        ) + source.extra_info()
 
     def exposed_set_active_channels(self, names=None) -> tuple[str, ...]:
         """Choose the channels (and their order) that every later segment returns.
+
+        The segment size asked for (:meth:`exposed_set_segment_size`) is kept in seconds
+        and cut again to what one answer of the new channels may hold.
 
         Parameters
         ----------
@@ -170,40 +148,21 @@ class StreamService(rpyc.Service):
         UnknownChannelError
             A name is not a channel of the session.
         InvalidArgumentError
-            A name is repeated.
+            A name is repeated, or more names than the session has channels are given.
         MixedRateError
             The names have different sampling rates.
         """
         self._check_open()
-        wanted = as_name_list("names", names)
-        info = self._recording.info
+        info = self._source.info
+        wanted = as_name_list("names", names, limit=len(info.names))
         if not wanted:
-            group = self._recording.groups[info.default_fs]
-            wanted = group.channels
-        unknown = [n for n in wanted if n not in info.names]
-        if unknown:
-            raise UnknownChannelError(
-                f"names contains {unknown!r}, not channels of this session; choose from "
-                f"{list(info.names)!r}.")
-        dupes = sorted({n for n in wanted if wanted.count(n) > 1})
-        if dupes:
-            raise InvalidRangeError(f"names lists {dupes!r} more than once; give each channel "
-                                    f"once.")
-        rates = {n: info.channel(n).fs for n in wanted}
-        if len(set(rates.values())) > 1:
-            by_rate: dict[float, list[str]] = {}
-            for n, fs in rates.items():
-                by_rate.setdefault(fs, []).append(n)
-            detail = "; ".join(f"{fs:g} Hz: {chs}" for fs, chs in sorted(by_rate.items()))
-            raise MixedRateError(f"names mixes sampling rates ({detail}); select channels of "
-                                 f"one rate per view (open the file again for another rate).")
-        fs = rates[wanted[0]]
-        seconds = self._segment_seconds
+            wanted = self._source.group(info.default_fs).channels
+        fs = check_selection(info, wanted)
         with self._lock:
-            self._group = self._recording.groups[fs]
+            self._fs = fs
             self._names = wanted
-            self._segment_samples = self._samples_for(seconds)
-            self._last_range = None
+            self._segment_samples = self._segment_for(self._wanted_seconds)
+        self._requests.forget_position()
         return wanted
 
     def exposed_set_segment_size(self, seconds) -> int:
@@ -218,15 +177,27 @@ class StreamService(rpyc.Service):
         -------
         int
             Number of segments; the last one may be shorter.
+
+        Raises
+        ------
+        InvalidRangeError
+            A segment of the active channels would be larger than the largest answer;
+            the message names the longest segment allowed.
         """
         self._check_open()
         seconds = as_positive_float("seconds", seconds)
         samples = self._samples_for(seconds)
-        check_request_size(len(self._names), samples, self._options.max_request_bytes)
+        limit = self._options.max_samples(len(self._names))
+        if samples > limit:
+            raise InvalidRangeError(
+                f"seconds={seconds:g} makes segments of {len(self._names)} channels x "
+                f"{samples} samples, above the per-request limit of "
+                f"{self._options.max_request_bytes / 2**20:g} MiB; set at most "
+                f"{limit / self._fs:g} s ({limit} samples) with these channels.")
         with self._lock:
-            self._segment_seconds = seconds
+            self._wanted_seconds = seconds
             self._segment_samples = samples
-        return self._n_segments()
+        return math.ceil(self._group.n_samples / samples)
 
     # ---- data -----------------------------------------------------------------------
 
@@ -236,7 +207,8 @@ class StreamService(rpyc.Service):
         Parameters
         ----------
         index : int
-            0 <= index < n_segments.
+            0 <= index < n_segments (of a growing source: any index; one not pushed yet
+            is not ready).
         _callback : callable, optional
             Called with the segment when it was not ready (see Returns).
 
@@ -244,18 +216,21 @@ class StreamService(rpyc.Service):
         -------
         tuple or False
             ``(bytes, dtype, shape)`` for :func:`~software.decode_segment`; with a
-            callback and data not cached yet: ``False`` now and the data via the callback.
+            callback and data not ready yet: ``False`` now and the data via the callback.
         """
         self._check_open()
         index = as_index("index", index)
-        n_segments = self._n_segments()
-        if index >= n_segments:
-            raise InvalidRangeError(f"index={index} is past the last segment; valid indices "
-                                    f"are 0..{n_segments - 1} for segments of "
-                                    f"{self._segment_seconds:g} s.")
-        start = index * self._segment_samples
-        stop = min(start + self._segment_samples, self._group.n_samples)
-        return self._serve(self._names, start, stop, _callback, rows=None)
+        size = self._segment_samples
+        n = self._group.n_samples
+        start = index * size
+        if not self._source.growing:
+            n_segments = math.ceil(n / size)
+            if index >= n_segments:
+                raise InvalidRangeError(f"index={index} is past the last segment; valid "
+                                        f"indices are 0..{n_segments - 1} for segments of "
+                                        f"{size / self._fs:g} s.")
+            return self._serve(self._names, start, min(start + size, n), _callback, None)
+        return self._serve(self._names, start, start + size, _callback, None)
 
     def exposed_get_stream_segment(self, _range, _startIndex, _callback=None):
         """Return ``_range`` samples of every active channel from sample ``_startIndex``.
@@ -263,28 +238,25 @@ class StreamService(rpyc.Service):
         Parameters
         ----------
         _range : int
-            Number of samples (> 0); fewer are returned near the end.
+            Number of samples (> 0); fewer are returned near the end of a file.
         _startIndex : int
-            Grid index from the session start (>= 0).
+            Grid index from the start (>= 0).
         _callback : callable, optional
             Called with the data when it was not ready.
 
         Returns
         -------
         tuple or False
-            ``(bytes, dtype, shape)`` with shape (channels, samples); False past the end,
-            or (with a callback) when the data will come through the callback.
+            ``(bytes, dtype, shape)`` with shape (channels, samples); False past the end
+            of a file, or when the data is not ready (then, with a callback, it comes
+            through the callback).
         """
         self._check_open()
         length = as_index("_range", _range, minimum=1)
         start = as_index("_startIndex", _startIndex)
-        names = self._names
-        n = self._group.n_samples
         # the limit applies to what is asked, so a call fails or works whatever the file size
-        check_request_size(len(names), length, self._options.max_request_bytes)
-        if start >= n:
-            return False
-        return self._serve(names, start, min(start + length, n), _callback, rows=None)
+        check_request_size(len(self._names), length, self._options.max_request_bytes)
+        return self._serve_range(self._names, start, length, _callback, None)
 
     def exposed_get_row_segment(self, _row, _range, _startIndex, _callback=None):
         """Return ``_range`` samples of one channel from sample ``_startIndex``.
@@ -292,7 +264,7 @@ class StreamService(rpyc.Service):
         Parameters
         ----------
         _row : int or str
-            Index into the active channels, or a channel name of the same sampling rate.
+            Index into the active channels, or the name of an active channel.
         _range, _startIndex, _callback
             As in :meth:`exposed_get_stream_segment`.
 
@@ -302,30 +274,19 @@ class StreamService(rpyc.Service):
             ``(bytes, dtype, shape)`` with shape (samples,), or False as for stream segments.
         """
         self._check_open()
-        name = self._row_name(_row)
+        name = row_name(self._source.info, self._names, _row)
         length = as_index("_range", _range, minimum=1)
         start = as_index("_startIndex", _startIndex)
-        n = self._group.n_samples
         check_request_size(1, length, self._options.max_request_bytes)
+        return self._serve_range((name,), start, length, _callback, 0)
+
+    def _serve_range(self, names, start, length, callback, rows):
+        n = self._group.n_samples
+        if self._source.growing:
+            return self._serve(names, start, start + length, callback, rows)
         if start >= n:
             return False
-        return self._serve((name,), start, min(start + length, n), _callback, rows=0)
-
-    def _row_name(self, row) -> str:
-        names = self._names
-        if isinstance(row, str):
-            row = str(row)
-            if row not in names:
-                where = ("is not an active channel" if row in self._recording.info.names
-                         else "is not a channel of this session")
-                raise UnknownChannelError(f"_row={row!r} {where}; active channels: "
-                                          f"{list(names)!r}.")
-            return row
-        index = as_index("_row", row)
-        if index >= len(names):
-            raise UnknownChannelError(f"_row={index} is out of range: there are {len(names)} "
-                                      f"active channels (0..{len(names) - 1}).")
-        return names[index]
+        return self._serve(names, start, min(start + length, n), callback, rows)
 
     def exposed_get_time_segment(self, start_uutc, stop_uutc, _callback=None):
         """Return every active channel in the time window ``[start_uutc, stop_uutc)``.
@@ -345,7 +306,7 @@ class StreamService(rpyc.Service):
         -------
         tuple or False
             The segment; False when the window lies entirely outside the recording, or
-            (with a callback) when the data will come through the callback.
+            when it is not ready (then, with a callback, it comes through the callback).
         """
         self._check_open()
         t0 = as_uutc("start_uutc", start_uutc)
@@ -356,7 +317,8 @@ class StreamService(rpyc.Service):
         first = grid_offset(t0, group.start_uutc, group.fs)
         count = grid_length(t0, t1, group.fs)
         check_request_size(len(self._names), count, self._options.max_request_bytes)
-        lo, hi = max(first, 0), min(first + count, group.n_samples)
+        end = first + count if self._source.growing else min(first + count, group.n_samples)
+        lo, hi = max(first, 0), end
         if count == 0 or hi <= lo:
             return False
         pad = (lo - first, first + count - hi)
@@ -365,81 +327,8 @@ class StreamService(rpyc.Service):
     # ---- machinery ------------------------------------------------------------------
 
     def _serve(self, names, start, stop, callback, rows, pad=(0, 0)):
-        if callback is not None and not callable(callback):
-            raise InvalidTypeError(f"_callback must be a function taking one argument, or None; "
-                                   f"a value of type {type(callback).__name__} is not.")
-        recording, group = self._recording, self._group
-        gathered = recording.gather(names, group, start, stop)
-        ready = gathered.done()
-        if not ready:  # reads ahead queue behind this request's reads (lower priority)
-            self._prefetch(names, group, start, stop)
-        # an answer sent as it is is assembled in the connection's shared-memory area
-        reserve = self._encoder.reserve if rows is None and pad == (0, 0) else None
-
-        def encode(blocks) -> tuple:  # in the serving thread, or the view's delivery thread
-            try:
-                data = blocks.assemble(reserve)
-                if pad != (0, 0):
-                    data = np.pad(data, ((0, 0), pad), constant_values=np.nan)
-                return self._encoder(data[rows] if rows is not None else data)
-            finally:
-                self._encoder.discard()
-
-        if callback is None or ready:
-            try:
-                value = encode(gathered.result(timeout=self._options.read_timeout))
-            except FutureTimeout:
-                raise ReaderError(f"no data after {self._options.read_timeout:g} s for samples "
-                                  f"[{start}, {stop}); the reader processes are overloaded "
-                                  f"or stuck. Try again or ask for less.") from None
-            if ready:  # start reading ahead once the answer is built, not while building it
-                self._prefetch(names, group, start, stop)
-            return value
-        deliverer = self._deliverer
-        cb = async_callback(callback)
-        gathered.add_done_callback(lambda f: deliverer.put(cb, f, encode))
-        return False
-
-    def _prefetch(self, names, group: RateGroup, start: int, stop: int) -> None:
-        """Read ahead of a client that moves through the file, in its direction.
-
-        Only a request that continues the previous one (or the first) reads ahead, so
-        random access costs no reading. Ahead means ``prefetch`` requests of this size
-        but at least two reader runs (2 x 60 s), so small steps are read in efficient runs
-        and a reader finishing one run has the next waiting (with one run ahead, a client
-        with no work between requests left the readers idle a quarter of a cold pass);
-        nearer parts get the better reader priority.
-        """
-        depth = self._options.prefetch
-        if depth <= 0:
-            return
-        with self._lock:
-            last = self._last_range
-            self._last_range = (start, stop)
-            if last is not None and start != last[1] and stop != last[0]:
-                return  # a jump: not a stream
-            if last is not None:
-                self._direction = 1 if start >= last[1] else -1
-            direction = self._direction
-        recording, n = self._recording, group.n_samples
-        size = recording.block_samples(group)
-        length = stop - start
-        step = max(length, recording.run_blocks * size)
-        ahead = max(depth * length, 2 * step)
-        lo, hi = (stop, min(stop + ahead, n)) if direction > 0 else (max(start - ahead, 0),
-                                                                     start)
-        spans = []  # (first block, last block, priority), nearest first
-        for i, edge in enumerate(range(0, hi - lo, step), start=1):
-            a, b = (lo + edge, min(lo + edge + step, hi)) if direction > 0 else \
-                (max(hi - edge - step, lo), hi - edge)
-            spans.append((a // size, (b - 1) // size, i))
-        plan = (names, group.fs, tuple(spans))
-        if plan == self._last_prefetch:  # small steps within the same blocks: done already
-            return
-        self._last_prefetch = plan
-        for first, last_block, priority in spans:
-            recording.prefetch(names, group, first * size, (last_block + 1) * size,
-                               priority=priority)
+        return self._requests.serve(self._encoder, names, self._group, start, stop,
+                                    callback, rows, pad)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -447,9 +336,11 @@ class StreamService(rpyc.Service):
                                      f"open it again with open_file().")
 
     def close(self) -> None:
-        """Stop delivering callbacks for this view (idempotent)."""
+        """Stop delivering callbacks for this view and withdraw its pending requests
+        (idempotent)."""
         self._closed = True
-        self._deliverer.close()
+        self._requests.close()
+        self._source.close()
 
     @property
     def closed(self) -> bool:
@@ -458,16 +349,43 @@ class StreamService(rpyc.Service):
 
     # ---- CREPE push side --------------------------------------------------------------
 
-    def append_stream_segment_data(self, _new_data) -> None:
-        """CREPE's push side; a MEF3 file is read-only, so this always refuses."""
-        raise StreamError("a MEF3 file stream is read-only: data arrives from the reader "
-                          "processes; use a LiveStream to push samples.")
+    def exposed_append_stream_segment_data(self, _new_data) -> int:
+        """CREPE's push side: append samples of every active channel.
 
-    def append_stream_row_data(self, _row, _new_data) -> None:
-        """CREPE's push side; a MEF3 file is read-only, so this always refuses."""
-        self.append_stream_segment_data(_new_data)
+        Parameters
+        ----------
+        _new_data : array-like
+            channels x n samples, or one value per channel.
+
+        Returns
+        -------
+        int
+            The stream's head (samples every channel has) after the push.
+
+        Raises
+        ------
+        StreamError
+            The stream is a MEF3 file (read-only), or the samples do not fit the stream.
+        """
+        self._check_open()
+        return self._source.push_segment(_new_data)
+
+    def exposed_append_stream_row_data(self, _row, _new_data) -> int:
+        """CREPE's push side: append samples of one channel (``_row``: index or name).
+
+        Returns
+        -------
+        int
+            The stream's head after the push: where every channel has samples.
+        """
+        self._check_open()
+        return self._source.push_row(_row, _new_data)
+
+    # in-process producers call the same methods by CREPE's names
+    append_stream_segment_data = exposed_append_stream_segment_data
+    append_stream_row_data = exposed_append_stream_row_data
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return (f"<StreamService {self._display_path!r} {state}, {len(self._names)} channels "
-                f"at {self._group.fs:g} Hz>")
+                f"at {self._fs:g} Hz>")

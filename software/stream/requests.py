@@ -1,0 +1,149 @@
+"""A view's requests: answered at once, or registered to be answered through a callback.
+
+:class:`Requests` asks the source for the samples, builds the answer in the thread that
+sends it (straight into the connection's shared-memory area when it goes as it is), hands
+answers that were not ready to the view's callback thread, tracks the direction a client
+moves in to hint the source, and withdraws a growing source's pending requests on close.
+"""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+
+import numpy as np
+
+from ..errors import InvalidTypeError, ReaderError
+from ..mef3.metadata import RateGroup
+from .delivery import CallbackDeliverer, async_callback
+from .options import ServiceOptions
+from .source import Source
+
+__all__ = ["Requests"]
+
+
+class Requests:
+    """The requests of one view.
+
+    Parameters
+    ----------
+    source : Source
+        What the view serves.
+    options : ServiceOptions
+        Server-wide settings (read-ahead depth, read timeout, callback timeout).
+    name : str
+        Name of the view's callback thread (and of the view in log messages).
+    """
+
+    def __init__(self, source: Source, options: ServiceOptions, name: str) -> None:
+        self._source = source
+        self._options = options
+        self._lock = threading.Lock()
+        self._last_range: tuple[int, int] | None = None
+        self._direction = 1
+        self._pending: set[Future] = set()  # a growing source's requests not pushed yet
+        self._closed = False
+        self.deliverer = CallbackDeliverer(name, options.callback_timeout)
+
+    def serve(self, encoder, names, group: RateGroup, start: int, stop: int, callback,
+              rows: int | None, pad: tuple[int, int] = (0, 0)):
+        """Answer grid samples ``[start, stop)`` of ``names`` (runs in the serving thread).
+
+        Parameters
+        ----------
+        encoder : SegmentEncoder
+            The connection's encoder.
+        names, group, start, stop
+            What to answer; ``stop`` may lie past the head of a growing source.
+        callback : callable or None
+            The client's callback.
+        rows : int or None
+            Answer only this row (a row request).
+        pad : (int, int)
+            NaN columns added before and after (a time window reaching outside).
+
+        Returns
+        -------
+        tuple or False
+            The wire value, or False when it will come through the callback (or, with
+            no callback, a growing source does not have it yet).
+        """
+        if callback is not None and not callable(callback):
+            raise InvalidTypeError(f"_callback must be a function taking one argument, or None; "
+                                   f"a value of type {type(callback).__name__} is not.")
+        source = self._source
+        if source.growing and stop > group.n_samples and callback is None:
+            return False  # CREPE's "not ready": nothing is registered
+        gathered = source.gather(names, group, start, stop)
+        ready = gathered.done()
+        if not ready:  # reads ahead queue behind this request's reads (lower priority)
+            self._read_ahead(names, group, start, stop)
+        # an answer sent as it is is assembled in the connection's shared-memory area
+        reserve = encoder.reserve if rows is None and pad == (0, 0) \
+            and source.dtype == np.float64 else None
+
+        def encode(blocks) -> tuple:  # in the serving thread, or the view's delivery thread
+            try:
+                data = blocks.assemble(reserve)
+                if pad != (0, 0):
+                    data = np.pad(data.astype(np.float64, copy=False), ((0, 0), pad),
+                                  constant_values=np.nan)
+                return encoder(data[rows] if rows is not None else data)
+            finally:
+                encoder.discard()
+
+        if callback is None or ready:
+            try:
+                value = encode(gathered.result(timeout=self._options.read_timeout))
+            except FutureTimeout:
+                raise ReaderError(f"no data after {self._options.read_timeout:g} s for samples "
+                                  f"[{start}, {stop}); the reader processes are overloaded "
+                                  f"or stuck. Try again or ask for less.") from None
+            if ready:  # start reading ahead once the answer is built, not while building it
+                self._read_ahead(names, group, start, stop)
+            return value
+        deliverer = self.deliverer
+        cb = async_callback(callback)
+        if source.growing:
+            with self._lock:
+                if self._closed:
+                    gathered.cancel()
+                    return False
+                self._pending.add(gathered)
+            gathered.add_done_callback(self._pending.discard)
+        gathered.add_done_callback(
+            lambda f: f.cancelled() or deliverer.put(cb, f, encode))
+        return False
+
+    def _read_ahead(self, names, group: RateGroup, start: int, stop: int) -> None:
+        """Tell the source where a client that moves through it goes next.
+
+        Only a request that continues the previous one (or the first) counts, so random
+        access costs no reading.
+        """
+        depth = self._options.prefetch
+        if depth <= 0:
+            return
+        with self._lock:
+            last = self._last_range
+            self._last_range = (start, stop)
+            if last is not None and start != last[1] and stop != last[0]:
+                return  # a jump: not a stream
+            if last is not None:
+                self._direction = 1 if start >= last[1] else -1
+            direction = self._direction
+        self._source.read_ahead(names, group, start, stop, direction, depth)
+
+    def forget_position(self) -> None:
+        """The next request starts a new stream (the channels changed)."""
+        with self._lock:
+            self._last_range = None
+
+    def close(self) -> None:
+        """Withdraw pending requests and stop delivering callbacks (idempotent)."""
+        with self._lock:
+            self._closed = True
+            pending, self._pending = list(self._pending), set()
+        for fut in pending:
+            fut.cancel()
+        self.deliverer.close()
