@@ -1,9 +1,12 @@
-"""Client helpers: a connection that serves callbacks promptly, and CREPE's iterators.
+"""``get_connection``: the script's connection to a mefstream server.
 
-``get_connection`` waits for the server, connects with the fast transport and keeps a
-:class:`~software.transport.ServingThread` serving the connection, so callbacks from the
-server run within about a millisecond. The iterators keep their position as plain data
-(:attr:`StreamSegmentIterator.position`), so a long analysis can resume after a restart.
+It waits for the server, connects with the fast transport (large answers received
+straight into writable memory, :mod:`.receive`), takes the server's frame limit
+(``get_limits``), sets up same-host shared memory (:mod:`.shared_memory`), makes
+``conn.root`` a :class:`~software.client.stream.RemoteRoot` (``open_file`` gives a
+:class:`~software.client.stream.RemoteStream` of numpy arrays) and keeps a
+:class:`~software.transport.connection.ServingThread` serving the connection, so
+callbacks from the server run within about a millisecond.
 """
 from __future__ import annotations
 

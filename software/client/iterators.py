@@ -16,7 +16,7 @@ from rpyc.core.netref import BaseNetref
 
 from .. import errors
 from ..transport.wire import decode_segment
-from .stream import RemoteStream
+from .stream import RemoteRoot, RemoteStream
 
 
 def _is_netref(obj) -> bool:
@@ -34,6 +34,8 @@ class _Target:
     def __init__(self, target, method: str) -> None:
         self.target = target  # kept alive, so that its id() is not reused
         if type(target) is RemoteStream:  # its methods take and give arrays already
+            self.svc, self.conn = target, target.connection
+        elif type(target) is RemoteRoot:  # a session served at the root
             self.svc, self.conn = target, target.connection
         elif _is_netref(target):
             self.svc, self.conn = target, object.__getattribute__(target, "____conn__")

@@ -338,8 +338,9 @@ class RemoteRoot:
 
     def __init__(self, proxy: Any, connection: Any = None) -> None:
         self._proxy = proxy
-        self._connection = connection
         self._methods: dict[str, Any] = {}
+        #: The connection (handed to the streams and the iterators).
+        self.connection = connection
 
     @property
     def proxy(self) -> Any:
@@ -379,7 +380,7 @@ class RemoteRoot:
         if isinstance(path, os.PathLike):
             path = os.fspath(path)  # by copy: a Path object would cross as a proxy
         proxy = self._method("open_file")(path, password)
-        return RemoteStream(proxy, self, path, self._connection)
+        return RemoteStream(proxy, self, path, self.connection)
 
     def __repr__(self) -> str:
-        return f"<RemoteRoot of {self._connection!r}>"
+        return f"<RemoteRoot of {self.connection!r}>"
