@@ -60,8 +60,19 @@ def plain_argument(value: Any) -> Any:
     """Lists, tuples and numpy values as tuples and Python scalars, for one round trip.
 
     A list crosses RPyC as a proxy (the server would fetch every element with a round
-    trip of its own); a tuple of plain values crosses by copy. Other values are returned
-    unchanged (the server checks them), so no unbounded iterable is ever walked here.
+    trip of its own); a tuple of plain values crosses by copy.
+
+    Parameters
+    ----------
+    value : object
+        An argument of a server method.
+
+    Returns
+    -------
+    object
+        Lists, tuples and arrays as tuples (nested ones too), numpy scalars as Python
+        ones; anything else unchanged (the server checks it), so no unbounded iterable
+        is ever walked here.
     """
     kind = type(value)
     if kind is list or kind is tuple:
