@@ -1,9 +1,12 @@
-"""Client helpers: a connection that serves callbacks promptly, and CREPE's iterators.
+"""``get_connection``: the script's connection to a mefstream server.
 
-``get_connection`` waits for the server, connects with the fast transport and keeps a
-:class:`~software.transport.ServingThread` serving the connection, so callbacks from the
-server run within about a millisecond. The iterators keep their position as plain data
-(:attr:`StreamSegmentIterator.position`), so a long analysis can resume after a restart.
+It waits for the server, connects with the fast transport (large answers received
+straight into writable memory, :mod:`.receive`), takes the server's frame limit
+(``get_limits``), sets up same-host shared memory (:mod:`.shared_memory`), makes
+``conn.root`` a :class:`~software.client.stream.RemoteRoot` (``open_file`` gives a
+:class:`~software.client.stream.RemoteStream` of numpy arrays) and keeps a
+:class:`~software.transport.connection.ServingThread` serving the connection, so
+callbacks from the server run within about a millisecond.
 """
 from __future__ import annotations
 
@@ -14,7 +17,10 @@ import time
 import rpyc
 
 from ..transport.connection import ServingThread, fast_connect
+from ..transport.framing import check_max_frame
+from .receive import install
 from .shared_memory import negotiate
+from .stream import RemoteRoot
 
 logger = logging.getLogger(__name__)
 
@@ -59,16 +65,20 @@ def get_connection(port: int | None = None, host: str = "localhost", timeout: fl
         Size of that area in MiB: the answers in flight at once must fit (larger ones
         come through the socket). Memory is taken only as it is used.
     max_frame : int, optional
-        Largest message accepted from the server, in bytes (default 257 MiB: the largest
-        answer of a server with the default ``--max-request-mb 256``, plus framing). Raise
-        it for a server started with a larger ``--max-request-mb``.
+        Largest message accepted from the server, in bytes. By default the server tells
+        its own limit at connect (``get_limits``: its ``--max-request-mb`` plus framing);
+        a server that cannot tell gets 257 MiB (the default ``--max-request-mb 256``).
 
     Returns
     -------
     rpyc.Connection
-        With ``conn.serving_thread`` serving callbacks; ``conn.close()`` stops it too.
+        ``conn.root`` is a :class:`~software.client.stream.RemoteRoot`: its
+        ``open_file`` returns a :class:`~software.RemoteStream` (numpy arrays, writable,
+        received without a copy of their own); ``conn.root.proxy`` is the root service
+        itself. ``conn.serving_thread`` serves callbacks; ``conn.close()`` stops it too.
         ``conn.shared_memory`` is the client's area, or None when answers come through
-        the socket.
+        the socket. ``conn.limits`` is the server's ``get_limits`` as a dict (empty for
+        a server without it).
 
     Raises
     ------
@@ -108,6 +118,7 @@ def get_connection(port: int | None = None, host: str = "localhost", timeout: fl
                     f"with 'python start.py' (or pass the right port=...).") from exc
             time.sleep(delay)  # waiting for a server process to bind, not synchronising
             delay = min(delay * 2, 0.5)
+    install(conn._channel)  # before anything is received: large answers land writable
     # One round trip on this thread before the serving thread starts: a TLS 1.3 server
     # refuses a client certificate only after the handshake, and a TLS server drops a plain
     # client at its first request. Raced by the serving thread, either showed up as a
@@ -121,11 +132,13 @@ def get_connection(port: int | None = None, host: str = "localhost", timeout: fl
             pass
         raise _refused(host, port, tls, certfile, exc) from exc
     try:
+        conn.limits = _follow_limits(conn, max_frame)
         area = negotiate(conn, int(shared_memory_mb * 2**20)) if shared_memory else None
     except BaseException:
         conn.close()
         raise
     conn.shared_memory = area
+    conn._remote_root = RemoteRoot(conn._remote_root, conn)  # what conn.root returns
     serving = ServingThread(conn)
     conn.serving_thread = serving
     close = conn.close
@@ -140,6 +153,24 @@ def get_connection(port: int | None = None, host: str = "localhost", timeout: fl
 
     conn.close = close_all
     return conn
+
+
+def _follow_limits(conn: rpyc.Connection, max_frame: int | None) -> dict:
+    """Ask the server for its limits; without ``max_frame`` from the caller, accept frames
+    up to the server's ``max_frame``. A server without ``get_limits`` keeps the default."""
+    try:
+        limits = dict(conn.root.get_limits())
+    except AttributeError:  # an older or stock server
+        logger.debug("the server tells no limits: max_frame stays %d",
+                     conn._channel.max_frame)
+        return {}
+    if max_frame is None and "max_frame" in limits:
+        try:
+            conn._channel.max_frame = check_max_frame(limits["max_frame"])
+        except (TypeError, ValueError) as exc:
+            logger.warning("ignoring the server's max_frame %r (%s)", limits["max_frame"],
+                           exc)
+    return limits
 
 
 def _refused(host: str, port: int, tls: bool, certfile: str | None,

@@ -1,0 +1,397 @@
+"""The client-side stream object: numpy arrays for script writers.
+
+With :func:`~software.get_connection`, ``conn.root`` is a :class:`RemoteRoot` whose
+``open_file`` returns a :class:`RemoteStream`: every ``get_*`` returns a writable numpy
+array (or False), callbacks receive arrays, ``get_info()`` is a dict::
+
+    with conn.root.open_file("demo.mefd") as svc:     # close() closes it on the server
+        seg = svc.get_stream_segment(2560, 0)         # ndarray, channels x samples
+        seg[0, 3] += 1.0                              # writable
+
+Every attribute of an RPyC proxy is a round trip, so each server method is fetched once
+per stream and kept. The wire form ``(payload, dtype, shape)`` is still what crosses:
+:attr:`RemoteStream.proxy` is the server's view as it is, and plain ``rpyc.connect``
+scripts see nothing of this module.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .. import errors
+from ..transport.wire import decode_segment
+
+__all__ = ["RemoteRoot", "RemoteStream", "as_array", "plain_argument"]
+
+logger = logging.getLogger(__name__)
+
+
+def as_array(value: Any) -> np.ndarray | bool:
+    """A wire value as a writable array, or False.
+
+    Parameters
+    ----------
+    value : tuple, numpy.ndarray or False
+        What the server returned (or a callback received).
+
+    Returns
+    -------
+    numpy.ndarray or False
+        Over the payload the transport received (a ``bytearray``: no copy); copied only
+        when that payload is read-only ``bytes`` (answers under 64 KiB through the
+        socket, TLS).
+
+    Raises
+    ------
+    StreamError
+        The value is a wire error (see :func:`~software.decode_segment`).
+    """
+    data = decode_segment(value)
+    if data is not False and not data.flags.writeable:
+        data = data.copy()
+    return data
+
+
+def plain_argument(value: Any) -> Any:
+    """Lists, tuples and numpy values as tuples and Python scalars, for one round trip.
+
+    A list crosses RPyC as a proxy (the server would fetch every element with a round
+    trip of its own); a tuple of plain values crosses by copy.
+
+    Parameters
+    ----------
+    value : object
+        An argument of a server method.
+
+    Returns
+    -------
+    object
+        Lists, tuples and arrays as tuples (nested ones too), numpy scalars as Python
+        ones; anything else unchanged (the server checks it), so no unbounded iterable
+        is ever walked here.
+    """
+    kind = type(value)
+    if kind is list or kind is tuple:
+        return tuple(plain_argument(v) for v in value)
+    if isinstance(value, np.ndarray):
+        return tuple(plain_argument(v) for v in value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _check_callback(callback: Any) -> None:
+    if callback is not None and not callable(callback):
+        raise errors.InvalidTypeError(
+            f"_callback must be a function taking one argument, or None; a value of type "
+            f"{type(callback).__name__} is not.")
+
+
+class RemoteStream:
+    """This connection's view of one session, handing out numpy arrays.
+
+    Made by ``conn.root.open_file(path)`` on a :func:`~software.get_connection`
+    connection; the methods are those of the server's
+    :class:`~software.server.roots.StreamService`, with values converted at the edge.
+
+    Parameters
+    ----------
+    proxy : rpyc netref
+        The server's view (``open_file``'s answer).
+    root : rpyc netref, optional
+        The root service, for :meth:`close` (``close_file``).
+    path : str, optional
+        The path it was opened with.
+    connection : rpyc.Connection, optional
+        The connection (the iterators use its serving thread).
+
+    Notes
+    -----
+    Callbacks run in the connection's serving thread and receive an array, or, for a
+    read that failed, the rebuilt exception object (nothing is raised in that thread).
+    Other server attributes are reached through the same cache (``svc.anything``).
+    """
+
+    def __init__(self, proxy: Any, root: Any = None, path: str | None = None,
+                 connection: Any = None) -> None:
+        self._proxy = proxy
+        self._root = root
+        self._path = path
+        self._methods: dict[str, Any] = {}
+        self._closed = False
+        #: The connection this stream's calls go through.
+        self.connection = connection
+
+    # ---- plumbing -------------------------------------------------------------------
+
+    @property
+    def proxy(self) -> Any:
+        """The server's view itself (values in the wire form)."""
+        return self._proxy
+
+    @property
+    def path(self) -> str | None:
+        """The path given to ``open_file``."""
+        return self._path
+
+    def _method(self, name: str) -> Any:
+        """The server's bound method ``name``, fetched once (one round trip)."""
+        if self._closed:
+            raise errors.ServiceClosedError(
+                f"{self._path!r} was closed on this connection; open it again with "
+                f"open_file().")
+        method = self._methods.get(name)
+        if method is None:
+            method = self._methods[name] = getattr(self._proxy, name)
+        return method
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self._method(name)
+
+    @staticmethod
+    def _deliver(callback: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
+        """Wrap ``callback`` so that it receives an array or an exception object."""
+        _check_callback(callback)
+        if callback is None:
+            return None
+
+        def deliver(value):  # in the connection's serving thread
+            try:
+                data = as_array(value)
+            except errors.StreamError as exc:
+                data = exc
+            return callback(data)
+
+        return deliver
+
+    # ---- settings -------------------------------------------------------------------
+
+    def get_info(self) -> dict[str, Any]:
+        """Describe the session and this view's settings.
+
+        Returns
+        -------
+        dict
+            ``path``, ``channels``, ``all_channels``, ``fs``, ``rates``, ``start_uutc``,
+            ``end_uutc``, ``n_samples``, ``units``, ``segment_seconds``,
+            ``segment_samples``, ``n_segments``, ``gaps``, ``growing`` (see the README).
+        """
+        return dict(self._method("get_info")())
+
+    def set_active_channels(self, names: Any = None) -> tuple[str, ...]:
+        """Choose the channels (and their order) of every later segment.
+
+        Parameters
+        ----------
+        names : list or tuple of str, str, or None
+            Channel names; empty or None selects the default (sent as one tuple).
+
+        Returns
+        -------
+        tuple of str
+            The active channels.
+
+        Raises
+        ------
+        UnknownChannelError, InvalidArgumentError, MixedRateError
+            As the server's ``set_active_channels``.
+        """
+        return self._method("set_active_channels")(plain_argument(names))
+
+    def set_segment_size(self, seconds: float) -> int:
+        """Set the segment length of :meth:`get_segment` in seconds.
+
+        Parameters
+        ----------
+        seconds : float
+            Segment length (> 0; rounded to whole samples).
+
+        Returns
+        -------
+        int
+            Number of segments.
+        """
+        return self._method("set_segment_size")(plain_argument(seconds))
+
+    # ---- data -----------------------------------------------------------------------
+
+    def get_segment(self, index: int, _callback: Callable | None = None) -> np.ndarray | bool:
+        """The ``index``-th segment of the current size (channels x samples).
+
+        Parameters
+        ----------
+        index : int
+            0 <= index < n_segments.
+        _callback : callable, optional
+            Called with the array when it was not ready (then False is returned now).
+
+        Returns
+        -------
+        numpy.ndarray or False
+            Writable; False when the data will come through ``_callback``.
+        """
+        return as_array(self._method("get_segment")(plain_argument(index),
+                                                    self._deliver(_callback)))
+
+    def get_stream_segment(self, _range: int, _startIndex: int,
+                           _callback: Callable | None = None) -> np.ndarray | bool:
+        """``_range`` samples of every active channel from grid index ``_startIndex``.
+
+        Parameters
+        ----------
+        _range : int
+            Number of samples (> 0); fewer near the end.
+        _startIndex : int
+            Grid index from the session start.
+        _callback : callable, optional
+            Called with the array (or the exception of a failed read) when not ready.
+
+        Returns
+        -------
+        numpy.ndarray or False
+            (channels, samples), writable; False past the end, or when the data will
+            come through ``_callback``.
+        """
+        return as_array(self._method("get_stream_segment")(
+            plain_argument(_range), plain_argument(_startIndex), self._deliver(_callback)))
+
+    def get_row_segment(self, _row: int | str, _range: int, _startIndex: int,
+                        _callback: Callable | None = None) -> np.ndarray | bool:
+        """``_range`` samples of one channel from grid index ``_startIndex``.
+
+        Parameters
+        ----------
+        _row : int or str
+            Index into the active channels, or a channel name.
+        _range, _startIndex, _callback
+            As in :meth:`get_stream_segment`.
+
+        Returns
+        -------
+        numpy.ndarray or False
+            1-D (samples), writable, or False as for :meth:`get_stream_segment`.
+        """
+        return as_array(self._method("get_row_segment")(
+            plain_argument(_row), plain_argument(_range), plain_argument(_startIndex),
+            self._deliver(_callback)))
+
+    def get_time_segment(self, start_uutc: int, stop_uutc: int,
+                         _callback: Callable | None = None) -> np.ndarray | bool:
+        """Every active channel in ``[start_uutc, stop_uutc)`` (NaN outside the data).
+
+        Parameters
+        ----------
+        start_uutc, stop_uutc : int
+            Microseconds since the epoch.
+        _callback : callable, optional
+            As in :meth:`get_stream_segment`.
+
+        Returns
+        -------
+        numpy.ndarray or False
+            Writable; False when the window is entirely outside the recording.
+        """
+        return as_array(self._method("get_time_segment")(
+            plain_argument(start_uutc), plain_argument(stop_uutc), self._deliver(_callback)))
+
+    # ---- lifetime -------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close this view on the server (``close_file``); idempotent, quiet if the
+        connection is gone."""
+        if self._closed:
+            return
+        self._closed = True
+        self._methods.clear()
+        if self._root is None or self._path is None:
+            return
+        try:
+            self._root.close_file(self._path)
+        except (EOFError, ConnectionError, OSError) as exc:
+            logger.debug("closing %r: connection already gone (%r)", self._path, exc)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def __enter__(self) -> RemoteStream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<RemoteStream {self._path!r} {state}>"
+
+
+class RemoteRoot:
+    """``conn.root`` of a :func:`~software.get_connection` connection.
+
+    ``open_file`` returns a :class:`RemoteStream`; every other attribute is the root
+    service's own (``list_open_files``, ``close_file``, ``get_stats``, ``get_limits``,
+    or the stream methods of a session served at the root), fetched once and kept.
+
+    Parameters
+    ----------
+    proxy : rpyc netref
+        The connection's root service.
+    connection : rpyc.Connection, optional
+        The connection, handed to the streams.
+    """
+
+    def __init__(self, proxy: Any, connection: Any = None) -> None:
+        self._proxy = proxy
+        self._methods: dict[str, Any] = {}
+        #: The connection (handed to the streams and the iterators).
+        self.connection = connection
+
+    @property
+    def proxy(self) -> Any:
+        """The root service itself."""
+        return self._proxy
+
+    def _method(self, name: str) -> Any:
+        method = self._methods.get(name)
+        if method is None:
+            method = self._methods[name] = getattr(self._proxy, name)
+        return method
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self._method(name)
+
+    def open_file(self, path: str, password: str | None = None) -> RemoteStream:
+        """Open a session; returns this connection's view of it as a :class:`RemoteStream`.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Session directory, relative to the data root (or absolute, inside it).
+        password : str, optional
+            Level-2 password of an encrypted session.
+
+        Returns
+        -------
+        RemoteStream
+
+        Raises
+        ------
+        NotMefSessionError, OutsideDataRootError, WrongPasswordError
+            As the server's ``open_file``.
+        """
+        if isinstance(path, os.PathLike):
+            path = os.fspath(path)  # by copy: a Path object would cross as a proxy
+        proxy = self._method("open_file")(path, password)
+        return RemoteStream(proxy, self, path, self.connection)
+
+    def __repr__(self) -> str:
+        return f"<RemoteRoot of {self.connection!r}>"
