@@ -21,6 +21,7 @@ import importlib
 _HOME = {
     "StreamRowIterator": "client.iterators", "StreamSegmentIterator": "client.iterators",
     "get_connection": "client.connect", "MefStreamServer": "server.server",
+    "RemoteStream": "client.stream", "RemoteRoot": "client.stream",
     "decode_segment": "transport.wire", "encode_segment": "transport.wire",
     **{name: "errors" for name in (
         "CorruptSessionError", "InvalidArgumentError", "InvalidRangeError",

@@ -53,7 +53,7 @@ def no_netrefs(value) -> bool:
         return False
     if isinstance(value, (tuple, list)):
         return all(no_netrefs(v) for v in value)
-    return isinstance(value, (bytes, str, int, float, bool, type(None)))
+    return isinstance(value, (bytes, bytearray, str, int, float, bool, type(None)))
 
 
 # ---- binding ---------------------------------------------------------------------------------
@@ -99,12 +99,13 @@ def test_other_interface_without_tls_logs_a_warning(data_root, caplog):
 
 @pytest.fixture
 def view(conn):
-    return conn.root.open_file("main.mefd")
+    """The server's view itself (the proxy behind get_connection's RemoteStream)."""
+    return conn.root.open_file("main.mefd").proxy
 
 
 @pytest.mark.parametrize("name", PRIVATE)
 def test_private_attributes_are_unreachable(conn, view, name):
-    for obj in (conn.root, view):
+    for obj in (conn.root.proxy, view):
         with pytest.raises(AttributeError):
             raw_getattr(conn, obj, name)
         with pytest.raises(AttributeError):
@@ -113,14 +114,15 @@ def test_private_attributes_are_unreachable(conn, view, name):
 
 @pytest.mark.parametrize("name", METHOD_PRIVATE)
 def test_bound_methods_give_nothing_away(conn, view, name):
-    for method in (conn.root.open_file, conn.root.list_open_files, view.get_info,
+    root = conn.root.proxy
+    for method in (root.open_file, root.list_open_files, view.get_info,
                    view.get_stream_segment):
         with pytest.raises(AttributeError):
             raw_getattr(conn, method, name)
 
 
 def test_no_setattr_delattr_pickle_or_plain_access(conn, view):
-    root = conn.root
+    root = conn.root.proxy
     for obj, name in ((root, "_registry"), (view, "_options"), (root, "exposed_open_file"),
                       (view, "get_info"), (view, "segment_seconds")):
         with pytest.raises(AttributeError):
@@ -145,7 +147,7 @@ def test_no_setattr_delattr_pickle_or_plain_access(conn, view):
 
 
 def test_exposed_methods_return_only_copies(conn, view):
-    root = conn.root
+    root = conn.root.proxy
     values = [view.get_info(), view.set_active_channels(["index", "Cz"]),
               view.set_segment_size(3.0), view.get_segment(1), view.get_row_segment(0, 5, 0),
               view.get_stream_segment(5, 0), view.get_time_segment(1_600_000_000_000_000,

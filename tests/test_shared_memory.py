@@ -60,7 +60,8 @@ def mapped(name: str, pid: int | str = "self") -> bool:
 
 
 def is_bytes_segment(value) -> bool:
-    return (type(value) is tuple and len(value) == 3 and type(value[0]) is bytes
+    """The wire form; get_connection receives the payload as a (writable) bytearray."""
+    return (type(value) is tuple and len(value) == 3 and type(value[0]) in (bytes, bytearray)
             and type(value[1]) is str and type(value[2]) is tuple)
 
 
@@ -73,7 +74,7 @@ def test_answers_equal_the_socket_and_mefreader(server, main_ref):
         area = shm.shared_memory
         assert area is not None and sock.shared_memory is None
         assert not named(area.name) and mapped(area.name)     # unlinked, still mapped
-        a, b = shm.root.open_file("main.mefd"), sock.root.open_file("main.mefd")
+        a, b = shm.root.open_file("main.mefd").proxy, sock.root.open_file("main.mefd").proxy
         calls = [
             (lambda s: s.get_stream_segment(3000, 100), main_ref[:, 100:3100]),
             (lambda s: s.get_row_segment(2, 5000, 7), main_ref[2, 7:5007]),
@@ -143,7 +144,8 @@ def test_callbacks_iterators_views_and_connections(data_root, main_path, main_re
         conns = [get_connection(srv.port, host="127.0.0.1") for _ in range(3)]
         try:
             assert all(c.shared_memory is not None for c in conns)
-            main, mixed = (conns[0].root.open_file(p) for p in ("main.mefd", "mixed.mefd"))
+            main, mixed = (conns[0].root.open_file(p).proxy for p in ("main.mefd",
+                                                                       "mixed.mefd"))
             mixed.set_active_channels(["fast2", "fast1"])
             got: dict = {}
             lock = threading.Lock()
@@ -273,7 +275,7 @@ def test_full_area_falls_back_and_is_never_overwritten(server, main_ref):
     try:
         area = conn.shared_memory
         assert area.capacity == 2**20
-        svc = conn.root.open_file("main.mefd")
+        svc = conn.root.open_file("main.mefd").proxy               # the wire form
         before = area.adopted
         big = svc.get_stream_segment(30000, 0)                  # 1.44 MB > the area
         assert is_bytes_segment(big) and same(decode_segment(big), main_ref[:, :30000])
@@ -452,7 +454,7 @@ def test_read_answers_give_their_pages_back(server, main_ref, monkeypatch):
     conn = get_connection(server.port, host="127.0.0.1", shared_memory_mb=8)
     try:
         area = conn.shared_memory
-        svc = conn.root.open_file("main.mefd")
+        svc = conn.root.open_file("main.mefd").proxy               # the wire form
         whole = main_ref.shape[1]                                 # 2.2 MB per answer
         conn.value_hook = None                                    # hold them: 3 regions
         held = [svc.get_stream_segment(whole, 0) for _ in range(3)]
