@@ -54,7 +54,7 @@ class LongSession:
 
     @property
     def name(self) -> str:
-        return (f"long_{self.n_blocks}b_{self.n_channels}ch_{self.fs:g}hz_{self.segments}s"
+        return (f"long2_{self.n_blocks}b_{self.n_channels}ch_{self.fs:g}hz_{self.segments}s"
                 f"_{self.gap_every}g.mefd")
 
     @property
@@ -67,9 +67,12 @@ class LongSession:
 
 
 def signal(ls: LongSession, channel: int) -> np.ndarray:
-    """The samples of one channel: a slow ramp plus the channel number, NaN in the gaps."""
+    """The samples of one channel: a ramp plus the channel number, NaN in the gaps.
+
+    Steps of 0.25 so that precision 2 stores every value exactly (an integer x 0.01).
+    """
     n = ls.seconds_per_channel * int(ls.fs)
-    data = (np.arange(n, dtype=np.float64) % 1000) * 0.01 + channel
+    data = (np.arange(n, dtype=np.float64) % 1000) * 0.25 + channel
     if ls.gap_every:
         per = int(ls.fs)
         idx = np.arange(ls.gap_every - 1, ls.seconds_per_channel, ls.gap_every)
@@ -82,7 +85,7 @@ def ensure_long_session(ls: LongSession, log=print) -> float | None:
 
     Complete means its marker file (``<session>.json``, written last) is there.
     """
-    marker = ls.path + ".json"
+    marker = ls.path + ".json"  # written last: a complete session
     if os.path.exists(marker) and os.path.isdir(ls.path):
         return None
     from mef_tools.io import MefWriter
