@@ -30,7 +30,7 @@ ENTRY = np.dtype([("file_offset", "<i8"), ("start_time", "<i8"), ("start_sample"
                   ("rest", "V16")])
 assert ENTRY.itemsize == ENTRY_BYTES
 #: Entries read at a time when a table is scanned at open.
-SCAN_ENTRIES = 65536
+SCAN_ENTRIES = 16384
 #: Every COARSE-th block's grid offset is kept in memory (8 bytes per COARSE blocks).
 COARSE = 256
 
@@ -82,6 +82,25 @@ class Segment:
                 raise CorruptSessionError(
                     f"{path!r} was truncated or rewritten after the session was opened "
                     f"(inode, size, mtime {want} -> {have}): {_HINT}")
+
+    def chunks(self):
+        """Yield ``(first, view)`` over all entries, SCAN_ENTRIES at a time, through one
+        reused buffer (views are valid until the next one; start times as stored)."""
+        buf = bytearray(SCAN_ENTRIES * ENTRY_BYTES)
+        fd = os.open(self.tidx, os.O_RDONLY)
+        try:
+            if _identity(os.fstat(fd)) != self.identity:
+                self.check()
+            for lo in range(0, self.n_blocks, SCAN_ENTRIES):
+                k = min(SCAN_ENTRIES, self.n_blocks - lo)
+                view = memoryview(buf)[:k * ENTRY_BYTES]
+                got = os.preadv(fd, [view], HEADER_BYTES + lo * ENTRY_BYTES)
+                if got != len(view):
+                    raise CorruptSessionError(f"{self.tidx!r} ended inside block entry "
+                                              f"{lo + got // ENTRY_BYTES}: {_HINT}")
+                yield lo, np.frombuffer(view, dtype=ENTRY)
+        finally:
+            os.close(fd)
 
     def entries(self, lo: int, hi: int) -> np.ndarray:
         """Entries ``[lo, hi)`` of this segment (local block numbers), checked, with their
@@ -156,16 +175,15 @@ class ChannelTable:
         prev_time = prev_end = None
         for seg in self.segments:
             data_needed = 0
-            for lo in range(0, seg.n_blocks, SCAN_ENTRIES):
-                e = seg.entries(lo, min(lo + SCAN_ENTRIES, seg.n_blocks))
-                times = e["start_time"].astype(np.int64) + self.time_shift
+            for lo, e in seg.chunks():
+                times = memory_times(e["start_time"], seg.time_offset) + self.time_shift
                 n = e["number_of_samples"].astype(np.int64)
                 ends = times + np.round(n * 1e6 / self.fs).astype(np.int64)
-                starts_prev = np.concatenate(([prev_end], ends[:-1])) if prev_end is not None \
+                prev_ends = np.concatenate(([prev_end], ends[:-1])) if prev_end is not None \
                     else ends[:-1]
                 nxt = times if prev_end is not None else times[1:]
-                idx = np.nonzero(nxt - starts_prev >= period)[0]
-                gaps.extend((int(starts_prev[i]), int(nxt[i])) for i in idx)
+                idx = np.nonzero(nxt - prev_ends >= period)[0]
+                gaps.extend((int(prev_ends[i]), int(nxt[i])) for i in idx)
                 all_t = np.concatenate(([prev_time], times)) if prev_time is not None else times
                 if self.increasing and np.any(np.diff(all_t) <= 0):
                     self.increasing = False
