@@ -66,9 +66,10 @@ def test_not_a_session(data_root):
 
 
 @pytest.mark.parametrize("fs", [256.0, 250.0, 333.3, 1000.0])
-def test_time_range_reads_equal_sample_range_reads(tmp_path, fs):
-    """Where read_grid uses pymef's time-range read it returns what sample-range reads give:
-    gaps, a new segment after a pause, a new segment that starts where the last one ended."""
+def test_every_block_edge_matches_mefreader(tmp_path, fs):
+    """Reads that start or end at every block edge (and one sample either side) equal the
+    whole-recording read: gaps, a new segment after a pause, a new segment that starts
+    exactly where the last one ended, runs of blocks split where the file is not contiguous."""
     rng = np.random.default_rng(7 + int(fs))
     n = int(fs * 100)
     data = np.round(rng.standard_normal((2, n)) * 100, 2)
@@ -78,20 +79,23 @@ def test_time_range_reads_equal_sample_range_reads(tmp_path, fs):
     path = write_session(tmp_path / "t.mefd", {"a": data[0], "b": data[1]}, fs, START,
                          new_segment_at=[(int(fs * 50), START + 55_000_000),
                                          (touching, touching_uutc)])
-    with MefSessionFile(path) as fast, MefSessionFile(path, time_reads=False) as exact:
-        group = fast.info.group(fs)
+    ref = reference(path, ["a", "b"])
+    with MefSessionFile(path) as session:
+        table = session._tables["a"]
+        assert len(table.segments) == 3
+        group = session.info.group(fs)
         size = group.n_samples
-        # pairs of block edges (6 of them), one sample either side, and random ranges
-        layout = fast._layout("a")[0]
-        edges = sorted({int(e) for o, k in zip(layout.offsets, layout.n) for e in (o, o + k)})
-        edges = rng.choice(edges, min(6, len(edges)), replace=False)
-        ranges = {(max(a + da, 0), min(b + db, size)) for a in edges for b in edges
-                  for da in (-1, 0, 1) for db in (-1, 0, 1)}
-        ranges |= {tuple(sorted(rng.integers(0, size + 1, 2))) for _ in range(40)}
-        for a, b in sorted(ranges):
-            if a >= b:
-                continue
-            assert same(fast.read_grid(["a", "b"], a, b), exact.read_grid(["a", "b"], a, b)), \
-                (fs, a, b)
-        assert fast.reads["time"] >= 10, fast.reads   # the time path is taken, and checked
-        assert exact.reads["time"] == 0
+        b = table.blocks(0, table.n_blocks)
+        x = (b["times"] - group.start_uutc) / 1e6 * fs
+        offsets = np.where(x >= 0, x + 0.5, x - 0.5).astype(np.int64)
+        edges = sorted({int(e) for o, k in zip(offsets, b["n"]) for e in (o, o + k)})
+        for edge in edges:
+            for d in (-1, 0, 1):
+                for a, z in ((0, edge + d), (edge + d, size), (edge + d, edge + d + 7)):
+                    a, z = max(a, 0), min(z, size)
+                    if a < z:
+                        assert same(session.read_grid(["a", "b"], a, z), ref[:, a:z]), (fs, a, z)
+        before = session.reads["blocks"]
+        session.read_grid(["a"], 0, size)
+        # a whole-channel read decodes each block once (no extra block at a boundary)
+        assert session.reads["blocks"] - before == table.n_blocks

@@ -1,49 +1,40 @@
-"""MEF3 access: the only module that imports pymef and mef_tools.
+"""MEF3 access: the only module that reads samples with pymef.
 
 It runs inside reader processes (pymef holds the GIL and keeps process-global state), never
 in the server process. :class:`MefSessionFile` reads any slice of the sample grid of a rate
 group bit-exactly as ``MefReader.get_data(channels, start_uutc, end_uutc)`` would place it
 in a whole-recording read::
 
-    block table (TOC) --> grid offset of every MEF block (pymef's own rounding)
-    one sample-range read per channel --> blocks copied to their offsets --> x ufact
+    block tables (.tidx, read by pread) --> grid offset of each block near the slice
+    (pymef's own rounding) --> runs of consecutive blocks --> one pymef read per run
+    (:mod:`.pymef_window`) --> blocks copied to their offsets --> x ufact
 
+Opening costs O(channels x segments) memory: no block table is held (see
+:mod:`.block_table`); the one scan at open keeps gaps and every 256th block's time.
 Reading windows with ``get_data(t0, t1)`` instead would not do: pymef re-rounds each block's
 offset against ``t0`` (a block at exactly x.5 samples moves by one when ``t0`` changes) and
 drops a middle block that ends exactly at ``t1``.
-
-A sample-range read decodes one block more than it returns when it ends on a block boundary
-(pymef takes the block starting at the end time as the last one): 7 blocks for a 60 s read
-of 10 s blocks, 15% of a reader's time. Where the blocks of a read are contiguous and on the
-grid, pymef's time-range read places every sample exactly where the sample-range read would
-and decodes no extra block, so :meth:`MefSessionFile.read_grid` uses it there
-(:func:`_time_range` checks each condition of pymef 1.4.8's algorithm).
 """
 from __future__ import annotations
 
 import logging
 import os
-import warnings
+
 from collections.abc import Sequence
 
 import numpy as np
-import pymef
-from pymef.mef_file.pymef3_file import check_mef_password
-from pymef.mef_session import MefSession
+from pymef.mef_file.pymef3_file import check_mef_password, clean_mef_session_metadata
 
 from ..errors import CorruptSessionError, NotMefSessionError, WrongPasswordError
 from ..validation import as_password
+from .block_table import ChannelTable, Segment, read_entry_count
 from .metadata import ChannelInfo, RateGroup, SessionInfo
+from .pymef_window import PymefChannel, read_shadow_metadata
 
 logger = logging.getLogger(__name__)
 
 _MEF_SUFFIXES = (".tmet", ".tidx", ".tdat")
 _UNIVERSAL_HEADER_BYTES = 1024
-_INDEX_ENTRY_BYTES = 56
-
-#: The pymef version whose time-range read :func:`_time_range` was checked against; with
-#: any other version every read is a sample-range read (exact, one block slower).
-TIME_READS_PYMEF = "1.4.8"
 
 
 def _check_session_dir(path: str) -> None:
@@ -85,123 +76,55 @@ def _check_password(path: str, password: str | None) -> bool:
     return max(levels) > 0
 
 
-def _check_data_files(path: str, session_md: dict) -> None:
-    """Refuse a session whose files are shorter than its metadata says.
-
-    pymef does not check file sizes: it reads a truncated ``.tidx`` past its end (garbage
-    block offsets), silently skips a segment whose ``.tdat`` holds only a header, and
-    crashes (SIGSEGV) reading a block of a truncated ``.tdat``. These checks turn each case
-    into a :class:`CorruptSessionError` when the session is opened.
-    """
-    hint = "the session is truncated or damaged; copy it again."
-    for channel, meta in session_md["time_series_channels"].items():
-        folder = os.path.join(path, f"{channel}.timd")
-        on_disk = {n[:-5] for n in os.listdir(folder) if n.endswith(".segd")}
-        missing = sorted(on_disk - set(meta["segments"]))
-        if missing:
-            raise CorruptSessionError(f"segment {missing[0]!r} of channel {channel!r} in "
-                                      f"{path!r} could not be read: {hint}")
-        for segment, seg in meta["segments"].items():
-            index = seg["indices"]
-            base = os.path.join(folder, f"{segment}.segd", segment)
-            sizes = {}
-            for ext in (".tidx", ".tdat"):
-                try:
-                    sizes[ext] = os.path.getsize(base + ext)
-                except OSError:
-                    sizes[ext] = -1
-            needed = {".tidx": _UNIVERSAL_HEADER_BYTES + _INDEX_ENTRY_BYTES * len(index)}
-            if sizes[".tidx"] >= needed[".tidx"] and len(index):
-                needed[".tdat"] = int((index["file_offset"].astype(np.int64)
-                                       + index["block_bytes"].astype(np.int64)).max())
-            for ext, size in needed.items():
-                if sizes[ext] < size:
-                    raise CorruptSessionError(f"{base + ext!r} holds {max(sizes[ext], 0)} bytes "
-                                              f"but the session's metadata needs {size}: {hint}")
+def _segment_names(folder: str, channel: str, channel_md: dict, path: str) -> list[str]:
+    """The channel's segments in order; every one on disk must be in the metadata."""
+    on_disk = {n[:-5] for n in os.listdir(folder) if n.endswith(".segd")}
+    names = sorted(channel_md["segments"])
+    missing = sorted(on_disk - set(names))
+    if missing:
+        raise CorruptSessionError(f"segment {missing[0]!r} of channel {channel!r} in "
+                                  f"{path!r} could not be read: the session is truncated or "
+                                  f"damaged; copy it again.")
+    return names
 
 
-def _channel_gaps(toc: np.ndarray, fs: float) -> tuple[tuple[int, int], ...]:
-    """Discontinuities between consecutive MEF blocks, as (start_uutc, stop_uutc) pairs."""
-    n, times = toc[1], toc[3]
-    ends = times[:-1] + np.round(n[:-1] * 1e6 / fs).astype(np.int64)
-    period = 1e6 / fs
-    idx = np.nonzero(times[1:] - ends >= period)[0]
-    return tuple((int(ends[i]), int(times[i + 1])) for i in idx)
-
-
-class _ChannelLayout:
-    """Where each MEF block of one channel lands on the grid of its rate group."""
-
-    __slots__ = ("name", "ufact", "offsets", "n", "first_sample", "kept", "times", "fs",
-                 "segment", "segment_bounds", "increasing")
-
-    def __init__(self, name: str, ufact: float, toc: np.ndarray, time_shift: int,
-                 group: RateGroup, segment_sizes: Sequence[int]) -> None:
-        self.name = name
-        self.ufact = ufact
-        self.fs = group.fs
-        self.n = toc[1].astype(np.int64)
-        self.first_sample = toc[2].astype(np.int64)
-        times = toc[3].astype(np.int64) + time_shift
-        self.times = times
-        # TOC column -> segment, and each segment's first and last column
-        self.segment = np.repeat(np.arange(len(segment_sizes)), segment_sizes)
-        ends = np.cumsum(segment_sizes)
-        self.segment_bounds = np.stack([ends - np.asarray(segment_sizes), ends - 1], axis=1)
-        self.increasing = bool(np.all(np.diff(times) > 0))
-        x = ((times - group.start_uutc) / 1000000.0) * group.fs
-        self.offsets = np.where(x >= 0, x + 0.5, x - 0.5).astype(np.int64)
-        # pymef skips a middle block that reaches the end of the read window; in the
-        # whole-recording read this can only hit a malformed file, but we mirror it.
-        ends = times + (self.n / group.fs) * 1e6
-        kept = ends < group.end_uutc
-        if kept.size:
-            kept[0] = kept[-1] = True
-        self.kept = kept
-
-
-def _time_range(layout: _ChannelLayout, hit: np.ndarray) -> tuple[int, int] | None:
-    """``(start_uutc, end_uutc)`` whose time-range read equals the sample-range read of the
-    blocks ``hit``, or None where that is not certain.
-
-    Follows ``read_mef_ts_data`` of pymef 1.4.8 with ``times_specified``: one segment is
-    chosen, the first block is the last one starting at or before ``start_uutc``, every
-    block lands at ``int((t - start_uutc) / 1e6 * fs + 0.5)``, a middle block ending at or
-    after ``end_uutc`` stops the middle loop and is decoded as the last block.
-    """
-    h0, hk = int(hit[0]), int(hit[-1])
-    if hk - h0 + 1 != hit.size or hit.size < 2 or not layout.increasing:
-        return None  # a skipped block inside, a single block (no gain), or blocks out of order
-    seg = int(layout.segment[h0])
-    if int(layout.segment[hk]) != seg:
-        return None
-    seg_first, seg_last = (int(v) for v in layout.segment_bounds[seg])
-    n_segments = len(layout.segment_bounds)
-    # a neighbouring segment touching the range would take part in pymef's segment search
-    if (h0 == seg_first and seg > 0) or (hk == seg_last and seg < n_segments - 1):
-        return None
-    fs, n, times = layout.fs, layout.n[h0:hk + 1], layout.times[h0:hk + 1]
-    rel = layout.first_sample[h0:hk + 1] - layout.first_sample[h0]
-    if not np.array_equal(rel[1:], np.cumsum(n[:-1])):
-        return None  # stored samples not contiguous
-    t0 = int(times[0])
-    if not np.array_equal(((times - t0) / 1000000.0 * fs + 0.5).astype(np.int64), rel):
-        return None  # pymef would place a block elsewhere
-    span = int(rel[-1] + n[-1])
-    t1 = int(times[-1]) + int(round(n[-1] * 1000000.0 / fs))
-    if int((t1 - t0) / 1000000.0 * fs + 0.5) != span:
-        return None  # pymef would return another number of samples
-    if hk < seg_last and layout.times[hk + 1] < t1:
-        return None  # the next block would start inside the range
-    if np.any(times[1:-1] + (n[1:-1] / fs) * 1e6 >= t1):
-        return None  # a middle block would end the middle loop early
-    return t0, t1
+def _channel_table(path: str, channel: str, channel_md: dict, names: list[str],
+                   fs: float, start_uutc: int) -> ChannelTable:
+    """Scan the block tables of one channel (bounded memory) into a ChannelTable."""
+    folder = os.path.join(path, f"{channel}.timd")
+    segments, first = [], 0
+    for name in names:
+        base = os.path.join(folder, f"{name}.segd", name)
+        tidx, tdat = base + ".tidx", base + ".tdat"
+        n_blocks = read_entry_count(tidx)
+        st_idx, st_dat = os.stat(tidx), os.stat(tdat)
+        needed = _UNIVERSAL_HEADER_BYTES + 56 * n_blocks
+        if n_blocks < 0 or st_idx.st_size < needed:
+            raise CorruptSessionError(
+                f"{tidx!r} holds {st_idx.st_size} bytes but its header lists {n_blocks} "
+                f"blocks ({needed} bytes): the session is truncated or damaged; copy it again.")
+        s2 = channel_md["segments"][name]["section_2"]
+        offset = int(channel_md["segments"][name]["section_3"]["recording_time_offset"][0])
+        segments.append(Segment(tidx, tdat, n_blocks, int(s2["start_sample"][0]), first,
+                                offset, (st_idx.st_ino, st_idx.st_size, st_idx.st_mtime_ns),
+                                (st_dat.st_ino, st_dat.st_size, st_dat.st_mtime_ns)))
+        first += n_blocks
+    table = ChannelTable(channel, segments, fs, 0)
+    if table.n_blocks:
+        # the first block starts at the channel start by definition (pymef's TOC times and
+        # the channel's start time can differ by the recording time offset)
+        first_time = int(segments[0].entries(0, 1)["start_time"][0]) if segments[0].n_blocks \
+            else int(next(s for s in segments if s.n_blocks).entries(0, 1)["start_time"][0])
+        table.time_shift = start_uutc - first_time
+        table.scan()
+    return table
 
 
 class MefSessionFile:
     """An open MEF3 session inside one reader process.
 
     Not thread-safe, and pymef keeps global state: use one per process, from one thread.
+    Opening holds O(channels x segments) memory whatever the number of blocks.
 
     Parameters
     ----------
@@ -210,9 +133,8 @@ class MefSessionFile:
     password : str, optional
         Level-2 (data) password; ``None`` for an unencrypted session.
     time_reads : bool, optional
-        Use pymef's time-range read where it is exact (see the module docstring); False
-        makes every read a sample-range read. Ignored with a pymef other than
-        :data:`TIME_READS_PYMEF`.
+        Kept for compatibility and ignored: every read decodes exactly the blocks it needs
+        (pymef's time-range read is no longer used).
 
     Raises
     ------
@@ -222,71 +144,64 @@ class MefSessionFile:
         The password is missing, wrong, only the level-1 password, or longer than a MEF3
         password can be.
     CorruptSessionError
-        pymef could not read the metadata.
+        pymef could not read the metadata, or a file is shorter than its metadata says.
     """
 
     def __init__(self, path: str, password: str | None = None, time_reads: bool = True) -> None:
         self.path = os.path.abspath(path)
+        self._md = None
         _check_session_dir(self.path)
         password = as_password("password", password)  # pymef overflows a 16-byte buffer
         encrypted = _check_password(self.path, password)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                self._session = MefSession(self.path, password, True, check_all_passwords=False)
-                basic = self._session.read_ts_channel_basic_info()
-                tocs = {b["name"]: self._session.get_channel_toc(b["name"]) for b in basic}
+            self._md = read_shadow_metadata(self.path, password)
+            channels_md = self._md["time_series_channels"]
+            names = sorted(channels_md)
         except (OSError, RuntimeError, KeyError, ValueError, IndexError, TypeError) as exc:
             raise CorruptSessionError(
                 f"session {self.path!r} could not be read ({exc}); check that no file of it "
                 f"is truncated or damaged.") from exc
-        _check_data_files(self.path, self._session.session_md)
+        try:
+            self._open_channels(channels_md, names, encrypted)
+        except BaseException:
+            self.close()
+            raise
+        self.time_reads = False
+        self.reads = {"time": 0, "sample": 0, "blocks": 0}
+        self._groups: dict[float, RateGroup] = {}
+
+    def _open_channels(self, channels_md: dict, names: list[str], encrypted: bool) -> None:
         channels = []
-        self._time_shift: dict[str, int] = {}
-        for b in basic:
-            name, toc = b["name"], tocs[b["name"]]
-            if len(b["fsamp"]) != 1 or toc.shape[1] == 0:
+        self._tables: dict[str, ChannelTable] = {}
+        self._pymef: dict[str, PymefChannel] = {}
+        for name in names:
+            md = channels_md[name]
+            s2, spec = md["section_2"], md["channel_specific_metadata"]
+            folder = os.path.join(self.path, f"{name}.timd")
+            seg_names = _segment_names(folder, name, md, self.path)
+            fs = float(s2["sampling_frequency"][0])
+            start, end = int(spec["earliest_start_time"][0]), int(spec["latest_end_time"][0])
+            table = _channel_table(self.path, name, md, seg_names, fs, start)
+            if table.n_blocks == 0:
                 raise CorruptSessionError(
-                    f"channel {name!r} of {self.path!r} has {len(b['fsamp'])} sampling rates "
-                    f"and {toc.shape[1]} blocks; mefstream needs one rate and some data.")
-            fs = float(b["fsamp"][0])
-            start, end = int(b["start_time"][0]), int(b["end_time"][0])
-            # TOC times carry the recording time offset when the file has one; the basic
-            # info does not. The first block starts at the channel start by definition.
-            self._time_shift[name] = start - int(toc[3, 0])
-            shifted = toc.copy()
-            shifted[3] += self._time_shift[name]
-            unit = b["unit"][0]
+                    f"channel {name!r} of {self.path!r} has no blocks; mefstream needs some "
+                    f"data in every channel.")
+            self._tables[name] = table
+            self._pymef[name] = PymefChannel(name, md, seg_names, folder)
+            unit = s2["units_description"][0]
             channels.append(ChannelInfo(
                 name=name, fs=fs, start_uutc=start, end_uutc=end,
                 units=unit.decode(errors="replace") if isinstance(unit, bytes) else str(unit),
-                ufact=float(b["ufact"][0]), n_stored=int(b["nsamp"][0]),
-                gaps=_channel_gaps(shifted, fs)))
+                ufact=float(s2["units_conversion_factor"][0]),
+                n_stored=int(s2["number_of_samples"][0]), gaps=table.gaps))
         self.info = SessionInfo(path=self.path, channels=tuple(channels), encrypted=encrypted)
-        self._tocs = tocs
-        self._segment_sizes = {
-            name: [self._session.session_md["time_series_channels"][name]["segments"][seg]
-                   ["TOC"].shape[1]
-                   for seg in sorted(self._session.session_md["time_series_channels"][name]
-                                     ["segments"])]
-            for name in tocs}
-        self.time_reads = time_reads and pymef.__version__ == TIME_READS_PYMEF
-        self.reads = {"time": 0, "sample": 0}
-        self._layouts: dict[tuple[str, float], _ChannelLayout] = {}
-        self._groups: dict[float, RateGroup] = {}
 
-    def _layout(self, name: str) -> tuple[_ChannelLayout, RateGroup]:
-        ch = self.info.channel(name)
-        group = self._groups.get(ch.fs)
+    def _group(self, name: str) -> RateGroup:
+        fs = self.info.channel(name).fs
+        group = self._groups.get(fs)
         if group is None:
-            group = self._groups[ch.fs] = self.info.group(ch.fs)
-        key = (name, ch.fs)
-        layout = self._layouts.get(key)
-        if layout is None:
-            layout = self._layouts[key] = _ChannelLayout(
-                name, ch.ufact, self._tocs[name], self._time_shift[name], group,
-                self._segment_sizes[name])
-        return layout, group
+            group = self._groups[fs] = self.info.group(fs)
+        return group
 
     def read_grid(self, names: Sequence[str], start: int, stop: int,
                   out: np.ndarray | None = None) -> np.ndarray:
@@ -307,61 +222,92 @@ class MefSessionFile:
             float64 array of shape ``(len(names), stop - start)``, NaN where there is no
             data, equal to the same slice of ``MefReader.get_data(names, start_uutc,
             end_uutc)``.
+
+        Raises
+        ------
+        CorruptSessionError
+            A file of the session was truncated or rewritten since it was opened.
         """
+        if self._md is None:
+            raise ValueError(f"session {self.path!r} is closed; open it again")
         if out is None:
             out = np.empty((len(names), stop - start))
         for row, name in enumerate(names):
-            layout, group = self._layout(name)
+            group = self._group(name)
             if not 0 <= start < stop <= group.n_samples:
                 raise ValueError(f"grid range [{start}, {stop}) outside [0, {group.n_samples})")
-            self._fill(out[row], layout, start, stop, group.n_samples)
+            self._fill(out[row], name, group, start, stop)
         return out
 
-    def _fill(self, dest: np.ndarray, layout: _ChannelLayout, start: int, stop: int,
-              n_grid: int) -> None:
-        offsets, n = layout.offsets, layout.n
-        hit = np.nonzero((offsets < stop) & (offsets + n > start) & layout.kept)[0]
+    def _fill(self, dest: np.ndarray, name: str, group: RateGroup, start: int,
+              stop: int) -> None:
+        table, n_grid = self._tables[name], group.n_samples
+        lo, hi = table.candidates(start, stop, group.start_uutc)
+        if lo >= hi:
+            dest[:] = np.nan
+            return
+        b = table.blocks(lo, hi)
+        table.check_coarse(lo, b["times"])
+        n, times = b["n"], b["times"]
+        x = ((times - group.start_uutc) / 1000000.0) * group.fs
+        offsets = np.where(x >= 0, x + 0.5, x - 0.5).astype(np.int64)
+        # pymef skips a middle block that reaches the end of the whole-recording window
+        kept = times + (n / group.fs) * 1e6 < group.end_uutc
+        number = np.arange(lo, hi)
+        kept |= (number == 0) | (number == table.n_blocks - 1)
+        hit = np.nonzero((offsets < stop) & (offsets + n > start) & kept)[0]
         if hit.size == 0:
             dest[:] = np.nan
             return
-        first = int(layout.first_sample[hit[0]])
-        last = int(layout.first_sample[hit[-1]] + n[hit[-1]])
-        times = _time_range(layout, hit) if self.time_reads else None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if times is not None:
-                self.reads["time"] += 1
-                stored = self._session.read_ts_channels_uutc(layout.name, list(times))
-            else:
-                self.reads["sample"] += 1
-                stored = self._session.read_ts_channels_sample(layout.name, [first, last])
-        if stored is None or len(stored) != last - first:
-            raise CorruptSessionError(
-                f"channel {layout.name!r} of {self.path!r}: expected {last - first} stored "
-                f"samples from {first}, got {0 if stored is None else len(stored)}; the "
-                f"session's data files look truncated.")
-        if not layout.increasing:  # blocks out of time order: holes may lie anywhere
+        if not table.increasing:  # blocks out of time order: holes may lie anywhere
             dest[:] = np.nan
         cursor = 0  # dest[:cursor] is written; what no block covers is NaN
-        for i in hit:
-            off, count = int(offsets[i]), int(n[i])
-            lo, hi = max(off, start, 0), min(off + count, stop, n_grid)
-            if lo >= hi:
-                continue
-            if lo - start > cursor:
-                dest[cursor:lo - start] = np.nan
-            src = int(layout.first_sample[i]) - first + (lo - off)
-            # the same operation as mef_tools: float64(raw) * ufact
-            np.multiply(stored[src:src + hi - lo], layout.ufact, out=dest[lo - start:hi - start])
-            cursor = max(cursor, hi - start)
+        for run in self._runs(b, hit):
+            stored = self._decode(name, b, run)
+            base = int(b["first_sample"][run[0]])
+            for i in run:
+                off, count = int(offsets[i]), int(n[i])
+                lo_, hi_ = max(off, start, 0), min(off + count, stop, n_grid)
+                if lo_ >= hi_:
+                    continue
+                if lo_ - start > cursor:
+                    dest[cursor:lo_ - start] = np.nan
+                src = int(b["first_sample"][i]) - base + (lo_ - off)
+                # the same operation as mef_tools: float64(raw) * ufact
+                np.multiply(stored[src:src + hi_ - lo_], self.info.channel(name).ufact,
+                            out=dest[lo_ - start:hi_ - start])
+                cursor = max(cursor, hi_ - start)
         dest[cursor:] = np.nan
+
+    @staticmethod
+    def _runs(b: dict, hit: np.ndarray) -> list[np.ndarray]:
+        """Split ``hit`` into runs pymef can decode in one read: consecutive blocks of one
+        segment, back to back in the data file, in stored-sample and time order."""
+        e = b["entries"]
+        off = e["file_offset"].astype(np.int64)
+        nbytes = e["block_bytes"].astype(np.int64)
+        h = hit
+        joined = ((h[1:] == h[:-1] + 1) & (b["segment"][h[1:]] == b["segment"][h[:-1]])
+                  & (off[h[1:]] == off[h[:-1]] + nbytes[h[:-1]])
+                  & (b["first_sample"][h[1:]] == b["first_sample"][h[:-1]] + b["n"][h[:-1]])
+                  & (b["times"][h[1:]] > b["times"][h[:-1]]))
+        return np.split(h, np.nonzero(~joined)[0] + 1)
+
+    def _decode(self, name: str, b: dict, run: np.ndarray) -> np.ndarray:
+        segment = int(b["segment"][run[0]])
+        seg = self._tables[name].segments[segment]
+        seg.check()
+        stored = self._pymef[name].read(segment, b["entries"][run[0]:run[-1] + 1])
+        seg.check()  # changed while pymef read it: the samples may be wrong
+        self.reads["sample"] += 1
+        self.reads["blocks"] += len(run)
+        return stored
 
     def close(self) -> None:
         """Release pymef's metadata for this session (idempotent)."""
-        session = getattr(self, "_session", None)
-        if session is not None:
-            session.close()
-            self._session = None
+        md, self._md = self._md, None
+        if md is not None:
+            clean_mef_session_metadata(md["session_specific_metadata"])
 
     def __enter__(self) -> MefSessionFile:
         return self
@@ -370,5 +316,5 @@ class MefSessionFile:
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if getattr(self, "_session", None) is None else "open"
+        state = "closed" if self._md is None else "open"
         return f"<MefSessionFile {self.path!r} {state}, {len(self.info.channels)} channels>"
