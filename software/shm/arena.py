@@ -41,7 +41,7 @@ except ImportError:  # not POSIX: callers fall back to pipes and sockets
 
 from .layout import NAME_RE, PREFIX, SHM_DIR
 
-__all__ = ["Arena", "COMMIT_STEP", "sweep_stale"]
+__all__ = ["COMMIT_STEP", "Arena", "sweep_stale"]
 
 logger = logging.getLogger(__name__)
 
