@@ -2,14 +2,19 @@
 from __future__ import annotations
 
 import gc
+import logging
 import os
+import pathlib
 import threading
 import weakref
 
 import numpy as np
+import psutil
 import pytest
 
 from software.readers.pool import DEMAND, ReaderPool
+from software.readers.processes import FORGET_WINDOW
+from software.readers.worker import _inspect_task
 from tests.util import reference, wait_until
 
 NAMES = ("Cz", "Fp1", "Fp2", "O1", "O2", "index")
@@ -185,3 +190,144 @@ def test_a_read_whose_landing_area_is_gone_comes_through_the_pipe(main_path, ref
             pool._landing.path = real
         assert np.array_equal(got, ref[:, 10:700], equal_nan=True)
         assert pool.reads_landed == 1                # it was reserved in the area
+
+
+# ---- every reader, whichever takes which task (issue 9, fault 8) -------------------------
+
+#: What a probe task returns: the reader's pid and the sessions it has open.
+PROBE = ("(__import__('os').getpid(), sorted({key[0] for key in __import__("
+         "'software.readers.worker', fromlist=['_open_sessions'])._open_sessions}))")
+
+
+class Hold:
+    """A task that keeps one reader busy (blocked reading a FIFO, as in a hung read)
+    until :meth:`release`."""
+
+    def __init__(self, pool: ReaderPool, path) -> None:
+        os.mkfifo(path)
+        self.future = pool._submit_raw(pathlib.Path(path).read_bytes)[0]
+        fds: list[int] = []
+
+        def reader_blocked() -> bool:    # opening the writing end works once it reads
+            try:
+                fds.append(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                return False
+            return True
+
+        wait_until(reader_blocked, timeout=60)
+        self.fd: int | None = fds[0]
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+            self.future.result(timeout=60)
+
+
+def on_each(pool: ReaderPool, directory, submit) -> list:
+    """Run ``submit()`` (a task) once in each of a pool's two readers, the other one held
+    meanwhile; return the results in that order."""
+    os.makedirs(directory, exist_ok=True)
+    first_held = Hold(pool, directory / "a")
+    second_held = Hold(pool, directory / "b")          # the other reader: one is held
+    first = submit()
+    first_held.release()                               # only this reader is free
+    results = [first.result(timeout=60)]
+    again = Hold(pool, directory / "c")                # ... so it holds this one again
+    second_held.release()
+    results.append(submit().result(timeout=60))
+    again.release()
+    return results
+
+
+def probe(pool: ReaderPool):
+    return pool._submit_raw(eval, PROBE)[0]
+
+
+def test_forget_reaches_a_reader_that_ran_none_of_its_tasks(main_path, data_root, tmp_path):
+    mixed = os.path.join(data_root, "mixed.mefd")
+    with ReaderPool(workers=2, landing_mb=0) as pool:
+        pool.warm_up()
+        for path in (main_path, mixed):
+            on_each(pool, tmp_path / f"open-{len(path)}",
+                    lambda p=path: pool._submit_raw(_inspect_task, p, None)[0])
+        states = dict(on_each(pool, tmp_path / "before", lambda: probe(pool)))
+        assert len(states) == 2 and all(v == sorted([main_path, mixed])
+                                        for v in states.values())
+        held = Hold(pool, tmp_path / "held")           # this reader runs no forget task
+        pool.forget(main_path)                         # both tasks go to the other one
+        other, paths = probe(pool).result(timeout=60)
+        assert paths == [mixed]
+        other_held = Hold(pool, tmp_path / "other")
+        late = probe(pool)
+        held.release()                                 # the held reader runs the probe
+        pid, paths = late.result(timeout=60)
+        other_held.release()
+        assert pid != other and paths == [mixed]       # it closed main before the probe
+        # a reader that missed more forgets than a task carries closes everything
+        held = Hold(pool, tmp_path / "held-again")
+        for i in range(FORGET_WINDOW + 1):
+            pool.forget(f"/nowhere/{i}.mefd")
+        other_held = Hold(pool, tmp_path / "other-again")
+        late = probe(pool)
+        held.release()
+        pid, paths = late.result(timeout=60)
+        other_held.release()
+        assert paths == []                             # mixed too, never forgotten
+
+
+def test_open_everywhere_opens_in_every_reader(main_path, tmp_path, monkeypatch):
+    """One reader is busy when a session is opened: the other must not take every
+    opening task; the busy one opens the session as soon as it is free."""
+    import glob
+    import tempfile
+
+    import software.readers.pool as pool_module
+    monkeypatch.setattr(pool_module, "OPEN_EVERYWHERE_WAIT", 60.0)   # however slow
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))         # its rendezvous here
+    with ReaderPool(workers=2, landing_mb=0) as pool:
+        pool.warm_up()
+        assert len(pool.pids()) == 2
+        busy = Hold(pool, tmp_path / "busy")
+        inspected = pool.inspect(main_path, None)     # as the registry does
+        opening = pool.open_everywhere(main_path, None)
+        after = probe(pool)                            # queued behind the opening tasks
+
+        def free_reader_done() -> bool:  # ran every task, or waits for the busy one
+            return after.done() or any(os.listdir(d) for d in
+                                       glob.glob(str(tmp_path / "mefstream-rendezvous-*")))
+
+        wait_until(free_reader_done, timeout=60)
+        busy.release()
+        for fut in opening:
+            fut.result(timeout=60)
+        assert inspected.result(timeout=60).channels and after.result(timeout=60)
+        states = on_each(pool, tmp_path / "probe", lambda: probe(pool))
+        assert len({pid for pid, _ in states}) == 2
+        assert all(paths == [main_path] for _, paths in states), states
+
+
+def test_close_is_bounded_when_a_reader_hangs(tmp_path, caplog):
+    """A reader stuck in a task (as in a hung pymef read): close(timeout) returns, the
+    stuck reader is terminated and no reader process remains."""
+    pool = ReaderPool(workers=2, landing_mb=1)
+    pool.warm_up()
+    pids = pool.pids()
+    landing = pool._landing.path
+    hung = Hold(pool, tmp_path / "hung")               # never released before close
+    closer = threading.Thread(target=pool.close, kwargs={"timeout": 1.0}, daemon=True)
+    try:
+        with caplog.at_level(logging.WARNING, logger="software.readers.processes"):
+            closer.start()
+            closer.join(20)
+        assert not closer.is_alive(), "close(timeout=1.0) still waiting after 20 s"
+    finally:
+        os.close(hung.fd)                              # lets a pre-fix close go on
+    assert len(pids) == 2
+    alive = [p for p in pids if psutil.pid_exists(p)
+             and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert alive == []
+    assert any("terminating" in r.getMessage() for r in caplog.records)
+    assert not os.path.exists(landing) and pool.closed
+    pool.close()                                       # twice: nothing to do

@@ -102,7 +102,19 @@ class SessionRegistry:
         return real
 
     def acquire(self, path: object, password: str | None = None) -> Recording:
-        """Open (or share) the session at ``path``; pair every call with :meth:`release`."""
+        """Open (or share) the session at ``path``; pair every call with :meth:`release`.
+
+        The first caller for a path opens it; callers arriving meanwhile wait (without
+        spinning) on that attempt's future and then share the session, or, if the attempt
+        failed, make their own. Runs in the calling connection's thread.
+
+        Raises
+        ------
+        WrongPasswordError
+            The session is open with another password, or ``password`` does not open it.
+        SessionError
+            The reader process could not open the session (its message names ``path``).
+        """
         real = self.resolve(path)
         password = as_password("password", password)  # before pymef: it overflows on long ones
         digest = _digest(password)
@@ -117,34 +129,41 @@ class SessionRegistry:
                             f"(data) password of the session as password=...")
                     self._open[real] = (recording, known, users + 1)
                     return recording
-                opening = self._opening.get(real)
-                mine = opening is None
-                if mine:
-                    opening = self._opening[real] = self._pool.inspect(real, password)
-                    warming = self._pool.open_everywhere(real, password)
-            try:
-                info = opening.result(timeout=self._open_timeout)
-            except BaseException as exc:
-                if not mine:
-                    continue  # another client's attempt failed; try with our own password
-                with self._lock:
-                    self._opening.pop(real, None)
-                if isinstance(exc, SessionError) and exc.args:
-                    # name the path as the client wrote it, not the server's layout
-                    raise type(exc)(str(exc.args[0]).replace(real, str(path))) from None
-                raise
-            if not mine:
-                continue  # the opener registers it; loop to share it (and check the password)
-            recording = Recording(real, password, info, self._pool, self._cache,
-                                  self._block_seconds)
-            # the other readers opened it meanwhile, so that the first read does not wait
-            # for that (up to ~50 ms per reader); their errors are the reads' to report
-            wait(warming, timeout=self._open_timeout)
+                attempt = self._opening.get(real)
+                if attempt is None:
+                    attempt = self._opening[real] = Future()
+                    break
+            # another caller is opening it: wait for that attempt to end, then look again
+            # (shared if it succeeded; our own attempt, with our password, if it failed)
+            wait([attempt])
+        try:
+            recording = self._open_new(real, password, path)
+            with self._lock:
+                self._open[real] = (recording, digest, 1)
+            logger.info("opened %s: %d channels", self.display_path(real),
+                        len(recording.info.channels))
+            return recording
+        finally:  # whatever happened, the attempt is over: waiters look again
             with self._lock:
                 self._opening.pop(real, None)
-                self._open[real] = (recording, digest, 1)
-            logger.info("opened %s: %d channels", self.display_path(real), len(info.channels))
-            return recording
+            attempt.set_result(None)
+
+    def _open_new(self, real: str, password: str | None, path: object) -> Recording:
+        """Read the metadata of ``real`` in a reader process and make its Recording."""
+        inspecting = self._pool.inspect(real, password)
+        warming = self._pool.open_everywhere(real, password)
+        try:
+            info = inspecting.result(timeout=self._open_timeout)
+        except SessionError as exc:
+            if exc.args:  # name the path as the client wrote it, not the server's layout
+                raise type(exc)(str(exc.args[0]).replace(real, str(path))) from None
+            raise
+        recording = Recording(real, password, info, self._pool, self._cache,
+                              self._block_seconds)
+        # the other readers opened it meanwhile, so that the first read does not wait for
+        # that (up to ~50 ms per reader); their errors are the reads' to report
+        wait(warming, timeout=self._open_timeout)
+        return recording
 
     def release(self, recording: Recording) -> None:
         """Give back one use of ``recording``; the last release closes it."""

@@ -12,7 +12,7 @@ into it and returns nothing, and the server copies the samples into its cache fr
     server: release(offset)
 
 The area is one ``/dev/shm`` file per reader-pool generation, locked by the server while
-it lives (so :func:`software.shared_memory_server.sweep_stale` removes it after a crash)
+it lives (so :func:`software.shm.arena.sweep_stale` removes it after a crash)
 and removed when the pool closes or is rebuilt; a rebuilt pool gets a new area, so a
 reader of a broken pool that is still being terminated never writes where a new read
 lands. A read whose samples do not fit goes the ordinary way.
@@ -20,29 +20,21 @@ lands. A read whose samples do not fit goes the ordinary way.
 from __future__ import annotations
 
 import logging
-import mmap
-import os
-import secrets
 import threading
 
 import numpy as np
 
-from ..shm.arena import commit_pages, first_fit, remove_quietly
-from ..shm.layout import PREFIX, SHM_DIR
-
-try:
-    import fcntl
-except ImportError:  # not POSIX: reads go through the pipe
-    fcntl = None
+from ..shm.arena import Arena
+from ..shm.layout import SHM_DIR
 
 __all__ = ["LandingArea"]
 
 logger = logging.getLogger(__name__)
 
-_ALIGN = 64          # regions start on a cache line
 
 class LandingArea:
-    """The server's side of one landing area: a first-fit allocator over a ``/dev/shm`` file.
+    """The server's side of one landing area: an :class:`~software.shm.arena.Arena` that
+    readers decode into, retired (not reused) when its reader pool is rebuilt.
 
     Parameters
     ----------
@@ -54,33 +46,28 @@ class LandingArea:
     directory : str, optional
         Where the file is created (default: where client areas go, ``/dev/shm``).
 
+    Raises
+    ------
+    OSError
+        No shared memory here (not POSIX, no such directory).
+
     Notes
     -----
-    Thread-safe. Use :meth:`create`, which returns None where shared memory is missing.
+    Thread-safe (the server's reading threads and the pool's result thread). Use
+    :meth:`create`, which returns None where shared memory is missing.
     """
 
     def __init__(self, capacity: int, keep: int = 32 * 2**20,
                  directory: str | None = None) -> None:
-        if fcntl is None:
-            raise OSError("no fcntl: shared memory areas need a POSIX system")
         self.capacity = int(capacity)
         self.keep = int(keep)
-        self.path = os.path.join(directory or SHM_DIR, PREFIX + secrets.token_hex(16))
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.ftruncate(self._fd, self.capacity)
-            self._mm = mmap.mmap(self._fd, self.capacity)
-        except BaseException:
-            self._unlink()
-            os.close(self._fd)
-            raise
+        self._arena = Arena.create(self.capacity, directory=directory or SHM_DIR,
+                                   full_note="reader results that do not fit go through "
+                                             "the process pool's pipe")
+        #: The file readers map (an attribute: what reserve hands out with each read).
+        self.path = self._arena.path
         self._lock = threading.Lock()
-        self._live: list[tuple[int, int]] = []     # (offset, end), sorted
-        self._committed = 0
-        self._full_logged = False
         self._retired = False
-        self._closed = False
 
     @classmethod
     def create(cls, capacity: int, directory: str | None = None) -> LandingArea | None:
@@ -94,80 +81,47 @@ class LandingArea:
                         "process pool's pipe", exc)
             return None
 
-    def _unlink(self) -> None:
-        remove_quietly(self.path)
-
     def reserve(self, nbytes: int) -> int | None:
         """Offset of a free region of ``nbytes``, or None when none fits (or retired)."""
-        size = -(-int(nbytes) // _ALIGN) * _ALIGN
-        if size <= 0:
-            return None
         with self._lock:
             if self._retired:
                 return None
-            offset = first_fit(self._live, size, self.capacity)
-            if offset is None or not self._commit(offset + size):
-                return None
-            self._live.append((offset, offset + size))
-            self._live.sort()
-            return offset
-
-    def _commit(self, end: int) -> bool:
-        """Reserve tmpfs pages up to ``end``; False (logged once) when /dev/shm is full."""
-        try:
-            self._committed = commit_pages(self._fd, self._committed, end, self.capacity)
-        except OSError as exc:
-            if not self._full_logged:  # once per area: it would repeat with every read
-                self._full_logged = True
-                logger.warning("shared memory full (%s); reader results that do not fit go "
-                               "through the process pool's pipe", exc)
-            return False
-        return True
+            return self._arena.allocate(nbytes)
 
     def view(self, offset: int, shape: tuple[int, int]) -> np.ndarray:
         """The float64 array a reader wrote at ``offset`` (valid until :meth:`release`)."""
-        return np.ndarray(shape, dtype=np.float64, buffer=self._mm, offset=offset)
+        return self._arena.view(offset, np.float64, shape)
 
     def release(self, offset: int) -> None:
         """Free the region at ``offset``; a retired area closes with its last region."""
         with self._lock:
-            self._live = [r for r in self._live if r[0] != offset]
-            if self._live:
+            arena = self._arena
+            arena.free(offset)
+            if arena.regions:
                 return
             if self._retired:
-                self._close_locked()
-            elif self._committed > self.keep and hasattr(mmap, "MADV_REMOVE"):
-                try:  # punches a hole in the tmpfs file: the readers' mappings see it too
-                    self._mm.madvise(mmap.MADV_REMOVE, self.keep, self._committed - self.keep)
-                    self._committed = self.keep
-                except OSError as exc:
-                    logger.debug("could not give back landing pages: %s", exc)
+                arena.close()
+            else:  # the readers' mappings see the hole too
+                arena.give_back(self.keep)
 
     def retire(self) -> None:
         """Reserve nothing more; remove the file now and unmap with the last region."""
         with self._lock:
             self._retired = True
-            self._unlink()
-            if not self._live:
-                self._close_locked()
+            self._arena.unlink()
+            if not self._arena.regions:
+                self._arena.close()
 
     def close(self) -> None:
         """Remove the file and unmap it (idempotent); call once no reader writes to it."""
         with self._lock:
             self._retired = True
-            self._live.clear()
-            self._unlink()
-            self._close_locked()
+            self._arena.close()
 
-    def _close_locked(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self._mm.close()
-        except BufferError:  # a caller still holds a view: the mapping goes with it
-            logger.debug("landing area %s still viewed; unmapped when released", self.path)
-        os.close(self._fd)
+    @property
+    def closed(self) -> bool:
+        """Whether the area is unmapped (closed, or retired with its last region freed)."""
+        return self._arena.closed
 
     def __enter__(self) -> LandingArea:
         return self
@@ -176,5 +130,5 @@ class LandingArea:
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else ("retired" if self._retired else "open")
-        return f"<LandingArea {self.path} {state}, {len(self._live)} regions>"
+        state = "closed" if self._arena.closed else ("retired" if self._retired else "open")
+        return f"<LandingArea {self.path} {state}, {self._arena.regions} regions>"

@@ -10,8 +10,8 @@ pymef holds the GIL and keeps process-global state, so parallel reads need proce
          v                                  v
     consume(view) -> our Future <--done-- executor future (None, or exception + traceback)
 
-Samples cross in a :class:`~software.landing.LandingArea` rather than pickled through the
-executor's pipe (which cost more CPU than decoding them; see :mod:`software.landing`); a
+Samples cross in a :class:`~software.readers.landing.LandingArea` rather than pickled through the
+executor's pipe (which cost more CPU than decoding them; see :mod:`software.readers.landing`); a
 read too large for the area's free space goes through the pipe (``_read_task``).
 
 Tasks wait in a priority queue in the server and only ``workers + 1`` are handed to the
@@ -22,6 +22,11 @@ for it. Reader processes can run at a lower CPU priority (``nice``), so that rea
 yields the CPU to client scripts on the same machine; by default they do not (a niced
 reader also yields to every unrelated busy process, and then a client waits longer).
 
+The executor hands a task to whichever reader is idle, so "one task per reader" would
+reach every reader only by luck: :class:`~software.readers.processes.ReaderProcesses`
+makes forgets reach every reader and broadcasts (warm-up, opening a session everywhere)
+run once in each, and bounds :meth:`ReaderPool.close`.
+
 A reader process that dies (segfault, SIGKILL) breaks the executor: the pool is rebuilt
 once per breakage and every task that was in flight is resubmitted, up to ``max_attempts``
 times, so callers see either their data or a :class:`~software.errors.ReaderError`.
@@ -31,27 +36,22 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import multiprocessing
-import os
 import threading
 from collections.abc import Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 
 from ..errors import ReaderError, ServiceClosedError
 from .landing import LandingArea
-from .worker import (
-    _forget_task,
-    _inspect_task,
-    _read_into_task,
-    _read_task,
-    _worker_init,
-)
+from .processes import ReaderProcesses
+from .worker import _forget_task, _inspect_task, _read_into_task, _read_task
 
 logger = logging.getLogger(__name__)
 
 #: Priority of a read a client is waiting for; reads ahead use 1, 2, ... (lower first).
 DEMAND = 0
+#: Seconds readers of :meth:`ReaderPool.open_everywhere` wait for a busy one to join.
+OPEN_EVERYWHERE_WAIT = 1.0
 
 
 class ReaderPool:
@@ -85,8 +85,7 @@ class ReaderPool:
         self.reads_piped = 0      # ... and through the executor's pipe
         self._lock = threading.Lock()
         self._closed = False
-        self._generation = 0
-        self._executor = self._new_executor()
+        self._procs = ReaderProcesses(self.workers, self.nice)
         # waiting tasks: heap of [priority, seq, result, fn, args, consume];
         # entry[2] None = moved
         self._waiting: list[list] = []
@@ -95,11 +94,6 @@ class ReaderPool:
         self._running = 0
         self._max_running = self.workers + 1
 
-    def _new_executor(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(max_workers=self.workers, initializer=_worker_init,
-                                   initargs=(self.nice, os.getpid()),
-                                   mp_context=multiprocessing.get_context("spawn"))
-
     @property
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""
@@ -107,19 +101,22 @@ class ReaderPool:
 
     def pids(self) -> list[int]:
         """Process ids of the live reader processes (started lazily by the executor)."""
-        with self._lock:
-            procs = getattr(self._executor, "_processes", None) or {}
-            return [p.pid for p in list(procs.values()) if p.is_alive()]
+        return self._procs.pids()
 
-    def warm_up(self, wait: bool = True) -> None:
+    def warm_up(self, wait: bool = True, timeout: float = 60.0) -> None:
         """Start every reader process now rather than at the first read.
+
+        A broadcast: each reader runs one of ``workers`` tasks, so every process has
+        started once they are done.
 
         Parameters
         ----------
         wait : bool
             Return only once every process has started (about a second per process).
+        timeout : float
+            Seconds a started reader waits for the others to start.
         """
-        futures = [self._submit_raw(_forget_task, "")[0] for _ in range(self.workers)]
+        futures = self._procs.broadcast(timeout, _forget_task, "")
         if wait:
             for fut in futures:
                 fut.result()
@@ -152,19 +149,20 @@ class ReaderPool:
                             int(start), int(stop), consume=consume)
 
     def open_everywhere(self, path: str, password: str | None) -> list[Future]:
-        """Open ``path`` in the reader processes ahead of reads (best effort).
+        """Open ``path`` in every reader process ahead of reads (best effort).
 
-        One task per reader but the one that inspects it, at demand priority, submitted
-        together with :meth:`inspect`: the executor hands each to an idle reader, so in
-        practice every reader opens it at once (one that has it open returns at once).
+        A broadcast: one task per reader, each holding its reader until every reader
+        has opened the session (one that has it open, e.g. the one that inspected it,
+        joins at once), so that the first reads do not wait for opens. A reader busy
+        with a long read is waited for at most :data:`OPEN_EVERYWHERE_WAIT` seconds;
+        it then opens the session at its first read.
 
         Returns
         -------
         list of Future
             One per task; their errors can be ignored (a read reports its own).
         """
-        return [self._submit(DEMAND, _inspect_task, path, password)
-                for _ in range(self.workers - 1)]
+        return self._procs.broadcast(OPEN_EVERYWHERE_WAIT, _inspect_task, path, password)
 
     def promote(self, future: Future, priority: int = DEMAND) -> None:
         """Run a waiting task with ``priority`` if that is sooner (no-op once it started)."""
@@ -183,20 +181,21 @@ class ReaderPool:
             return len(self._entry_of)
 
     def forget(self, path: str) -> None:
-        """Ask the reader processes to close ``path`` (best effort, returns at once)."""
-        for _ in range(self.workers):
-            try:
-                self._submit_raw(_forget_task, path)
-            except (ServiceClosedError, BrokenProcessPool, RuntimeError):
-                # closed, or broken by a dead reader (whose handles died with it): nothing
-                # to forget, and a caller closing a session or the server must not fail
-                return
+        """Make every reader process close ``path`` (returns at once).
+
+        Idle readers close it now (one task per reader); whichever reader did not run
+        one of those closes it before its next task, because every task carries the
+        forgets since (see :func:`software.readers.worker._task`).
+        """
+        try:
+            self._procs.forget(path)
+        except (ServiceClosedError, BrokenProcessPool, RuntimeError):
+            # closed, or broken by a dead reader (whose handles died with it): nothing
+            # to forget, and a caller closing a session or the server must not fail
+            pass
 
     def _submit_raw(self, fn, *args) -> tuple[Future, int]:
-        with self._lock:
-            if self._closed:
-                raise ServiceClosedError("the reader pool is closed; restart the server")
-            return self._executor.submit(fn, *args), self._generation
+        return self._procs.submit(fn, *args)
 
     def _submit(self, priority: int, fn, *args, consume=None) -> Future:
         result: Future = Future()
@@ -262,7 +261,7 @@ class ReaderPool:
                 inner, generation = self._submit_raw(task, *task_args)
             except BrokenProcessPool:
                 # broke between our last rebuild and this submit
-                self._rebuild(self._generation)
+                self._rebuild(self._procs.generation)
                 inner, generation = self._submit_raw(task, *task_args)
         except (ServiceClosedError, BrokenProcessPool, RuntimeError) as exc:
             if area is not None:
@@ -330,28 +329,35 @@ class ReaderPool:
 
     def _rebuild(self, generation: int) -> None:
         with self._lock:
-            if self._closed or generation != self._generation:
+            if self._closed:
+                return
+            old = self._procs.renew(generation)
+            if old is None:
                 return  # already rebuilt for this breakage
-            old = self._executor
-            self._executor = self._new_executor()
             # readers of the broken pool may still write until they are terminated: the
             # new pool lands its reads in a new area
             old_landing = self._landing
             self._landing = LandingArea.create(self._landing_bytes)
-            self._generation += 1
             self.restarts += 1
         logger.error("a reader process died; reader pool rebuilt (restart #%d)", self.restarts)
         if old_landing is not None:
             old_landing.retire()
         old.shutdown(wait=False, cancel_futures=True)
 
-    def close(self) -> None:
-        """Stop the reader processes (idempotent); pending reads fail with ServiceClosedError."""
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the reader processes (idempotent); pending reads fail with ServiceClosedError.
+
+        Parameters
+        ----------
+        timeout : float
+            Seconds to wait for the reads the readers are running (a hung pymef read
+            would otherwise hold SIGTERM forever); readers still running then are
+            terminated, and killed if that does not end them (logged).
+        """
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            executor = self._executor
             waiting = list(self._entry_of)
             self._entry_of.clear()
             self._waiting.clear()
@@ -359,7 +365,7 @@ class ReaderPool:
             result.set_exception(ServiceClosedError(
                 "the reader pool was closed before this read ran; the server is shutting "
                 "down"))
-        executor.shutdown(wait=True, cancel_futures=True)
+        self._procs.close(timeout)
         if self._landing is not None:
             self._landing.close()
         logger.info("reader pool closed (%d restarts)", self.restarts)

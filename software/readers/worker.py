@@ -101,6 +101,55 @@ def _forget_task(path: str) -> None:
         _open_sessions.pop(key).close()
 
 
+_forgotten_up_to = 0   # the pool's forget epoch this reader has applied
+
+
+def _task(forgets: tuple[int, tuple[str, ...]], fn, *args):
+    """Runs in a reader process: apply the forgets it missed, then run ``fn(*args)``.
+
+    ``forgets`` is ``(epoch, paths)``: the pool's count of forgets so far and the paths
+    of the last ``len(paths)`` of them. Every task carries it, so a reader that did not
+    run a forget's own task (another reader took two) closes the stale handles before
+    its next task; one that missed more than the window closes everything.
+    """
+    global _forgotten_up_to
+    epoch, recent = forgets
+    if epoch > _forgotten_up_to:
+        first = epoch - len(recent)          # epoch before the oldest one carried
+        if _forgotten_up_to < first:
+            for key in list(_open_sessions):
+                _open_sessions.pop(key).close()
+        else:
+            for path in recent[_forgotten_up_to - first:]:
+                _forget_task(path)
+        _forgotten_up_to = epoch
+    return fn(*args)
+
+
+#: Seconds between a broadcast task's checks that every reader has checked in.
+RENDEZVOUS_POLL = 0.002
+
+
+def _everywhere_task(rendezvous: str, count: int, wait: float, fn, *args):
+    """Runs in a reader process: ``fn(*args)``, then wait for ``count`` readers to do so.
+
+    Each reader checks in with a file named by its pid in directory ``rendezvous`` and
+    holds on (at most ``wait`` seconds) until ``count`` have: a reader cannot take a
+    second task of the same broadcast while another has not run one.
+    """
+    try:
+        return fn(*args)
+    finally:
+        try:
+            os.close(os.open(os.path.join(rendezvous, str(os.getpid())),
+                             os.O_CREAT | os.O_WRONLY, 0o600))
+            deadline = time.monotonic() + wait
+            while len(os.listdir(rendezvous)) < count and time.monotonic() < deadline:
+                time.sleep(RENDEZVOUS_POLL)  # polling other processes' check-ins
+        except OSError:  # the broadcast is over (its directory removed)
+            pass
+
+
 
 _reader_maps: dict[str, mmap.mmap] = {}   # landing area path -> its mapping
 

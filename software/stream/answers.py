@@ -2,15 +2,15 @@
 
 A :class:`SegmentEncoder` per connection offers an area, switches to it once the client
 proves it mapped it, and then copies each answer into a region of it (first fit, under a
-lock; the copy outside it), falling back to the socket when nothing fits. The protocol,
-the layout and the client end are in :mod:`software.shared_memory`.
+lock; the copy outside it), falling back to the socket when nothing fits. The layout is
+in :mod:`software.shm.layout`, the arena under an area in :mod:`software.shm.arena`, the
+client end in :mod:`software.client.shared_memory`.
 """
 from __future__ import annotations
 
 import hmac
 import logging
 import math
-import mmap
 import os
 import secrets
 import threading
@@ -24,17 +24,10 @@ except ImportError:  # not POSIX: no shared memory, the socket serves
     fcntl = None
 
 from ..errors import InvalidTypeError
-from ..shm.arena import (
-    COMMIT_STEP,
-    commit_pages,
-    first_fit,
-    remove_quietly,
-    sweep_stale,
-)
+from ..shm.arena import Arena, sweep_stale
 from ..shm.layout import (
     DATA_OFFSET,
     MAGIC,
-    PREFIX,
     SHM_DIR,
     SLOTS,
     TOKEN_BYTES,
@@ -42,6 +35,7 @@ from ..shm.layout import (
 )
 from ..transport.wire import SHARED_TAG, encode_segment
 from ..validation import as_index
+from .counters import Counters
 
 __all__ = ["SegmentEncoder", "ServerArea", "sweep_stale"]
 
@@ -49,11 +43,15 @@ logger = logging.getLogger(__name__)
 
 #: Area sizes a server grants (larger requests are cut, smaller raised).
 MIN_AREA, MAX_AREA = 2**20, 2**30
-_ALIGN = 64                   # each region starts on a cache line
 
 
 class ServerArea:
-    """The server's side of one connection's area: a first-fit allocator over its regions.
+    """The server's side of one connection's area: an arena of answers in slots.
+
+    An :class:`~software.shm.arena.Arena` whose header (magic, token, slot count, data
+    offset, capacity, then the ``issued`` and ``released`` slot words, see
+    :mod:`software.shm.layout`) this owner writes; each answer is a region tagged with
+    its ``(slot, seq)``, free again once the client wrote ``seq`` to ``released[slot]``.
 
     Parameters
     ----------
@@ -62,77 +60,45 @@ class ServerArea:
     directory : str
         Where the file is created.
 
+    Raises
+    ------
+    OSError
+        The file could not be made (no /dev/shm, no room for its header).
+
     Notes
     -----
     :meth:`put` runs in the connection's serving thread and in its views' callback
     threads; allocation is under a lock, the copy is not.
     """
 
-    def __init__(self, capacity: int, directory: str = SHM_DIR) -> None:
-        self.name = PREFIX + secrets.token_hex(16)
-        self.path = os.path.join(directory, self.name)
-        self.capacity = int(capacity)
-        self.token = secrets.token_bytes(TOKEN_BYTES)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
-                           0o600)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.ftruncate(self._fd, DATA_OFFSET + self.capacity)
-            os.posix_fallocate(self._fd, 0, DATA_OFFSET)
-            self._mm = mmap.mmap(self._fd, DATA_OFFSET + self.capacity)
-        except BaseException:
-            self._unlink()
-            os.close(self._fd)
-            raise
-        header = np.frombuffer(self._mm, dtype=np.uint64, count=3, offset=24)
-        header[:] = (SLOTS, DATA_OFFSET, self.capacity)
-        self._mm[8:8 + TOKEN_BYTES] = self.token
-        self._mm[:8] = MAGIC                       # last: the header is complete
-        self._issued, self._released = slot_views(self._mm)
-        self._lock = threading.Lock()
-        self._live: list[tuple[int, int, int, int]] = []   # (offset, end, slot, seq) sorted
-        self._free_slots = list(range(SLOTS - 1, -1, -1))
-        self._seq = 0
-        self._committed = 0
-        self._named = True
-        self._closed = False
-
-    def _unlink(self) -> None:
-        remove_quietly(self.path)
-
-    def attach(self) -> None:
-        """The client has mapped the area: remove its name (the mappings keep it)."""
-        with self._lock:
-            if self._named:
-                self._named = False
-                self._unlink()
-
-    def _commit(self, end: int) -> bool:
-        """Reserve tmpfs pages up to ``end``; False (logged) when /dev/shm is full."""
-        try:
-            self._committed = commit_pages(self._fd, self._committed, end, self.capacity,
-                                           base=DATA_OFFSET)
-        except OSError as exc:
-            logger.warning("shared memory full (%s); answers go through the socket", exc)
-            return False
-        return True
-
     #: Committed bytes an area keeps when its answers have been read (pages beyond are
     #: given back to the system, so many connections do not each hold their high mark).
     RESIDENT_KEEP = 16 * 2**20
 
-    def _shrink(self) -> None:
-        """Give back the committed pages above the live regions and RESIDENT_KEEP."""
-        high = max((region[1] for region in self._live), default=0)
-        keep = min(-(-max(high, self.RESIDENT_KEEP) // COMMIT_STEP) * COMMIT_STEP, self.capacity)
-        if self._committed <= keep or not hasattr(mmap, "MADV_REMOVE"):
-            return
-        try:  # punches a hole in the tmpfs file: the client's mapping sees it too
-            self._mm.madvise(mmap.MADV_REMOVE, DATA_OFFSET + keep, self._committed - keep)
-        except OSError as exc:
-            logger.debug("could not give back shared-memory pages: %s", exc)
-            return
-        self._committed = keep
+    def __init__(self, capacity: int, directory: str = SHM_DIR) -> None:
+        self._arena = Arena.create(capacity, header=DATA_OFFSET, directory=directory,
+                                   full_note="answers go through the socket")
+        self.name = self._arena.name
+        self.path = self._arena.path
+        self.capacity = self._arena.capacity
+        self.token = secrets.token_bytes(TOKEN_BYTES)
+        mm = self._arena.mapping
+        np.frombuffer(mm, dtype=np.uint64, count=3, offset=24)[:] = (
+            SLOTS, DATA_OFFSET, self.capacity)
+        mm[8:8 + TOKEN_BYTES] = self.token
+        mm[:8] = MAGIC                       # last: the header is complete
+        self._issued, self._released = slot_views(mm)
+        self._lock = threading.Lock()
+        self._free_slots = list(range(SLOTS - 1, -1, -1))
+        self._seq = 0
+        self._closed = False
+
+    def attach(self) -> None:
+        """The client has mapped the area: remove its name (the mappings keep it)."""
+        self._arena.unlink()
+
+    def _read_by_client(self, _offset: int, tag: tuple[int, int]) -> bool:
+        return self._released[tag[0]] == tag[1]
 
     def reserve(self, shape: tuple[int, ...], dtype=np.float64
                 ) -> tuple[np.ndarray, tuple] | None:
@@ -141,35 +107,28 @@ class ServerArea:
         Pass the ticket to :meth:`publish` once the array is filled, or to :meth:`cancel`.
         """
         dtype = np.dtype(dtype)
-        count = math.prod(shape)
-        nbytes = count * dtype.itemsize
+        shape = tuple(int(n) for n in shape)
+        nbytes = math.prod(shape) * dtype.itemsize
         if nbytes == 0:
             return None
-        size = -(-nbytes // _ALIGN) * _ALIGN
+        arena = self._arena
         with self._lock:
             if self._closed:
                 return None
-            released, live = self._released, []
-            for region in self._live:              # reclaim what the client has read
-                if released[region[2]] == region[3]:
-                    self._free_slots.append(region[2])
-                else:
-                    live.append(region)
-            self._live = live
-            offset = first_fit(self._live, size, self.capacity) if self._free_slots else None
-            if offset is not None and offset + size <= self.RESIDENT_KEEP:
-                self._shrink()
-            if offset is None or not self._commit(offset + size):
+            for _offset, (slot, _seq) in arena.free_where(self._read_by_client):
+                self._free_slots.append(slot)       # reclaim what the client has read
+            if not self._free_slots:
                 return None
-            slot = self._free_slots.pop()
-            self._seq += 1
-            seq = self._seq
-            self._live.append((offset, offset + size, slot, seq))
-            self._live.sort()
-            dest = np.frombuffer(self._mm, dtype=dtype, count=count,
-                                 offset=DATA_OFFSET + offset)  # holds the mapping until dropped
-        return dest.reshape(shape), (slot, seq, offset, nbytes, dtype.str,
-                                     tuple(int(n) for n in shape))
+            slot, seq = self._free_slots[-1], self._seq + 1
+            offset = arena.allocate(nbytes, tag=(slot, seq))
+            if offset is None:
+                return None
+            self._free_slots.pop()
+            self._seq = seq
+            if offset + nbytes <= self.RESIDENT_KEEP:   # low again: give back the rest
+                arena.give_back(self.RESIDENT_KEEP)
+            dest = arena.view(offset, dtype, shape)      # holds the mapping until dropped
+        return dest, (slot, seq, offset, nbytes, dtype.str, shape)
 
     def publish(self, ticket: tuple) -> tuple:
         """The wire value of a filled region: from now on the client may read it."""
@@ -181,12 +140,10 @@ class ServerArea:
 
     def cancel(self, ticket: tuple) -> None:
         """Free a reserved region that will not be published."""
-        slot, seq = ticket[0], ticket[1]
+        tag = (ticket[0], ticket[1])
         with self._lock:
-            live = [r for r in self._live if r[2:] != (slot, seq)]
-            if len(live) < len(self._live):
-                self._live = live
-                self._free_slots.append(slot)
+            if self._arena.free_where(lambda _offset, t: t == tag):
+                self._free_slots.append(tag[0])
 
     def put(self, data: np.ndarray) -> tuple | None:
         """Copy ``data`` into a free region; return its wire value, or None if none fits."""
@@ -201,7 +158,12 @@ class ServerArea:
     @property
     def in_use(self) -> int:
         """Regions not released by the client yet (as of the last allocation)."""
-        return len(self._live)
+        return self._arena.regions
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
 
     def close(self) -> None:
         """Stop allocating, remove the name if the client never took the area, unmap it.
@@ -213,18 +175,18 @@ class ServerArea:
             if self._closed:
                 return
             self._closed = True
-            if self._named:
-                self._named = False
-                self._unlink()
-            os.close(self._fd)
             self._issued = self._released = None
-            try:
-                self._mm.close()
-            except BufferError:  # a copy in progress: unmapped when it lets go
-                pass
+        self._arena.close()
+
+    def __enter__(self) -> ServerArea:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else ("offered" if self._named else "attached")
+        state = "closed" if self._closed else ("offered" if self._arena.named
+                                               else "attached")
         return f"<ServerArea {self.name} {state}, {self.capacity} bytes, {self.in_use} in use>"
 
 
@@ -239,10 +201,17 @@ class SegmentEncoder:
         used in-process) answers are plain bytes and no area is offered.
     directory : str
         Where areas are created.
+    counters : Counters, optional
+        The server's event counters: ``bytes_served`` (payload bytes of every answer
+        encoded, through the area or the socket), ``answers_shared`` and
+        ``shm_fallbacks`` are added to them as well as to :attr:`shared` and
+        :attr:`fallbacks`.
     """
 
-    def __init__(self, conn: Any = None, directory: str = SHM_DIR) -> None:
+    def __init__(self, conn: Any = None, directory: str = SHM_DIR, *,
+                 counters: Counters | None = None) -> None:
         self._connected = conn is not None
+        self._counters = counters
         self._buffers = bool(getattr(conn, "sends_buffers", False))
         self._directory = directory
         self._lock = threading.Lock()
@@ -278,19 +247,29 @@ class SegmentEncoder:
 
     def __call__(self, data: np.ndarray) -> tuple:
         """Encode ``data`` for this connection (any thread)."""
+        counters = self._counters
+        if counters is not None:
+            counters.add("bytes_served", data.nbytes)
         reserved = getattr(self._reserved, "value", None)
         if reserved is not None and reserved[1] is data:
             self._reserved.value = None
-            self.shared += 1
+            self._count_shared()
             return reserved[0].publish(reserved[2])
         area = self._area
         if area is not None:
             value = area.put(data)
             if value is not None:
-                self.shared += 1
+                self._count_shared()
                 return value
             self.fallbacks += 1
+            if counters is not None:
+                counters.add("shm_fallbacks")
         return encode_segment(data, copy=not self._buffers)
+
+    def _count_shared(self) -> None:
+        self.shared += 1
+        if self._counters is not None:
+            self._counters.add("answers_shared")
 
     def offer(self, nbytes: object) -> tuple[str, int] | bool:
         """Create an area of about ``nbytes``; return ``(name, capacity)`` or False."""

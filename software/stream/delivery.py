@@ -19,6 +19,7 @@ from concurrent.futures import Future
 import rpyc
 
 from ..transport.wire import encode_error
+from .counters import Counters
 
 __all__ = ["CallbackDeliverer", "async_callback"]
 
@@ -66,14 +67,28 @@ class CallbackDeliverer:
         Thread name, also the view's name in log messages (the path, never a password).
     callback_timeout : float
         Seconds after which a callback that has not returned is noted.
+    counters : Counters, optional
+        The server's event counters: ``callbacks_delivered``, ``callbacks_failed``,
+        ``client_callback_errors`` and ``hung_callbacks`` are added to them as well as to
+        this deliverer's own ``delivered``, ``failed``, ``client_errors`` and ``hung``.
+
+    Notes
+    -----
+    :meth:`put` may be called from any thread (the pool's result thread, retry threads,
+    the connection's serving thread): the thread is started under a lock, so one view
+    always has exactly one delivery thread, and callbacks put by one thread go out in
+    the order it put them.
     """
 
-    def __init__(self, name: str, callback_timeout: float = 30.0) -> None:
+    def __init__(self, name: str, callback_timeout: float = 30.0,
+                 counters: Counters | None = None) -> None:
         self._name = name
+        self._counters = counters
         self._timeout = float(callback_timeout)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._start_lock = threading.Lock()  # guards _thread, _closed and enqueueing
         self._lock = threading.Lock()  # guards _outstanding and _watch
         self._outstanding: deque[list] = deque()  # [sent_at, returned], oldest first
         self._watch: threading.Timer | None = None
@@ -85,13 +100,34 @@ class CallbackDeliverer:
         self.hung = 0
 
     def put(self, callback, future: Future, encode) -> None:
-        """Queue a callback of ``future``'s outcome (runs in the thread completing it)."""
-        if self._closed:
-            return
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-            self._thread.start()
-        self._queue.put((callback, future, encode))
+        """Queue a callback of ``future``'s outcome (runs in the thread completing it).
+
+        Parameters
+        ----------
+        callback : callable
+            What :func:`async_callback` returned for the client's function.
+        future : Future
+            A done future: its result is encoded and sent, or its exception.
+        encode : callable
+            Turns the result into the wire value (in the delivery thread).
+        """
+        with self._start_lock:
+            if self._closed:
+                return
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self._name,
+                                                daemon=True)
+                self._thread.start()
+            self._queue.put((callback, future, encode))
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def _count(self, name: str) -> None:
+        if self._counters is not None:
+            self._counters.add(name)
 
     def _run(self) -> None:
         while True:
@@ -110,9 +146,11 @@ class CallbackDeliverer:
                 self._sending = entry
                 reply = callback(value)   # blocks only while the client's socket is full
                 self.delivered += 1
+                self._count("callbacks_delivered")
             except Exception:  # a dead or broken client: note it and go on
                 entry[1] = True
                 self.failed += 1
+                self._count("callbacks_failed")
                 logger.warning("callback delivery failed in %s", self._name, exc_info=True)
                 continue
             finally:
@@ -127,6 +165,7 @@ class CallbackDeliverer:
         entry[1] = True
         if reply.error:
             self.client_errors += 1
+            self._count("client_callback_errors")
             if self.client_errors == 1:  # once per view: a broken callback raises every time
                 logger.warning("a client callback of %s raised; the client keeps receiving "
                                "data (further errors are counted, not logged)", self._name)
@@ -166,6 +205,8 @@ class CallbackDeliverer:
                         late.append(entry)
                 first = bool(late) and self.hung == 0
                 self.hung += len(late)
+                if late and self._counters is not None:
+                    self._counters.add("hung_callbacks", len(late))
                 self._arm()
             if not first or self._closed:
                 return
@@ -196,11 +237,28 @@ class CallbackDeliverer:
             return ""
 
     def close(self) -> None:
-        """Drop pending callbacks and stop the thread and the watchdog (idempotent)."""
-        self._closed = True
+        """Drop pending callbacks and stop the thread and the watchdog (idempotent).
+
+        Returns at once; the thread ends after the callback it is sending, if any.
+        """
+        with self._start_lock:
+            if self._closed:
+                return
+            self._closed = True
         with self._lock:
             watch, self._watch = self._watch, None
             self._outstanding.clear()
         if watch is not None:
             watch.cancel()
         self._queue.put(None)
+
+    def __enter__(self) -> CallbackDeliverer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("running" if self._thread else "idle")
+        return (f"<CallbackDeliverer {self._name} {state} delivered={self.delivered} "
+                f"failed={self.failed} client_errors={self.client_errors} hung={self.hung}>")
