@@ -43,7 +43,8 @@ class Requests:
         self._direction = 1
         self._pending: set[Future] = set()  # a growing source's requests not pushed yet
         self._closed = False
-        self.deliverer = CallbackDeliverer(name, options.callback_timeout)
+        self.deliverer = CallbackDeliverer(name, options.callback_timeout,
+                                           counters=options.counters)
 
     def serve(self, encoder, names, group: RateGroup, start: int, stop: int, callback,
               rows: int | None, pad: tuple[int, int] = (0, 0)):
