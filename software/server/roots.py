@@ -18,7 +18,7 @@ import rpyc
 
 from ..cache.recording import Recording
 from ..cache.registry import SessionRegistry
-from ..errors import StreamError
+from ..errors import SessionError, StreamError
 from ..stream.answers import SegmentEncoder
 from ..stream.service import ServiceOptions, StreamService
 from .options import max_frame_for
@@ -255,18 +255,21 @@ class RootService(rpyc.Service):
         Returns
         -------
         bool
-            Whether this connection had it open.
+            Whether this connection had it open (False for a path that names nothing).
 
         Raises
         ------
-        InvalidTypeError, SessionError
-            ``path`` matches no open file and is not a session under the data root.
+        InvalidTypeError
+            ``path`` is not a str.
         """
         key = path if isinstance(path, str) else None
         with self._lock:
             real = next((r for r, (_, _, names) in self._views.items() if key in names), None)
         if real is None:
-            real = self._registry.resolve(path)    # another spelling of an open session?
+            try:
+                real = self._registry.resolve(path)    # another spelling of an open session?
+            except SessionError:
+                return False
         with self._lock:
             entry = self._views.pop(real, None)
         if entry is None:
