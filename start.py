@@ -150,7 +150,7 @@ def ensure_demo(data_root: str) -> bool:
     try:
         result = subprocess.run([sys.executable, "-c", DEMO_CHILD, HERE, path],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True)
+                                stderr=subprocess.PIPE, text=True, check=False)
     except KeyboardInterrupt:
         logger.error("interrupted while writing the demo recording %s", path)
         return False

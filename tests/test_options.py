@@ -86,7 +86,8 @@ def test_start_exits_2_naming_the_flag_the_value_and_the_range(tmp_path, flag, v
     args = [sys.executable, "start.py", "--data-root", str(tmp_path / "data"), flag, value]
     if flag != "--port":
         args += ["--port", "0"]
-    result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=60,
+                            check=False)
     assert result.returncode == 2, result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"start.py: error: {flag} "), last

@@ -75,7 +75,7 @@ def test_server_process_never_loads_pymef_or_pandas(launcher):
     pandas into it for good (issue 9, fault 7)."""
     import psutil
 
-    proc, port, data = launcher
+    proc, port, _ = launcher
     conn = get_connection(port, timeout=60)          # waits while the demo is written
     try:
         svc = conn.root.open_file("demo.mefd")
@@ -104,7 +104,7 @@ def test_start_says_plainly_when_the_demo_cannot_be_written(tmp_path, where):
         env["MEFSTREAM_DEMO_NAME"] = os.path.join("blocked", "demo.mefd")
     result = subprocess.run([sys.executable, "start.py", "--port", str(free_port()),
                              "--data-root", str(data)], cwd=ROOT, capture_output=True,
-                            text=True, timeout=120, env=env)
+                            text=True, timeout=120, env=env, check=False)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert "cannot start" in result.stderr and "--data-root" in result.stderr

@@ -206,7 +206,7 @@ class ServerOptions:
 
     @property
     def max_frame(self) -> int:
-        """The largest message a client may send (and must accept): see :func:`max_frame_for`."""
+        """The largest message a client may send, and must accept (:func:`max_frame_for`)."""
         return max_frame_for(self.max_request_bytes)
 
     def service_options(self, counters: Counters | None = None) -> ServiceOptions:
