@@ -129,7 +129,7 @@ class RootService(rpyc.Service):
 
     def on_connect(self, conn) -> None:
         """Give this connection its segment encoder (the socket until shared memory)."""
-        self._encoder = SegmentEncoder(conn)
+        self._encoder = SegmentEncoder(conn, counters=self._options.counters)
         self._options.counters.add("connections")
         self._options.counters.add("connections_total")
 
