@@ -40,6 +40,8 @@ MAX_REQUEST_MB = _env("MAX_REQUEST_MB", 256, float)
 READER_NICE = _env("READER_NICE", 0, int)
 #: Seconds after which a client callback that has not returned is logged and counted.
 CALLBACK_TIMEOUT = _env("CALLBACK_TIMEOUT", 30.0, float)
+#: Seconds a call without callback waits for its data before failing.
+READ_TIMEOUT = _env("READ_TIMEOUT", 120.0, float)
 #: Directory clients may open sessions under (relative paths resolve against it).
 DATA_ROOT = _env("DATA_ROOT", ".", str)
 #: Name of the demo session written under DATA_ROOT when it holds no session.

@@ -3,6 +3,15 @@
     python start.py                      # root service on RPCPORTS["MEF"], demo if no data
     python start.py PATH.mefd [--password PW]   # one session at the connection root
 
+Defaults come from settings.py (each overridable by a MEFSTREAM_<NAME> environment
+variable). Every numeric flag is checked against one table of valid ranges
+(software/server/options.py) before anything starts; a bad value exits with status 2 and
+a message naming the flag, the value and the valid range.
+
+Without a session under the data root, the demo recording is written there first, in a
+child process (the server process never loads pymef, mef_tools or pandas); if it cannot be
+written (a read-only or missing data root, a full disk), start.py says why and exits 2.
+
 Ctrl-C or SIGTERM shut down cleanly: connections close, reader processes end, the port
 is released.
 """
@@ -13,6 +22,7 @@ import glob
 import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
 
@@ -24,27 +34,72 @@ import settings
 logger = logging.getLogger("mefstream")
 
 
+#: Folder of this file: the child that writes the demo imports ``software`` from here.
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+#: Run by ``python -c`` to write the demo: argv is [HERE, path]. It prints one line and exits
+#: 1 on any error (no traceback), and writes into a hidden folder renamed into place at the
+#: end, so a failed write never leaves a half session that a later start would serve.
+DEMO_CHILD = """\
+import os, shutil, sys, tempfile
+sys.path.insert(0, sys.argv[1])
+path = sys.argv[2]
+scratch = None
+try:
+    from software.mef3.demo import write_demo_recording
+    scratch = tempfile.mkdtemp(prefix=".demo-", dir=os.path.dirname(path))
+    write_demo_recording(os.path.join(scratch, os.path.basename(path)))
+    os.rename(os.path.join(scratch, os.path.basename(path)), path)
+except BaseException as exc:
+    sys.stderr.write(f"{type(exc).__name__}: {exc}\\n")
+    sys.exit(1)
+finally:
+    if scratch is not None:
+        shutil.rmtree(scratch, ignore_errors=True)
+"""
+
+
+def flag_of(name: str) -> str:
+    """The command-line flag of option ``name`` (``block_seconds`` -> ``--block-seconds``)."""
+    return "--" + name.replace("_", "-")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse and check the command line (exits 2 with a message on a bad value)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("session", nargs="?", help="serve this .mefd session at the root")
     parser.add_argument("--password", default=None,
                         help="level-2 password of SESSION (or set MEFSTREAM_PASSWORD)")
-    parser.add_argument("--host", default=settings.HOST)
-    parser.add_argument("--port", type=int, default=settings.RPCPORTS["MEF"])
+    parser.add_argument("--host", default=settings.HOST,
+                        help="interface to bind (default %(default)s; others need TLS)")
+    parser.add_argument("--port", type=int, default=settings.RPCPORTS["MEF"],
+                        help="TCP port (default %(default)s; 0 picks a free one)")
     parser.add_argument("--data-root", default=settings.DATA_ROOT,
                         help="clients may open sessions only under this directory")
-    parser.add_argument("--workers", type=int, default=settings.READER_WORKERS)
-    parser.add_argument("--prefetch", type=int, default=settings.PREFETCH)
-    parser.add_argument("--cache-mb", type=float, default=settings.CACHE_MB)
-    parser.add_argument("--segment-seconds", type=float, default=settings.SEGMENT_SECONDS)
-    parser.add_argument("--block-seconds", type=float, default=settings.BLOCK_SECONDS)
-    parser.add_argument("--max-request-mb", type=float, default=settings.MAX_REQUEST_MB)
+    parser.add_argument("--workers", type=int, default=settings.READER_WORKERS,
+                        help="reader processes (default %(default)s)")
+    parser.add_argument("--prefetch", type=int, default=settings.PREFETCH,
+                        help="requests read ahead of a streaming client (0: off)")
+    parser.add_argument("--cache-mb", type=float, default=settings.CACHE_MB,
+                        help="block cache budget in MiB (default %(default)s)")
+    parser.add_argument("--segment-seconds", type=float, default=settings.SEGMENT_SECONDS,
+                        help="default segment size of get_segment (default %(default)s)")
+    parser.add_argument("--block-seconds", type=float, default=settings.BLOCK_SECONDS,
+                        help="cache block length in seconds, 0.1 to 3600 "
+                             "(default %(default)s)")
+    parser.add_argument("--max-request-mb", type=float, default=settings.MAX_REQUEST_MB,
+                        help="largest answer of one call in MiB; clients learn it at "
+                             "connect (default %(default)s)")
     parser.add_argument("--reader-nice", type=int, default=settings.READER_NICE,
-                        help="nice value added to the reader processes (0: none)")
+                        help="nice value added to the reader processes, 0 to 19 (0: none)")
     parser.add_argument("--callback-timeout", type=float, default=settings.CALLBACK_TIMEOUT,
                         help="seconds before a client callback that has not returned is "
-                             "logged")
+                             "logged and counted")
+    parser.add_argument("--read-timeout", type=float, default=settings.READ_TIMEOUT,
+                        help="seconds a call without callback waits for its data "
+                             "(default %(default)s)")
     parser.add_argument("--tls-cert", default=None, help="server certificate (PEM): enables TLS")
     parser.add_argument("--tls-key", default=None, help="private key of --tls-cert (PEM)")
     parser.add_argument("--tls-ca", default=None,
@@ -54,30 +109,63 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.password is None:
         args.password = os.environ.get("MEFSTREAM_PASSWORD")
-    if args.workers < 1:
-        parser.error(f"--workers must be at least 1; {args.workers} is invalid")
-    if args.callback_timeout <= 0:
-        parser.error(f"--callback-timeout must be > 0; {args.callback_timeout} is invalid")
-    if args.cache_mb < 0:
-        parser.error(f"--cache-mb must be >= 0; {args.cache_mb} is invalid")
+    from software.errors import StreamError
+    from software.server.options import RANGES, check_option
+    for name in RANGES:       # the server checks them again, naming them as arguments
+        try:
+            check_option(name, getattr(args, name), flag=flag_of(name))
+        except StreamError as exc:
+            parser.error(str(exc))
     if (args.tls_cert is None) != (args.tls_key is None) or (args.tls_ca and not args.tls_cert):
         parser.error("TLS needs both --tls-cert and --tls-key (and --tls-ca only with them)")
     return args
 
 
-def ensure_demo(data_root: str) -> None:
-    """Write the demo recording under ``data_root`` when it holds no session."""
+def ensure_demo(data_root: str) -> bool:
+    """Write the demo recording under ``data_root`` when it holds no session.
+
+    The demo is written by a child process (``python -c DEMO_CHILD``), so that pymef,
+    mef_tools and pandas are never loaded into the server process.
+
+    Returns
+    -------
+    bool
+        True when there is a session (found, or written now); False when the data root
+        cannot be made or the demo cannot be written (the reason is logged).
+    """
+    try:
+        os.makedirs(data_root, exist_ok=True)
+    except OSError as exc:
+        logger.error("cannot start: the data root %s cannot be made (%s); pass --data-root "
+                     "a directory you can write, or one that holds .mefd sessions",
+                     data_root, exc.strerror or exc)
+        return False
     found = glob.glob(os.path.join(data_root, "*.mefd")) + glob.glob(
         os.path.join(data_root, "*", "*.mefd"))
-    if not found:
-        path = os.path.join(data_root, settings.DEMO_NAME)
-        logger.info("no session under %s: writing the demo recording %s (a few seconds)",
-                    os.path.abspath(data_root), path)
-        from software.mef3.demo import write_demo_recording
-        write_demo_recording(path)
+    if found:
+        return True
+    path = os.path.abspath(os.path.join(data_root, settings.DEMO_NAME))
+    logger.info("no session under %s: writing the demo recording %s (a few seconds)",
+                os.path.abspath(data_root), path)
+    try:
+        result = subprocess.run([sys.executable, "-c", DEMO_CHILD, HERE, path],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True, check=False)
+    except KeyboardInterrupt:
+        logger.error("interrupted while writing the demo recording %s", path)
+        return False
+    if result.returncode != 0:
+        reason = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])
+        logger.error("cannot start: no session under %s and the demo recording cannot be "
+                     "written there (%s); pass --data-root a writable directory or one that "
+                     "holds .mefd sessions", os.path.abspath(data_root), reason[-1])
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the server until Ctrl-C or SIGTERM; returns the exit status (0, or 2 when it
+    cannot start)."""
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -87,9 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         session = os.path.abspath(session)
         if args.data_root == settings.DATA_ROOT:
             data_root = os.path.dirname(session)
-    else:
-        os.makedirs(data_root, exist_ok=True)
-        ensure_demo(data_root)
+    elif not ensure_demo(data_root):
+        return 2   # a start-up failure the user fixes with another --data-root, as a bad path
     authenticator = None
     if args.tls_cert:
         import ssl
@@ -123,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
                                  max_request_mb=args.max_request_mb, session=session,
                                  password=args.password, authenticator=authenticator,
                                  reader_nice=args.reader_nice,
-                                 callback_timeout=args.callback_timeout)
+                                 callback_timeout=args.callback_timeout,
+                                 read_timeout=args.read_timeout)
     except Exception as exc:  # a bad session, password or port: say so and exit
         logger.error("cannot start: %s", exc)
         return 2

@@ -68,3 +68,44 @@ def test_start_refuses_a_bad_session_clearly(tmp_path):
                             text=True, timeout=60)
     assert result.returncode == 2
     assert "nothing.mefd" in result.stderr and "no such session" in result.stderr
+
+
+def test_server_process_never_loads_pymef_or_pandas(launcher):
+    """Was: start.py wrote the demo in the server process, loading pymef, mef_tools and
+    pandas into it for good (issue 9, fault 7)."""
+    import psutil
+
+    proc, port, _ = launcher
+    conn = get_connection(port, timeout=60)          # waits while the demo is written
+    try:
+        svc = conn.root.open_file("demo.mefd")
+        assert len(svc.get_stream_segment(256, 0)) == 3    # served
+        mapped = [m.path for m in psutil.Process(proc.pid).memory_maps()]
+    finally:
+        conn.close()
+    assert any("numpy" in path for path in mapped)   # the check can see a package's files
+    loaded = [path for path in mapped if re.search(r"pymef|pandas|mef_tools", path)]
+    assert loaded == []
+
+
+@pytest.mark.parametrize("where", ["data root under a file", "demo under a file"])
+def test_start_says_plainly_when_the_demo_cannot_be_written(tmp_path, where):
+    """Was: a data root the demo cannot be written to gave a traceback. Tests run as root,
+    which chmod does not stop, so a path under a regular file stands for a read-only one."""
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a directory")
+    env = dict(os.environ)
+    if where == "data root under a file":
+        data = blocker / "sub"
+    else:                                             # the root is fine; the write fails
+        data = tmp_path / "data"
+        data.mkdir()
+        os.symlink(blocker, data / "blocked")
+        env["MEFSTREAM_DEMO_NAME"] = os.path.join("blocked", "demo.mefd")
+    result = subprocess.run([sys.executable, "start.py", "--port", str(free_port()),
+                             "--data-root", str(data)], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120, env=env, check=False)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "cannot start" in result.stderr and "--data-root" in result.stderr
+    assert "Not a directory" in result.stderr or "NotADirectoryError" in result.stderr

@@ -13,7 +13,6 @@ releases them all in an idempotent :meth:`MefStreamServer.close`.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 
 from rpyc.utils.helpers import classpartial
@@ -21,9 +20,11 @@ from rpyc.utils.helpers import classpartial
 from ..cache.blocks import BlockCache
 from ..cache.registry import SessionRegistry
 from ..readers.pool import ReaderPool
+from ..stream.counters import Counters
 from ..transport.connection import FastThreadedServer
-from ..transport.framing import FRAME_HEADROOM
-from .roots import FileRootService, RootService, ServiceOptions
+from .options import ServerOptions
+from .roots import FileRootService, RootService
+from .stats import server_stats
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,17 @@ class MefStreamServer:
     callback_timeout : float
         Seconds after which a client callback that has not returned is logged (once per
         view) and counted; the server never waits for it.
+    read_timeout : float
+        Seconds a call without callback waits for its data before failing.
+
+    Raises
+    ------
+    InvalidArgumentError
+        An option is out of range (see :data:`software.server.options.RANGES`); raised
+        before any process, thread or socket is made. The message names the option, the
+        value and the valid range.
+    InvalidTypeError
+        An option has the wrong type.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, data_root: str = ".",
@@ -88,36 +100,44 @@ class MefStreamServer:
                  block_seconds: float = 10.0, session: str | None = None,
                  password: str | None = None, rpyc_config: dict | None = None,
                  authenticator=None, reader_nice: int = 0,
-                 callback_timeout: float = 30.0) -> None:
-        self.host = host
-        self.data_root = os.path.realpath(data_root)
-        self.options = ServiceOptions(segment_seconds=float(segment_seconds),
-                                      prefetch=int(prefetch),
-                                      max_request_bytes=int(max_request_mb * 2**20),
-                                      callback_timeout=float(callback_timeout))
-        self.pool = ReaderPool(workers, nice=reader_nice)
-        self.cache = BlockCache(int(cache_mb * 2**20))
+                 callback_timeout: float = 30.0, read_timeout: float = 120.0) -> None:
+        # every value checked once, before anything is spawned
+        opts = self.server_options = ServerOptions(
+            host=host, port=port, data_root=data_root, workers=workers, prefetch=prefetch,
+            cache_mb=cache_mb, segment_seconds=segment_seconds,
+            max_request_mb=max_request_mb, block_seconds=block_seconds,
+            reader_nice=reader_nice, callback_timeout=callback_timeout,
+            read_timeout=read_timeout)
+        self.host = opts.host
+        self.data_root = opts.data_root
+        self.counters = Counters()
+        self.options = opts.service_options(self.counters)
+        self.pool = ReaderPool(opts.workers, nice=opts.reader_nice)
+        self.cache = BlockCache(int(opts.cache_mb * 2**20))
         self.registry = SessionRegistry(self.data_root, self.pool, self.cache,
-                                        block_seconds=block_seconds)
+                                        block_seconds=opts.block_seconds)
         self._session = session
-        if session is not None:
-            # open once now: a bad path or password fails at start, not at first connect
-            first = self.registry.acquire(session, password)
-            self._pinned = first
-            service = classpartial(FileRootService, self.registry, self.options, first.path,
-                                   password)
-        else:
-            self._pinned = None
-            service = classpartial(RootService, self.registry, self.options)
-        config = dict(SERVER_RPYC_CONFIG)
-        config.update(rpyc_config or {})
-        # no client frame may be larger than the largest answer: a peer announcing more is
-        # refused before anything is allocated for it
-        self._server = FastThreadedServer(service, hostname=host, port=int(port),
-                                          protocol_config=config, authenticator=authenticator,
-                                          logger=logging.getLogger("software.rpyc"),
-                                          max_frame=self.options.max_request_bytes
-                                          + FRAME_HEADROOM)
+        self._pinned = None
+        try:
+            if session is not None:
+                # open once now: a bad path or password fails at start, not at first connect
+                self._pinned = self.registry.acquire(session, password)
+                service = classpartial(FileRootService, self.registry, self.options,
+                                       self._pinned.path, password, self.stats)
+            else:
+                service = classpartial(RootService, self.registry, self.options, self.stats)
+            config = dict(SERVER_RPYC_CONFIG)
+            config.update(rpyc_config or {})
+            # no client frame may be larger than the largest answer: a peer announcing more
+            # is refused before anything is allocated for it
+            self._server = FastThreadedServer(
+                service, hostname=self.host, port=opts.port, protocol_config=config,
+                authenticator=authenticator, logger=logging.getLogger("software.rpyc"),
+                max_frame=opts.max_frame)
+        except BaseException:   # a bad session or a busy port: leave no reader behind
+            self.registry.close()
+            self.pool.close()
+            raise
         self._thread: threading.Thread | None = None
         self._closed = False
         self._lock = threading.Lock()
@@ -157,11 +177,15 @@ class MefStreamServer:
         self.start()
         self._thread.join()
 
-    def stats(self) -> tuple[tuple[str, object], ...]:
-        """Counters of the cache and the reader pool as ``(name, value)`` pairs."""
-        return self.cache.stats() + (("reader_restarts", self.pool.restarts),
-                                     ("reads_retried", self.pool.tasks_retried),
-                                     ("open_sessions", len(self.registry.open_paths())))
+    def stats(self) -> tuple[tuple[str, int], ...]:
+        """Every count of the server as ``(name, value)`` pairs, as ``get_stats()`` gives them.
+
+        Returns
+        -------
+        tuple of (str, int) pairs
+            See :func:`software.server.stats.server_stats`.
+        """
+        return server_stats(self.cache, self.pool, self.registry, self.counters)
 
     def close(self) -> None:
         """Stop listening, drop every connection, end the reader processes (idempotent)."""
