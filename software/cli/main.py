@@ -22,7 +22,7 @@ COMMANDS = {
     "info": ".info",
     "stats": ".stats",
     "export": ".export",
-    # "plot": ".plot",
+    "plot": ".plot",
 }
 
 
