@@ -8,6 +8,7 @@ complete, so an existing file is replaced only by a whole export.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import warnings
@@ -166,6 +167,11 @@ class MefSink(Sink):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         from mef_tools.io import MefWriter    # pymef + pandas: only when writing MEF3
+        parent = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+            # checked here: a MefWriter that fails in __init__ prints a traceback from __del__
+            raise OSError(errno.ENOTDIR if os.path.exists(parent) else errno.ENOENT,
+                          f"{parent!r} is not a writable directory")
         self._writer = MefWriter(self.path, overwrite=False)
         self._writer.max_nans_written = 0
         self._started: set[str] = set()

@@ -71,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.follow or args.frames is not None:
         matplotlib.use("Agg")          # a file only: no display needed
     from ..plot import follow, plot_window
+    from ..plot.window import save
     conn = connect(args)
     try:
         stream, info = open_session(conn, args)
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         conn.close()
     try:
-        figure.savefig(args.out)
+        save(figure, args.out)
     except OSError as exc:
         raise OSError(f"cannot write --out {args.out!r}: {exc.strerror or exc}") from None
     width, height = figure.get_size_inches() * figure.dpi

@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import decode_segment
 from ..client.iterators import StreamSegmentIterator
-from .window import DPI, draw_window, new_figure, robust_spacing, start_index
+from .window import draw_window, new_figure, robust_spacing, save, start_index
 
 logger = logging.getLogger(__name__)
 
@@ -76,15 +76,17 @@ def windows(stream, seconds: float = 10.0, step: float = 1.0, start=None,
         got = iterator.next_or_wait(stream, timeout=timeout)
         if got is False:  # the end of a file, or nothing arrived within timeout
             return
-        got = np.asarray(got)[:, -width:]
-        count = got.shape[-1]
-        if filled + count > width:  # scroll: drop the oldest samples
-            shift = filled + count - width
-            buffer[:, :width - shift] = buffer[:, shift:].copy()
-            first += shift
-            filled -= shift
-        buffer[:, filled:filled + count] = got
-        filled += count
+        got = np.asarray(got)
+        end = first + filled + got.shape[-1]        # grid index after the newest sample
+        newest = max(first, end - width)            # the window's new first sample
+        shift = newest - first
+        if shift >= filled:                         # nothing old stays in view
+            buffer[:] = np.nan
+            buffer[:, :end - newest] = got[:, got.shape[-1] - (end - newest):]
+        else:                                       # scroll, then append
+            buffer[:, :filled - shift] = buffer[:, shift:filled].copy()
+            buffer[:, filled - shift:end - newest] = got
+        first, filled = newest, end - newest
         yield first, buffer
 
 
@@ -152,7 +154,7 @@ def follow(stream, seconds: float = 10.0, step: float = 1.0, channels=None, star
     for number, (first, data) in enumerate(source):
         draw(ax, first, data)
         path = os.path.join(frames, f"frame_{number:05d}.png")
-        fig.savefig(path, dpi=DPI)
+        save(fig, path)
         written.append(path)
         logger.debug("frame %s: window from sample %d", path, first)
     return written

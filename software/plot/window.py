@@ -112,9 +112,14 @@ def _envelope(data: np.ndarray, times: np.ndarray, columns: int):
 def _clock_axis(ax, x0: float, x1: float) -> None:
     """Ticks on round UTC clock times and HH:MM:SS labels (x is seconds since the epoch)."""
     span = max(x1 - x0, 1e-6)
-    step = next((s for s in TICK_STEPS if span / s <= 10), TICK_STEPS[-1])
+    step = next((s for s in TICK_STEPS if span / s <= 10 and (s >= 1 or span < 2)),
+                TICK_STEPS[-1])  # whole seconds from 2 s up
     ticks = np.arange(math.ceil(x0 / step) * step, x1 + step * 1e-9, step)
     ax.xaxis.set_major_locator(FixedLocator(ticks))
+    if 1 < step and span <= 60:  # a faint line every second, as on EEG paper
+        ax.xaxis.set_minor_locator(FixedLocator(np.arange(math.ceil(x0), x1, 1.0)))
+        ax.grid(axis="x", which="minor", color=GRID_COLOR, lw=0.5)
+        ax.tick_params(axis="x", which="minor", length=0)
     digits = 0 if step >= 1 else (1 if step >= 0.1 else 2)
 
     def label(value, _pos=None) -> str:
@@ -172,7 +177,7 @@ def draw_window(data: np.ndarray, start_uutc: float, fs: float, names, units, *,
     columns = max(100, int(ax.get_position().width * fig.get_figwidth() * fig.dpi))
     xs, ys = _envelope(data, times, columns)
     for row in range(n_rows):
-        finite = ys[row][np.isfinite(ys[row])]
+        finite = data[row][np.isfinite(data[row])]
         centre = float(np.median(finite)) if finite.size else 0.0
         ax.plot(xs, ys[row] - centre + offsets[row], color=TRACE_COLOR, lw=0.6, zorder=2,
                 solid_joinstyle="round")
@@ -218,6 +223,28 @@ def draw_window(data: np.ndarray, start_uutc: float, fs: float, names, units, *,
     ax.set_title(f"{start_text} UTC, {n / float(fs):g} s", loc="right", fontsize=9,
                  color=GAP_TEXT_COLOR)
     return fig
+
+
+def save(fig, path: str) -> None:
+    """Write the figure; a PNG of at most 256 colours (traces in greys: the usual case) is
+    written with a palette, losslessly, about half the size of matplotlib's RGBA file."""
+    if not str(path).lower().endswith(".png"):
+        fig.savefig(path)
+        return
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from PIL import Image                      # a dependency of matplotlib
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    rgb = np.asarray(canvas.buffer_rgba())[:, :, :3].astype(np.uint32)
+    packed = (rgb[:, :, 0] << 16) | (rgb[:, :, 1] << 8) | rgb[:, :, 2]
+    colours, index = np.unique(packed, return_inverse=True)
+    if len(colours) > 256:
+        fig.savefig(path)
+        return
+    image = Image.fromarray(index.reshape(packed.shape).astype(np.uint8), mode="P")
+    palette = np.stack([(colours >> 16) & 255, (colours >> 8) & 255, colours & 255], axis=1)
+    image.putpalette(palette.astype(np.uint8).ravel().tolist())
+    image.save(path, optimize=True, dpi=(fig.dpi, fig.dpi))
 
 
 def start_index(start, info: dict) -> int:
