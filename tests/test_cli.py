@@ -8,16 +8,19 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
+import rpyc
 from rpyc.utils.authenticators import SSLAuthenticator
 
-from software import MefStreamServer, decode_segment
+from software import MefStreamServer, WrongPasswordError, decode_segment
 from software.cli.formats import CsvSink, NpzSink
 from software.cli.main import COMMANDS
 from software.plot.window import DPI, GAP_COLOR, MARGINS, figure_size
+from software.transport.connection import FastThreadedServer
 from tests.conftest import GAP, PASSWORD2
 from tests.util import FS, START, reference
 
@@ -290,3 +293,63 @@ def test_the_shell_example_runs(tmp_path):
     assert (tmp_path / "window.png").stat().st_size > 10_000
     assert len(os.listdir(tmp_path / "frames")) == 4
     assert "Traceback" not in done.stderr
+
+
+class _FakeStream(rpyc.Service):
+    """A session's get_info, as the real view gives it (for the fake root below)."""
+
+    def exposed_get_info(self):
+        return (("path", "a.mefd"), ("channels", ("x", "y")), ("all_channels", ("x", "y")),
+                ("fs", 512.0), ("rates", (("x", 512.0), ("y", 512.0))),
+                ("start_uutc", START), ("end_uutc", START + 3_600_000_000),
+                ("n_samples", 512 * 3600), ("units", ("uV", "uV")), ("gaps", ()),
+                ("growing", False))
+
+
+class _FakeRoot(rpyc.Service):
+    """The root service's methods that other branches add (list_sessions, get_stats,
+    list_live_streams), so that ls and stats are tested before they are merged."""
+
+    def exposed_list_sessions(self):
+        return ("a.mefd", "locked.mefd")
+
+    def exposed_get_stats(self):
+        return (("cache_hits", 12345), ("cache_mib", 1.5), ("sessions_open", 2))
+
+    def exposed_list_live_streams(self):
+        return ("ward3/bed7",)
+
+    def exposed_open_file(self, path, password=None):
+        if path == "locked.mefd":
+            raise WrongPasswordError("password=None is wrong")
+        return _FakeStream()
+
+    def exposed_close_file(self, path):
+        return True
+
+
+@pytest.fixture
+def fake_root():
+    server = FastThreadedServer(_FakeRoot, hostname="127.0.0.1", port=0,
+                                protocol_config={"allow_pickle": False})
+    thread = threading.Thread(target=server.start, name="fake-root", daemon=True)
+    thread.start()
+    yield server.port
+    server.close()
+    thread.join(10)
+
+
+def test_ls_and_stats_format_what_the_root_service_gives(fake_root):
+    done = cli("ls", port=fake_root)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["a.mefd", "locked.mefd", "ward3/bed7   (live)"]
+    long = cli("ls", "-l", port=fake_root)
+    assert long.returncode == 0, long.stderr
+    lines = long.stdout.splitlines()
+    assert lines[0].startswith("a.mefd") and "2 ch  512 Hz" in lines[0]
+    assert "1 h 00 min 00 s" in lines[0] and clock(0) in lines[0]
+    assert lines[1].startswith("locked.mefd") and "encrypted" in lines[1]
+    done = cli("stats", port=fake_root)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["cache_hits     12,345", "cache_mib         1.5",
+                                        "sessions_open       2"]

@@ -115,8 +115,9 @@ def add_session_arguments(parser: argparse.ArgumentParser) -> None:
     """PATH and --password, for the commands that read one session."""
     parser.add_argument("path", metavar="PATH",
                         help="session, relative to the server's data root (e.g. demo.mefd)")
-    parser.add_argument("--password", default=None,
-                        help="level-2 (data) password of an encrypted session")
+    parser.add_argument("--password", default=os.environ.get("MEFSTREAM_PASSWORD"),
+                        help="level-2 (data) password of an encrypted session (or set "
+                             "MEFSTREAM_PASSWORD, which other users cannot see in ps)")
 
 
 def open_session(conn, args: argparse.Namespace):

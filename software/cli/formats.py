@@ -172,7 +172,8 @@ class MefSink(Sink):
             # checked here: a MefWriter that fails in __init__ prints a traceback from __del__
             raise OSError(errno.ENOTDIR if os.path.exists(parent) else errno.ENOENT,
                           f"{parent!r} is not a writable directory")
-        self._writer = MefWriter(self.path, overwrite=False)
+        # an absolute path: pymef warns on stdout about every relative one
+        self._writer = MefWriter(os.path.abspath(self.path), overwrite=False)
         self._writer.max_nans_written = 0
         self._started: set[str] = set()
         self._closed = False

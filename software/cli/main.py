@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, home in COMMANDS.items():
         module = importlib.import_module(home, __package__)
-        sub = commands.add_parser(name, help=module.HELP, description=module.__doc__)
+        sub = commands.add_parser(name, help=module.HELP,
+                                  description=(module.__doc__ or "").replace("``", ""))
         module.configure(sub)
         add_connection_arguments(sub, defaults=False)
         sub.set_defaults(run=module.run)

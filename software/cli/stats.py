@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from .. import errors
 from .common import connect
@@ -21,7 +22,9 @@ def format_value(value) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
-        return f"{value:,.3f}".rstrip("0").rstrip(".") if value != int(value) else f"{value:,.0f}"
+        if not math.isfinite(value) or value == int(value):
+            return f"{value:,.0f}" if math.isfinite(value) else str(value)
+        return f"{value:,.3f}".rstrip("0").rstrip(".")
     if isinstance(value, tuple):
         return ", ".join(format_value(v) for v in value)
     return str(value)
