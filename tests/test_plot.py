@@ -9,15 +9,15 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.image as mpimg  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from matplotlib.colors import to_rgb  # noqa: E402
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+from matplotlib.colors import to_rgb
 
-from software.plot import draw_window, follow, plot_window, windows  # noqa: E402
-from software.plot.window import DPI, GAP_COLOR, figure_size  # noqa: E402
-from tests.conftest import GAP  # noqa: E402
-from tests.util import FS, START, reference  # noqa: E402
+from software.plot import draw_window, follow, plot_window, windows
+from software.plot.window import DPI, GAP_COLOR, figure_size
+from tests.conftest import GAP
+from tests.util import FS, START, reference
 
 ALL = ("Cz", "Fp1", "Fp2", "O1", "O2", "index")
 

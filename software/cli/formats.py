@@ -166,7 +166,7 @@ class MefSink(Sink):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        from mef_tools.io import MefWriter    # pymef + pandas: only when writing MEF3
+        from mef_tools.io import MefWriter  # pymef + pandas: only when writing MEF3
         parent = os.path.dirname(os.path.abspath(self.path))
         if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
             # checked here: a MefWriter that fails in __init__ prints a traceback from __del__

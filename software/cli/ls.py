@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         for path in paths:
             print(f"{path:<{width}}  {describe(root, path)}" if args.long else path)
         for name in optional_call(root, "list_live_streams") or ():
-            print(f"{str(name):<{width}}  (live)")
+            print(f"{name!s:<{width}}  (live)")
     finally:
         conn.close()
     return 0

@@ -11,7 +11,7 @@ import argparse
 import os
 
 from .common import (UsageError, add_session_arguments, argument, connect, open_session,
-                     parse_channels, sample_index, select_channels)
+                     sample_index, select_channels)
 from .times import parse_seconds
 
 HELP = "draw a window of a session (traces, clock time, scale bar, gaps) into a PNG"

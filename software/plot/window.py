@@ -232,7 +232,7 @@ def save(fig, path: str) -> None:
         fig.savefig(path)
         return
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from PIL import Image                      # a dependency of matplotlib
+    from PIL import Image  # a dependency of matplotlib
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
     rgb = np.asarray(canvas.buffer_rgba())[:, :, :3].astype(np.uint32)
