@@ -22,8 +22,13 @@ import time
 
 import numpy as np
 
-from .common import DATA_DIR, ServerProcess, ensure_recording, process_tree_pss, \
-    warmup_dataset
+from .common import (
+    DATA_DIR,
+    ServerProcess,
+    ensure_recording,
+    process_tree_pss,
+    warmup_dataset,
+)
 from .sessions import LongSession, ensure_long_session, signal
 
 DEFAULT_SIZES = "10000,100000,1000000,2073600"

@@ -3,7 +3,7 @@
     python -m benchmarks.recorder [--channels 64] [--fs 30000] [--seconds 10]
 
 Appends ``--seconds`` one-second chunks of EEG-like float64 data through
-:class:`software.live.mefappend.AppendingSession` and prints the write time per second of
+:class:`software.mef3.append.AppendingSession` and prints the write time per second of
 data (median, p90, max: must stay below 1 s), the cost of each step of an append, and the
 ``.tdat`` size against the same samples written at once with ``write_session``. The data is
 generated before timing starts; the temporary sessions are removed afterwards.
@@ -18,8 +18,8 @@ import time
 
 import numpy as np
 
-from software.live import mefappend
-from software.live.mefappend import AppendingSession
+from software.mef3 import append as mefappend
+from software.mef3.append import AppendingSession
 from software.mef3.writer import write_session
 
 START = 1_600_000_000_000_000

@@ -88,9 +88,9 @@ def ensure_long_session(ls: LongSession, log=print) -> float | None:
     marker = ls.path + ".json"  # written last: a complete session
     if os.path.exists(marker) and os.path.isdir(ls.path):
         return None
-    from mef_tools.io import MefWriter
-
     import shutil
+
+    from mef_tools.io import MefWriter
     if os.path.exists(ls.path):
         shutil.rmtree(ls.path)
     os.makedirs(ls.root, exist_ok=True)

@@ -25,7 +25,7 @@ _HOME = {
     "decode_segment": "transport.wire", "encode_segment": "transport.wire",
     **{name: "errors" for name in (
         "CorruptSessionError", "InvalidArgumentError", "InvalidRangeError",
-        "InvalidTypeError", "MixedRateError", "NotMefSessionError", "OutsideDataRootError",
+        "InvalidTypeError", "MixedRateError", "NoFileOpenError", "NotMefSessionError", "OutsideDataRootError",
         "ReaderError", "ServiceClosedError", "SessionError", "StreamError",
         "UnknownChannelError", "WrongPasswordError")},
 }

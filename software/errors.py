@@ -66,8 +66,12 @@ class ServiceClosedError(StreamError, ConnectionError):
     """The file was closed or the server is shutting down."""
 
 
+class NoFileOpenError(StreamError, AttributeError):
+    """A method of an open file was asked of the root service: call ``open_file`` first."""
+
+
 #: Every exception class a client may receive, for RPyC's ``import_custom_exceptions``.
 EXCEPTIONS = (StreamError, InvalidArgumentError, InvalidTypeError, InvalidRangeError,
               UnknownChannelError, MixedRateError, SessionError, NotMefSessionError,
               OutsideDataRootError, WrongPasswordError, CorruptSessionError, ReaderError,
-              ServiceClosedError)
+              ServiceClosedError, NoFileOpenError)

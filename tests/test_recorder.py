@@ -14,8 +14,8 @@ from concurrent.futures import Future
 import numpy as np
 import pytest
 
-from software.live.mefappend import AppendingSession, crc_patched, crc_update
 from software.live.recorder import Recorder
+from software.mef3.append import AppendingSession, crc_patched, crc_update
 from software.mef3.metadata import ChannelInfo, SessionInfo
 from software.stream.options import ServiceOptions
 from software.stream.service import StreamService
@@ -95,7 +95,7 @@ def test_a_session_is_whole_while_an_append_is_half_done(tmp_path, monkeypatch):
     path = str(tmp_path / "half.mefd")
     session = AppendingSession(path, names, 1000.0, START)
     session.append(signal_values(2, 0, 1000))
-    import software.live.mefappend as mefappend
+    import software.mef3.append as mefappend
 
     def boom(a, b):
         got, reader = read(path, names)       # the moment before the swap
@@ -112,7 +112,7 @@ def test_a_session_is_whole_while_an_append_is_half_done(tmp_path, monkeypatch):
 
 CHILD = """
 import sys
-from software.live.mefappend import AppendingSession
+from software.mef3.append import AppendingSession
 from tests.test_recorder import signal_values
 from tests.util import START
 path, n_ch, chunk = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])

@@ -11,8 +11,9 @@ import rpyc
 import settings
 import software
 from software import MefStreamServer, decode_segment, get_connection
+from software.errors import NoFileOpenError
 from software.mef3.writer import write_session
-from software.server.roots import VIEW_METHODS, NoFileOpenError
+from software.server.roots import VIEW_METHODS
 from tests.util import START, wait_until
 
 

@@ -15,8 +15,15 @@ import sys
 import numpy as np
 
 from .. import decode_segment, errors
-from .common import (UsageError, add_session_arguments, connect, open_session, sample_range,
-                     select_channels, uutc_of)
+from .common import (
+    UsageError,
+    add_session_arguments,
+    connect,
+    open_session,
+    sample_range,
+    select_channels,
+    uutc_of,
+)
 from .formats import SINKS
 from .times import format_clock, format_duration
 

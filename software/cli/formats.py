@@ -133,32 +133,6 @@ class NpzSink(Sink):
             os.remove(self._partial)
 
 
-@contextlib.contextmanager
-def _rounding_int32_conversion():
-    """Make mef_tools round samples to integers instead of truncating them.
-
-    mef_tools 1.2.3 converts with ``int32(10**p * round(x, p))``, a cast that truncates:
-    ``round(0.29, 2) * 100`` is 28.999999999999996, stored as 28, so at precision 2 about
-    4.6 % of values come back one unit (0.01) lower in magnitude. Only while our own
-    writes run (the command-line process writes nothing else).
-    """
-    import mef_tools.io as mef_io
-    original = mef_io.convert_data_to_int32
-
-    def convert(data, precision=None):
-        if precision is None:
-            return original(data, precision)
-        scaled = np.rint(np.nan_to_num(np.asarray(data, np.float64), nan=0.0)
-                         * 10.0 ** int(precision))
-        return scaled.astype(np.int32)
-
-    mef_io.convert_data_to_int32 = convert
-    try:
-        yield
-    finally:
-        mef_io.convert_data_to_int32 = original
-
-
 class MefSink(Sink):
     """A MEF3 session written with mef_tools' MefWriter, one ``write_data`` per channel
     and segment; NaN runs become gaps (none is stored as a value, ``max_nans_written=0``).
@@ -166,7 +140,7 @@ class MefSink(Sink):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        from mef_tools.io import MefWriter  # pymef + pandas: only when writing MEF3
+        from ..mef3.writer import MefWriter  # pymef + pandas: only when writing MEF3
         parent = os.path.dirname(os.path.abspath(self.path))
         if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
             # checked here: a MefWriter that fails in __init__ prints a traceback from __del__
@@ -179,6 +153,8 @@ class MefSink(Sink):
         self._closed = False
 
     def write(self, chunk: np.ndarray) -> None:
+        from ..mef3.writer import rounding_to_integers
+
         limit = (2**31 - 1) / 10.0 ** self.precision
         peak = np.nanmax(np.abs(chunk)) if np.isfinite(chunk).any() else 0.0
         if peak > limit:
@@ -186,7 +162,7 @@ class MefSink(Sink):
                                 f"precision {self.precision} (largest {limit:g}); export "
                                 f"with a lower --precision")
         t0 = int(self.times(1)[0])
-        with warnings.catch_warnings(), _rounding_int32_conversion():
+        with warnings.catch_warnings(), rounding_to_integers():
             warnings.simplefilter("ignore")
             for row, name in enumerate(self.names):
                 data = chunk[row]

@@ -10,8 +10,15 @@ from __future__ import annotations
 import argparse
 import os
 
-from .common import (UsageError, add_session_arguments, argument, connect, open_session,
-                     sample_index, select_channels)
+from .common import (
+    UsageError,
+    add_session_arguments,
+    argument,
+    connect,
+    open_session,
+    sample_index,
+    select_channels,
+)
 from .times import parse_seconds
 
 HELP = "draw a window of a session (traces, clock time, scale bar, gaps) into a PNG"

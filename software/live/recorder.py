@@ -2,7 +2,7 @@
 
 A :class:`Recorder` follows a stream from its head with a
 :class:`~software.client.iterators.StreamSegmentIterator`, gathers about ``flush_seconds``
-of samples, and appends them to an :class:`~software.live.mefappend.AppendingSession`
+of samples, and appends them to an :class:`~software.mef3.append.AppendingSession`
 (each append atomic on disk). ``python -m software record --port P OUT.mefd`` runs one.
 
 Threads: the follow loop runs in the recorder's own thread ("recorder-<name>").
@@ -20,7 +20,7 @@ import numpy as np
 import rpyc
 
 from ..client.iterators import StreamSegmentIterator
-from .mefappend import AppendingSession
+from ..mef3.append import AppendingSession
 
 __all__ = ["Recorder", "main"]
 

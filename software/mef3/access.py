@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-
 from collections.abc import Sequence
 
 import numpy as np

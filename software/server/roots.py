@@ -18,12 +18,12 @@ import rpyc
 
 from ..cache.recording import Recording
 from ..cache.registry import SessionRegistry
-from ..errors import SessionError, StreamError
+from ..errors import NoFileOpenError, SessionError
 from ..stream.answers import SegmentEncoder
 from ..stream.service import ServiceOptions, StreamService
 from .options import max_frame_for
 
-__all__ = ["FileRootService", "NoFileOpenError", "RootService", "ServiceOptions",
+__all__ = ["FileRootService", "RootService", "ServiceOptions",
            "StreamService", "sessions_under"]
 
 #: Methods of an open file that CREPE scripts call on ``conn.root`` of the root service.
@@ -34,10 +34,6 @@ VIEW_METHODS = ("get_info", "set_active_channels", "set_segment_size", "get_segm
 LISTED_SESSIONS = 10
 #: Directories looked into at most when listing sessions (a huge data root stays quick).
 _SCAN_LIMIT = 2000
-
-
-class NoFileOpenError(StreamError, AttributeError):
-    """A method of an open file was asked of the root service: call ``open_file`` first."""
 
 
 def sessions_under(data_root: str, limit: int = LISTED_SESSIONS,
