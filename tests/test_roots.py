@@ -175,9 +175,10 @@ def test_plain_rpyc_connect_rebuilds_the_error_class(own_server):
 def test_the_error_lists_at_most_ten_sessions(tmp_path):
     from software.server.roots import sessions_under
     for i in range(12):
-        os.makedirs(tmp_path / f"s{i:02d}.mefd")
-    os.makedirs(tmp_path / ".hidden" / "x.mefd")
-    os.makedirs(tmp_path / "s00.mefd" / "inner.mefd")         # a session is not entered
+        os.makedirs(tmp_path / f"s{i:02d}.mefd" / "a.timd")
+    os.makedirs(tmp_path / ".hidden" / "x.mefd" / "a.timd")
+    os.makedirs(tmp_path / "s00.mefd" / "inner.mefd" / "a.timd")  # a session is not entered
+    os.makedirs(tmp_path / "empty.mefd")                       # no channel: not a session
     found, more = sessions_under(str(tmp_path))
     assert found == tuple(f"s{i:02d}.mefd" for i in range(10)) and more
     assert sessions_under(str(tmp_path / "s05.mefd")) == ((), False)

@@ -48,7 +48,8 @@ def describe(root, path: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print one session per line, then the live streams (``NAME  (live)``)."""
+    """Print one session per line (``(open)``: some client has it open), then the live
+    streams (``NAME  (live)``)."""
     conn = connect(args)
     try:
         root = conn.root
@@ -59,9 +60,12 @@ def run(args: argparse.Namespace) -> int:
                 f"an older mefstream, or one serving a single file); use "
                 f"'info PATH' with a path you know")
         paths = [str(p) for p in sessions]
+        opened = {str(p) for p in optional_call(root, "list_server_sessions") or ()}
         width = max((len(p) for p in paths), default=0)
         for path in paths:
-            print(f"{path:<{width}}  {describe(root, path)}" if args.long else path)
+            mark = "  (open)" if path in opened else ""
+            line = f"{path:<{width}}  {describe(root, path)}" if args.long else path
+            print(line + mark)
         for name in optional_call(root, "list_live_streams") or ():
             print(f"{name!s:<{width}}  (live)")
     finally:

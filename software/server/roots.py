@@ -32,13 +32,24 @@ VIEW_METHODS = ("get_info", "set_active_channels", "set_segment_size", "get_segm
                 "append_stream_segment_data", "append_stream_row_data")
 #: Sessions named in the error for a view method asked of the root service.
 LISTED_SESSIONS = 10
+#: Sessions ``list_sessions`` answers at most.
+LISTED_ANSWER = 10_000
 #: Directories looked into at most when listing sessions (a huge data root stays quick).
 _SCAN_LIMIT = 2000
 
 
+def _has_channels(path: str) -> bool:
+    """Whether a ``.mefd`` directory holds a time-series channel (``*.timd``)."""
+    try:
+        with os.scandir(path) as entries:
+            return any(e.name.endswith(".timd") for e in entries)
+    except OSError:
+        return False
+
+
 def sessions_under(data_root: str, limit: int = LISTED_SESSIONS,
                    depth: int = 3) -> tuple[tuple[str, ...], bool]:
-    """Sessions (``*.mefd`` directories) under ``data_root``, relative to it and sorted.
+    """Sessions (``*.mefd`` directories holding a ``*.timd`` channel) under ``data_root``, relative to it and sorted.
 
     Parameters
     ----------
@@ -70,7 +81,8 @@ def sessions_under(data_root: str, limit: int = LISTED_SESSIONS,
                         if entry.name.startswith(".") or not entry.is_dir():
                             continue
                         if entry.name.endswith(".mefd"):
-                            found.append(os.path.relpath(entry.path, data_root))
+                            if _has_channels(entry.path):
+                                found.append(os.path.relpath(entry.path, data_root))
                         else:
                             below.append(entry.path)
             except OSError:
@@ -237,6 +249,15 @@ class RootService(rpyc.Service):
         with self._lock:
             return tuple(sorted(v.exposed_get_info()[0][1] for v, _, _ in
                                 self._views.values()))
+
+    def exposed_list_sessions(self) -> tuple[str, ...]:
+        """Sessions under the data root, relative to it and sorted (at most
+        :data:`LISTED_ANSWER`; three directory levels deep)."""
+        return sessions_under(self._registry.data_root, limit=LISTED_ANSWER)[0]
+
+    def exposed_list_server_sessions(self) -> tuple[str, ...]:
+        """Sessions open on this server by any connection (paths relative to the data root)."""
+        return self._registry.open_paths()
 
     def exposed_close_file(self, path) -> bool:
         """Close this connection's view of a session.
