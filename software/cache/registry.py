@@ -2,7 +2,7 @@
 
 A path is resolved against the data root (symlinks followed) and refused when it leaves
 it. The first ``acquire`` of a session reads its metadata in a reader process; later ones
-share the same :class:`~software.recording.Recording` (and its cached blocks) after
+share the same :class:`~software.cache.recording.Recording` (and its cached blocks) after
 checking the password, and the session is closed when its last user releases it.
 """
 from __future__ import annotations

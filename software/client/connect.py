@@ -59,7 +59,7 @@ def get_connection(port: int | None = None, host: str = "localhost", timeout: fl
         Extra RPyC settings (copied).
     shared_memory : bool
         When client and server share a host (and user), take answers from a shared-memory
-        area instead of the socket (see :mod:`software.shared_memory`); values and
+        area instead of the socket (see :mod:`software.client.shared_memory`); values and
         :func:`~software.decode_segment` stay the same. Falls back to the socket silently.
     shared_memory_mb : float
         Size of that area in MiB: the answers in flight at once must fit (larger ones

@@ -175,7 +175,7 @@ def negotiate(conn: Any, nbytes: int, directory: str = SHM_DIR) -> ClientArea | 
     Parameters
     ----------
     conn : FastConnection
-        A connection from :func:`~software.transport.fast_connect`, not serving yet.
+        A connection from :func:`~software.transport.connection.fast_connect`, not serving yet.
     nbytes : int
         Area size to ask for.
     directory : str

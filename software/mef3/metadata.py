@@ -1,6 +1,6 @@
 """What is known about an opened MEF3 session, as plain picklable values.
 
-Reader processes build a :class:`SessionInfo` (see :mod:`software.mef_access`) and send it
+Reader processes build a :class:`SessionInfo` (see :mod:`software.mef3.access`) and send it
 to the server process, which never touches pymef. The sample grid of a group of channels
 that share one sampling rate is defined here, with exactly the arithmetic that
 ``MefReader.get_data(channels, start_uutc, end_uutc)`` uses, so that sample index ``k`` is

@@ -196,7 +196,7 @@ class SegmentEncoder:
     Parameters
     ----------
     conn : rpyc.Connection, optional
-        The connection; on a :class:`~software.transport.FastConnection` socket answers
+        The connection; on a :class:`~software.transport.connection.FastConnection` socket answers
         are sent from the array's memory instead of a bytes copy. Without one (a view
         used in-process) answers are plain bytes and no area is offered.
     directory : str

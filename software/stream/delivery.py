@@ -1,6 +1,6 @@
 """Callback delivery: one thread per view sends answers to the client, a watchdog notes hangs.
 
-A :class:`~software.view.StreamService` hands each answer that was not ready at call
+A :class:`~software.stream.service.StreamService` hands each answer that was not ready at call
 time to its :class:`CallbackDeliverer` (from the thread that completed the read); the
 deliverer's own thread encodes it and calls the client's callback with ``rpyc.async_``,
 so a slow, hung or dead client delays only its own view, never the readers or another

@@ -198,7 +198,7 @@ class FastThreadedServer(ThreadedServer):
         ``SSLAuthenticator``, protocol_config, logger, ...).
     max_frame : int, optional
         Largest frame a client may send, in bytes (default
-        :attr:`FastChannel.MAX_FRAME <software.framing.FastChannel.MAX_FRAME>`); a client
+        :attr:`FastChannel.MAX_FRAME <software.transport.framing.FastChannel.MAX_FRAME>`); a client
         announcing more is refused and disconnected.
 
     Notes

@@ -7,7 +7,7 @@ strings and :class:`Buffer` payloads as parts of their own that
 holds a large byte string comes as a :class:`SplitFrame`, the string received straight
 into its own bytes object (found by peeking its head with :func:`find_large_bytes`).
 :attr:`FastChannel.max_frame` bounds what a peer may announce. The connection that uses
-all this is :class:`software.transport.FastConnection`.
+all this is :class:`software.transport.connection.FastConnection`.
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ class FastChannel(Channel):
     Parameters
     ----------
     stream : rpyc.core.stream.Stream
-        Usually a :class:`~software.socket_stream.FastSocketStream`.
+        Usually a :class:`~software.transport.socket_stream.FastSocketStream`.
     compress : bool, optional
         Ignored (accepted for signature compatibility); frames are always sent
         uncompressed. Compressed frames from a stock peer are decompressed.
@@ -75,7 +75,7 @@ class FastChannel(Channel):
     SMALL_FRAME = 64 * 1024
     #: Default :attr:`max_frame`: the largest answer of a mefstream server with the
     #: default ``max_request_mb`` (256 MiB of samples) plus :data:`FRAME_HEADROOM`.
-    #: :class:`~software.server.MefStreamServer` sets its own limit from its
+    #: :class:`~software.server.server.MefStreamServer` sets its own limit from its
     #: ``max_request_mb``.
     MAX_FRAME = 256 * MiB + FRAME_HEADROOM
     #: Seconds a refused TLS client is left waiting for its handshake's answer.

@@ -2,7 +2,7 @@
 
 :class:`FastSocketStream` is the bottom layer of :mod:`software.transport` (see the
 sketch there): it moves bytes only, and knows nothing of frames or brine. What it reads
-is sized by the frame layer (:class:`~software.framing.FastChannel`), from numbers a
+is sized by the frame layer (:class:`~software.transport.framing.FastChannel`), from numbers a
 peer sends, so memory is committed as data arrives, never for what is merely announced.
 """
 from __future__ import annotations

@@ -28,9 +28,9 @@ def encode_segment(data: np.ndarray, *, copy: bool = True) -> tuple:
     data : numpy.ndarray
         The samples.
     copy : bool
-        False: the payload is a :class:`~software.transport.Buffer` over the array's
+        False: the payload is a :class:`~software.transport.framing.Buffer` over the array's
         memory instead of a bytes copy. Only a
-        :class:`~software.transport.FastConnection` can send it (the peer still receives
+        :class:`~software.transport.connection.FastConnection` can send it (the peer still receives
         bytes), and ``data`` must not change afterwards.
     """
     data = np.ascontiguousarray(data)
