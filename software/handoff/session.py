@@ -60,7 +60,8 @@ class _View:
         self.get = svc.get_stream_segment        # bound once: each lookup is a round trip
         self.set_channels = svc.set_active_channels
         self.get_info = svc.get_info
-        self.channels: tuple[str, ...] | None = None
+        self.channels: tuple[str, ...] | None = None      # active now (None: unknown)
+        self.default: tuple[str, ...] | None = None       # the session's default ones
         self.lock = threading.Lock()
 
 
@@ -117,9 +118,11 @@ def _drop(address: tuple[str, int], connect: tuple, server: _Server) -> None:
 def _select(view: _View, channels: tuple[str, ...] | None) -> tuple[str, ...]:
     """Make ``channels`` active (None: the session's default); caller holds view.lock."""
     if channels is None:
-        if view.channels is None:
-            view.channels = tuple(str(c) for c in view.set_channels(None))
-    elif view.channels != channels:
+        if view.default is None:
+            view.default = tuple(str(c) for c in view.set_channels(None))
+            view.channels = view.default
+        channels = view.default
+    if view.channels != channels:
         view.channels = tuple(str(c) for c in view.set_channels(list(channels)))
     return view.channels
 
