@@ -28,8 +28,8 @@ __all__ = ["DEFAULT_PRUNING_TIMEOUT", "REGISTRY_PORT", "RegistryServer"]
 class _TcpRegistry(TCPRegistryServer):
     """rpyc's TCP registry with a timeout on each request and no leaked sockets."""
 
-    #: seconds a peer has to send its request (and the accept timeout)
-    TIMEOUT = 3.0
+    #: seconds a peer has to send its request (and the accept timeout; rpyc: none, 3)
+    TIMEOUT = 1.0
 
     def _recv(self):
         for stale in self._connected_sockets.values():  # requests that were dropped
