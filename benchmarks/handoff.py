@@ -174,7 +174,7 @@ def dask_row(ds: Dataset, info: dict, repeats: int) -> list[list[str]]:
             direct.append(time.perf_counter() - t0)
             assert np.allclose(mean_s, mean_d, equal_nan=True)
     s, d = median(service), median(direct)
-    return [[f"dask: mean + RMS per minute, whole file, LocalCluster 2 x 1", f"{s:.2f} s",
+    return [["dask: mean + RMS per minute, whole file, LocalCluster 2 x 1", f"{s:.2f} s",
              f"{d:.2f} s", f"{d / s:.2f}x faster" if s < d else f"{s / d:.2f}x slower"]]
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from software import InvalidRangeError, MefStreamServer, get_connection
 from software.mef3.writer import write_session
-from tests.conftest import GAP, SEGMENT2_AT, SEGMENT2_UUTC
+from tests.conftest import GAP, SEGMENT2_AT
 from tests.util import FS, START, reference
 
 mne = pytest.importorskip("mne", reason="mne is in requirements.txt; install it")

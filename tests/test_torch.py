@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from software import InvalidArgumentError
-from tests.util import FS, reference
+from tests.util import reference
 
 torch = pytest.importorskip(
     "torch", reason="torch is not a core requirement: pip install -r requirements-torch.txt")
