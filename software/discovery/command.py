@@ -1,0 +1,77 @@
+"""``python -m software registry``: an RPyC TCP registry on a chosen interface.
+
+A command-line front end: it prints its one status line (the port it got) and runs until
+Ctrl-C or SIGTERM.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from rpyc.utils.registry import DEFAULT_PRUNING_TIMEOUT, REGISTRY_PORT
+
+from .registry import RegistryServer
+
+
+def build_parser(prog: str = "python -m software registry") -> argparse.ArgumentParser:
+    """The argument parser of the ``registry`` command (for a parent CLI's help)."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Run an RPyC TCP registry that mefstream servers announce "
+        "themselves to (start.py --registry HOST:PORT) and clients look them up in "
+        "(get_connection(service=..., registry=...)). Listing is on.")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="interface to bind (default 127.0.0.1; use the data network's "
+                             "address so that servers on other hosts can reach it)")
+    parser.add_argument("--port", type=int, default=REGISTRY_PORT,
+                        help=f"TCP port (default {REGISTRY_PORT}, rpyc's; 0: a free one)")
+    parser.add_argument("--pruning-timeout", type=float, default=DEFAULT_PRUNING_TIMEOUT,
+                        help="seconds after its last registration that a server is "
+                             f"forgotten (default {DEFAULT_PRUNING_TIMEOUT})")
+    parser.add_argument("--log-level", default="WARNING",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the registry until SIGINT/SIGTERM.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Arguments after ``registry`` (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0 after a clean stop; 2 for bad arguments (argparse exits with 2 itself for
+        unknown options); 1 when the address cannot be bound.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not 0 <= args.port < 65536:
+        print(f"error: --port must be in 0..65535; {args.port} is invalid", file=sys.stderr)
+        return 2
+    if not args.pruning_timeout > 0:
+        print(f"error: --pruning-timeout must be > 0; {args.pruning_timeout} is invalid",
+              file=sys.stderr)
+        return 2
+    logging.basicConfig(level=args.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        registry = RegistryServer(args.host, args.port, pruning_timeout=args.pruning_timeout)
+    except OSError as exc:
+        print(f"error: cannot listen on {args.host}:{args.port} ({exc}); choose another "
+              f"--host or --port", file=sys.stderr)
+        return 1
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+    with registry:
+        print(f"RPyC registry listening on {registry.host}:{registry.port} (Ctrl-C stops)",
+              flush=True)
+        stop.wait()
+    return 0
