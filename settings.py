@@ -46,6 +46,10 @@ READ_TIMEOUT = _env("READ_TIMEOUT", 120.0, float)
 DATA_ROOT = _env("DATA_ROOT", ".", str)
 #: Name of the demo session written under DATA_ROOT when it holds no session.
 DEMO_NAME = _env("DEMO_NAME", "demo.mefd", str)
+#: RPyC registry to announce the server to ("host[:port]"; empty: none).
+REGISTRY = _env("REGISTRY", "", str)
+#: Name the server announces to the registry.
+SERVICE_NAME = _env("SERVICE_NAME", "MEF", str)
 #: RPyC settings for CREPE-style ``rpyc.connect(host, port, config=RPYC_CONFIG)`` clients.
 #: A fresh dict: rpyc's own DEFAULT_CONFIG is never modified.
 RPYC_CONFIG = {

@@ -18,6 +18,7 @@ is released.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import logging
 import os
@@ -104,6 +105,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tls-key", default=None, help="private key of --tls-cert (PEM)")
     parser.add_argument("--tls-ca", default=None,
                         help="CA certificate: clients must present a certificate it signed")
+    parser.add_argument("--registry", default=settings.REGISTRY, metavar="HOST[:PORT]",
+                        help="announce this server to the RPyC registry there (python -m "
+                             "software registry; port 18811 when omitted)")
+    parser.add_argument("--service-name", default=settings.SERVICE_NAME,
+                        help="name announced to --registry (default %(default)s)")
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)
@@ -114,6 +120,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in RANGES:       # the server checks them again, naming them as arguments
         try:
             check_option(name, getattr(args, name), flag=flag_of(name))
+        except StreamError as exc:
+            parser.error(str(exc))
+    if args.registry:
+        from software.discovery import parse_address
+        from software.discovery.registry import REGISTRY_PORT
+        try:
+            args.registry = parse_address(args.registry, REGISTRY_PORT, name="--registry")
         except StreamError as exc:
             parser.error(str(exc))
     if (args.tls_cert is None) != (args.tls_key is None) or (args.tls_ca and not args.tls_cert):
@@ -215,7 +228,13 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bad session, password or port: say so and exit
         logger.error("cannot start: %s", exc)
         return 2
-    with server:
+    with server, contextlib.ExitStack() as announced:
+        if args.registry:
+            from software.discovery import announce
+            announced.enter_context(announce(args.service_name, server.port, args.registry,
+                                             host=args.host))
+            logger.info("announced as %s to the registry at %s:%d", args.service_name,
+                        *args.registry)
         logger.info("ready on %s:%d; Ctrl-C stops", args.host, server.port)
         stop.wait()
         logger.info("shutting down")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 
 from .. import errors
-from .common import connect, message_of
+from .common import UsageError, connect, message_of
 from .times import format_clock, format_duration
 
 HELP = "list the sessions under the server's data root (and its live streams)"
@@ -15,6 +15,8 @@ HELP = "list the sessions under the server's data root (and its live streams)"
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``ls``."""
+    parser.add_argument("--registry", default=None, metavar="HOST[:PORT]",
+                        help="list the services registered at this RPyC registry instead")
     parser.add_argument("-l", "--long", action="store_true",
                         help="open each session: channels, rate, duration, start")
 
@@ -47,9 +49,26 @@ def describe(root, path: str) -> str:
             f"  from {format_clock(info['start_uutc'])}")
 
 
+def list_registry(registry: str) -> int:
+    """Print ``NAME  host:port`` for every server registered at ``registry``."""
+    from ..discovery import list_services
+    from ..discovery.address import format_address
+
+    try:
+        services = list_services(registry)
+    except errors.InvalidArgumentError as exc:
+        raise UsageError(f"--registry: {message_of(exc)}") from None
+    for name, servers in sorted(services.items()):
+        for server in servers:
+            print(f"{name}  {format_address(server)}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Print one session per line (``(open)``: some client has it open), then the live
     streams (``NAME  (live)``)."""
+    if args.registry:
+        return list_registry(args.registry)
     conn = connect(args)
     try:
         root = conn.root

@@ -23,6 +23,12 @@ COMMANDS = {
     "stats": ".stats",
     "export": ".export",
     "plot": ".plot",
+    "record": ".record",
+}
+#: Commands that parse their own arguments (no server connection): name -> module with
+#: ``HELP`` and ``main(argv) -> int``.
+STANDALONE = {
+    "registry": ".registry",
 }
 
 
@@ -42,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
         module.configure(sub)
         add_connection_arguments(sub, defaults=False)
         sub.set_defaults(run=module.run)
+    for name, home in STANDALONE.items():  # listed here, parsed by their own main()
+        module = importlib.import_module(home, __package__)
+        commands.add_parser(name, help=module.HELP, add_help=False)
     return parser
 
 
@@ -59,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     argv : list of str, optional
         Arguments after the program name (default ``sys.argv[1:]``).
     """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in STANDALONE:
+        return importlib.import_module(STANDALONE[argv[0]], __package__).main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)       # exits with 2 on a usage error
     try:

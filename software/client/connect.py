@@ -16,6 +16,7 @@ import time
 
 import rpyc
 
+from ..discovery import lookup
 from ..transport.connection import ServingThread, fast_connect
 from ..transport.framing import check_max_frame
 from .receive import install
@@ -41,7 +42,8 @@ def get_connection(port: int | None = None, host: str = "localhost", timeout: fl
                    *, keyfile: str | None = None, certfile: str | None = None,
                    ca_certs: str | None = None, config: dict | None = None,
                    shared_memory: bool = True, shared_memory_mb: float = 128,
-                   max_frame: int | None = None) -> rpyc.Connection:
+                   max_frame: int | None = None, service: str | None = None,
+                   registry: str | tuple[str, int] | None = None) -> rpyc.Connection:
     """Connect to a mefstream server, waiting up to ``timeout`` seconds for it to come up.
 
     Parameters
@@ -68,6 +70,13 @@ def get_connection(port: int | None = None, host: str = "localhost", timeout: fl
         Largest message accepted from the server, in bytes. By default the server tells
         its own limit at connect (``get_limits``: its ``--max-request-mb`` plus framing);
         a server that cannot tell gets 257 MiB (the default ``--max-request-mb 256``).
+    service : str, optional
+        With ``registry``: the name servers announced (``start.py --service-name``,
+        default ``"MEF"``); the first server registered under it is used and ``host`` and
+        ``port`` are ignored.
+    registry : str or (str, int), optional
+        ``"host[:port]"`` of an RPyC registry (``python -m software registry``) to find
+        the server in.
 
     Returns
     -------
@@ -83,7 +92,8 @@ def get_connection(port: int | None = None, host: str = "localhost", timeout: fl
     Raises
     ------
     ConnectionRefusedError
-        Nobody listened on ``host:port`` within ``timeout``.
+        Nobody listened on ``host:port`` within ``timeout``, or no server is registered
+        under ``service`` at ``registry``.
     PermissionError
         The server refused this client's certificate (or its lack of one), or the server's
         certificate is not signed by ``ca_certs``.
@@ -91,6 +101,8 @@ def get_connection(port: int | None = None, host: str = "localhost", timeout: fl
         The server closed the connection before answering, or did not answer the TLS
         handshake: TLS on one side only.
     """
+    if registry is not None or service is not None:
+        host, port = _find(service or "MEF", registry or "127.0.0.1", timeout)
     port = DEFAULT_PORT if port is None else int(port)
     settings = dict(CLIENT_RPYC_CONFIG)
     settings.update(config or {})
@@ -171,6 +183,17 @@ def _follow_limits(conn: rpyc.Connection, max_frame: int | None) -> dict:
             logger.warning("ignoring the server's max_frame %r (%s)", limits["max_frame"],
                            exc)
     return limits
+
+
+def _find(service: str, registry, timeout: float) -> tuple[str, int]:
+    """``(host, port)`` of the first server registered as ``service`` at ``registry``."""
+    found = lookup(str(service), registry, timeout=min(float(timeout), 5.0))
+    if not found:
+        raise ConnectionRefusedError(
+            f"no server is registered as {service!r} at the registry {registry!r}; start one "
+            f"with 'python start.py --registry {registry} --service-name {service}', or list "
+            f"what is registered with 'python -m software ls --registry {registry}'.")
+    return found[0]
 
 
 def _refused(host: str, port: int, tls: bool, certfile: str | None,

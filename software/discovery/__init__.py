@@ -12,10 +12,15 @@ Everything here speaks rpyc's own registry protocol (``rpyc.utils.registry``), s
 from __future__ import annotations
 
 from .address import format_address, parse_address
-from .command import main
-from .registrar import REREGISTER_INTERVAL, Announcement, announce, list_services, lookup
+from .registrar import (
+           REREGISTER_INTERVAL,
+           Announcement,
+           announce,
+           list_services,
+           lookup,
+)
 from .registry import DEFAULT_PRUNING_TIMEOUT, REGISTRY_PORT, RegistryServer
 
 __all__ = ["Announcement", "DEFAULT_PRUNING_TIMEOUT", "REGISTRY_PORT", "REREGISTER_INTERVAL",
-           "RegistryServer", "announce", "format_address", "list_services", "lookup", "main",
+           "RegistryServer", "announce", "format_address", "list_services", "lookup",
            "parse_address"]

@@ -9,10 +9,7 @@ Threads: the follow loop runs in the recorder's own thread ("recorder-<name>").
 """
 from __future__ import annotations
 
-import argparse
 import logging
-import signal
-import sys
 import threading
 import time
 
@@ -22,7 +19,7 @@ import rpyc
 from ..client.iterators import StreamSegmentIterator
 from ..mef3.append import AppendingSession
 
-__all__ = ["Recorder", "main"]
+__all__ = ["Recorder"]
 
 logger = logging.getLogger(__name__)
 
@@ -180,42 +177,3 @@ class Recorder:
         finally:
             self.session.close()
             self._done.set()
-
-
-def main(argv=None) -> int:
-    """``python -m software record [--host H] --port P OUT.mefd [--seconds N]``.
-
-    Returns
-    -------
-    int
-        0 when the recording ended cleanly, 1 on an error.
-    """
-    parser = argparse.ArgumentParser(prog="python -m software record",
-                                     description="Record a live stream to a MEF3 session.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("out", metavar="OUT.mefd")
-    parser.add_argument("--seconds", type=float, default=None)
-    parser.add_argument("--precision", type=int, default=2)
-    parser.add_argument("--flush-seconds", type=float, default=1.0)
-    parser.add_argument("--overwrite", action="store_true")
-    args = parser.parse_args(argv)
-    from ..client.connect import get_connection
-    conn = get_connection(args.port, host=args.host)
-    try:
-        recorder = Recorder(conn, args.out, seconds=args.seconds, precision=args.precision,
-                            flush_seconds=args.flush_seconds, overwrite=args.overwrite)
-        previous = signal.signal(signal.SIGTERM, lambda *_: recorder._stop.set())
-        try:
-            with recorder:
-                while not recorder.wait(0.5):
-                    pass
-        except KeyboardInterrupt:
-            recorder.close()
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-        print(f"recorded {recorder.n_samples} samples x {len(recorder.channels)} channels "
-              f"to {recorder.path}", file=sys.stderr)
-        return 1 if recorder.error else 0
-    finally:
-        conn.close()

@@ -13,7 +13,10 @@ import threading
 
 from rpyc.utils.registry import DEFAULT_PRUNING_TIMEOUT, REGISTRY_PORT
 
-from .registry import RegistryServer
+from ..discovery.registry import RegistryServer
+
+#: One line for the command list of ``python -m software --help``.
+HELP = "run an RPyC registry that servers announce themselves to (loopback by default)"
 
 
 def build_parser(prog: str = "python -m software registry") -> argparse.ArgumentParser:
