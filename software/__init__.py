@@ -22,6 +22,9 @@ _HOME = {
     "StreamRowIterator": "client.iterators", "StreamSegmentIterator": "client.iterators",
     "get_connection": "client.connect", "MefStreamServer": "server.server",
     "RemoteStream": "client.stream", "RemoteRoot": "client.stream",
+    "plot_window": "plot.window", "Recorder": "live.recorder",
+    "to_mne_raw": "handoff.mne", "WindowDataset": "handoff.torch",
+    "BlockRunSampler": "handoff.torch", "to_dask_array": "handoff.dask",
     "decode_segment": "transport.wire", "encode_segment": "transport.wire",
     **{name: "errors" for name in (
         "CorruptSessionError", "InvalidArgumentError", "InvalidRangeError",

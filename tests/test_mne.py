@@ -107,3 +107,4 @@ def test_example_runs(tmp_path, demo_root):
     assert result.returncode == 0, result.stderr
     assert "annotation BAD_ACQ_SKIP: 120.000 s + 10.000 s" in result.stdout
     assert "after filtering: 1" in result.stdout and out.stat().st_size > 10_000
+
