@@ -22,9 +22,9 @@ from rpyc.utils.server import ThreadedServer
 
 from software.transport.connection import (
     FastThreadedServer,
-    ServingThread,
     fast_connect,
 )
+from software.transport.serving import ServingThread
 
 SIZES_MB = (1, 8, 40)
 CONFIG = {"sync_request_timeout": 600}  # stock needs > 30 s for 80 MB

@@ -30,7 +30,8 @@ from software import (
     get_connection,
 )
 from software.client.connect import CLIENT_RPYC_CONFIG
-from software.transport.connection import ServingThread, fast_connect
+from software.transport.connection import fast_connect
+from software.transport.serving import ServingThread
 from tests.conftest import N_MAIN
 from tests.util import reference, wait_until
 

@@ -26,7 +26,6 @@ from rpyc.utils.server import ThreadedServer
 from software.transport.connection import (
     FastConnection,
     FastThreadedServer,
-    ServingThread,
     connect_service,
     fast_connect,
 )
@@ -37,6 +36,7 @@ from software.transport.framing import (
     dump_parts,
     find_large_bytes,
 )
+from software.transport.serving import ServingThread
 from software.transport.socket_stream import FastSocketStream
 from tests.util import wait_until
 

@@ -17,8 +17,9 @@ import time
 import rpyc
 
 from ..discovery import lookup
-from ..transport.connection import ServingThread, fast_connect
+from ..transport.connection import fast_connect
 from ..transport.framing import check_max_frame
+from ..transport.serving import ServingThread
 from .receive import install
 from .shared_memory import negotiate
 from .stream import RemoteRoot

@@ -1,10 +1,9 @@
 """tmpfs arenas: the lifecycle shared by the readers' landing area and connection areas.
 
-An :class:`Arena` is a file in ``/dev/shm`` created exclusively (mode 0600) and
-``flock``-ed by its owner, mapped, with a first-fit allocator over its regions; tmpfs pages
-are reserved as regions first reach them (so a full ``/dev/shm`` fails an allocation
-instead of raising SIGBUS in a write through the mapping) and given back with
-``MADV_REMOVE`` once regions are freed. :func:`sweep_stale` removes the files a killed
+An :class:`Arena` is a ``/dev/shm`` file created exclusively (0600), ``flock``-ed by its
+owner and mapped, with a first-fit allocator over its regions; tmpfs pages are reserved
+as regions first reach them (so a full ``/dev/shm`` fails an allocation instead of raising
+SIGBUS in a write through the mapping) and given back with ``MADV_REMOVE`` once freed. :func:`sweep_stale` removes the files a killed
 owner left behind (its lock died with it)::
 
     Arena.create(capacity, header) -> [ header | regions ...                  ]
