@@ -28,8 +28,9 @@ _HOME = {
     "decode_segment": "transport.wire", "encode_segment": "transport.wire",
     **{name: "errors" for name in (
         "CorruptSessionError", "InvalidArgumentError", "InvalidRangeError",
-        "InvalidTypeError", "MixedRateError", "NoFileOpenError", "NotMefSessionError", "OutsideDataRootError",
-        "ReaderError", "ServiceClosedError", "SessionError", "StreamError",
+        "InvalidTypeError", "MixedRateError", "NoFileOpenError", "NotMefSessionError",
+        "OutsideDataRootError",
+        "ReaderError", "ServiceClosedError", "SessionError", "SessionExistsError", "StreamError",
         "UnknownChannelError", "WrongPasswordError")},
 }
 

@@ -54,6 +54,10 @@ class WrongPasswordError(SessionError, PermissionError):
     """The password is missing, wrong, or not the level-2 (data) password."""
 
 
+class SessionExistsError(SessionError, FileExistsError):
+    """A session to be written exists already (pass ``overwrite=True`` to replace it)."""
+
+
 class CorruptSessionError(SessionError):
     """The session's files are truncated or damaged."""
 
@@ -74,4 +78,5 @@ class NoFileOpenError(StreamError, AttributeError):
 EXCEPTIONS = (StreamError, InvalidArgumentError, InvalidTypeError, InvalidRangeError,
               UnknownChannelError, MixedRateError, SessionError, NotMefSessionError,
               OutsideDataRootError, WrongPasswordError, CorruptSessionError, ReaderError,
-              ServiceClosedError, NoFileOpenError)
+              ServiceClosedError, NoFileOpenError,
+              SessionExistsError)

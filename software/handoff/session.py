@@ -21,7 +21,7 @@ import threading
 
 import numpy as np
 
-from ..errors import ServiceClosedError
+from ..errors import InvalidArgumentError, ServiceClosedError
 from ..transport.wire import decode_segment
 
 logger = logging.getLogger(__name__)
@@ -182,7 +182,7 @@ def read_range(address: tuple[str, int], path: str, channels: tuple[str, ...] | 
         while at < stop:
             part = decode_segment(view.get(min(piece, stop - at), at))
             if part is False:
-                raise ValueError(f"stop={stop} is past the end of {path!r}")
+                raise InvalidArgumentError(f"stop={stop} is past the end of {path!r}")
             if out is None:
                 out = np.empty((part.shape[0], stop - start), dtype=part.dtype)
             out[:, at - start:at - start + part.shape[1]] = part

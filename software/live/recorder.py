@@ -17,6 +17,7 @@ import numpy as np
 import rpyc
 
 from ..client.iterators import StreamSegmentIterator
+from ..errors import InvalidArgumentError
 from ..mef3.append import AppendingSession
 
 __all__ = ["Recorder"]
@@ -69,15 +70,17 @@ class Recorder:
                  precision: int = 2, flush_seconds: float = 1.0, *,
                  overwrite: bool = False) -> None:
         if seconds is not None and not float(seconds) > 0:
-            raise ValueError(f"seconds must be positive or None; {seconds!r} is invalid")
+            raise InvalidArgumentError(f"seconds must be positive or None; {seconds!r} is invalid")
         if not float(flush_seconds) > 0:
-            raise ValueError(f"flush_seconds must be positive; {flush_seconds!r} is invalid")
+            raise InvalidArgumentError(f"flush_seconds must be positive; {flush_seconds!r} is "
+                                       f"invalid")
         self._target = _target(stream_or_connection)
         svc = getattr(self._target, "root", self._target)
         info = dict(svc.get_info())
         if not info.get("growing", False):
-            raise ValueError(f"{info.get('path')!r} is not a live stream (growing=False); "
-                             "record a stream served with --live or --replay")
+            raise InvalidArgumentError(f"{info.get('path')!r} is not a live stream "
+                                       f"(growing=False); record a stream served with --live "
+                                       f"or --replay")
         self.fs = float(info["fs"])
         self.channels = tuple(str(c) for c in info["channels"])
         self.head = int(info["n_samples"])       # where recording starts (grid index)

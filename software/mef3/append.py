@@ -30,6 +30,8 @@ from functools import lru_cache
 import numpy as np
 from mef_tools.io import MefWriter
 
+from ..errors import InvalidArgumentError, SessionExistsError
+
 __all__ = ["AppendingSession", "exchange"]
 
 logger = logging.getLogger(__name__)
@@ -125,7 +127,7 @@ class AppendingSession:
 
     Raises
     ------
-    FileExistsError
+    SessionExistsError
         ``path`` exists and ``overwrite`` is False.
     ValueError
         A bad path, channel list, rate or precision.
@@ -135,17 +137,19 @@ class AppendingSession:
                  precision: int = 2, units: str = "uV", overwrite: bool = False) -> None:
         path = os.path.abspath(os.fspath(path))
         if not path.endswith(".mefd"):
-            raise ValueError(f"path={path!r} must end in '.mefd'")
+            raise InvalidArgumentError(f"path={path!r} must end in '.mefd'")
         names = tuple(str(c) for c in channels)
         if not names or len(set(names)) != len(names) or any("/" in n or not n for n in names):
-            raise ValueError(f"channels={names!r} must be distinct non-empty names without '/'")
+            raise InvalidArgumentError(f"channels={names!r} must be distinct non-empty names "
+                                       f"without '/'")
         if not (float(fs) > 0):
-            raise ValueError(f"fs must be a positive rate in Hz; {fs!r} is invalid")
+            raise InvalidArgumentError(f"fs must be a positive rate in Hz; {fs!r} is invalid")
         if not (0 <= int(precision) <= 9):
-            raise ValueError(f"precision must be an integer 0..9; {precision!r} is invalid")
+            raise InvalidArgumentError(f"precision must be an integer 0..9; {precision!r} is "
+                                       f"invalid")
         if os.path.exists(path):
             if not overwrite:
-                raise FileExistsError(f"{path!r} exists; choose another name or pass "
+                raise SessionExistsError(f"{path!r} exists; choose another name or pass "
                                       "overwrite=True to replace it")
             shutil.rmtree(path)
         parent, name = os.path.split(path)
@@ -191,13 +195,14 @@ class AppendingSession:
             Wrong shape, or ``first`` before the end already written.
         """
         if self.closed:
-            raise ValueError(f"{self.path!r} is closed; open a new AppendingSession")
+            raise InvalidArgumentError(f"{self.path!r} is closed; open a new AppendingSession")
         data = np.asarray(data, dtype=np.float64)
         if data.ndim != 2 or data.shape[0] != len(self.channels):
-            raise ValueError(f"data has shape {data.shape}; give ({len(self.channels)}, n)")
+            raise InvalidArgumentError(f"data has shape {data.shape}; give "
+                                       f"({len(self.channels)}, n)")
         first = self.n_samples if first is None else int(first)
         if first < self.n_samples:
-            raise ValueError(f"first={first} is before sample {self.n_samples}, the end "
+            raise InvalidArgumentError(f"first={first} is before sample {self.n_samples}, the end "
                              "already written; appends only move forward")
         n = data.shape[1]
         if n == 0:

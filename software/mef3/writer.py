@@ -17,6 +17,8 @@ import mef_tools.io as mef_io
 import numpy as np
 from mef_tools.io import MefWriter
 
+from ..errors import SessionExistsError
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["MefWriter", "rounding_to_integers", "write_session"]
@@ -84,7 +86,7 @@ def write_session(path: str | os.PathLike, signals: Mapping[str, np.ndarray],
         raise ValueError(f"path={path!r} must end in '.mefd'")
     if os.path.exists(path):
         if not overwrite:
-            raise FileExistsError(f"{path!r} exists; pass overwrite=True to replace it")
+            raise SessionExistsError(f"{path!r} exists; pass overwrite=True to replace it")
         shutil.rmtree(path)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     cuts = sorted(new_segment_at)

@@ -19,6 +19,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter
 from matplotlib.transforms import blended_transform_factory
 
 from .. import decode_segment
+from ..errors import InvalidArgumentError, InvalidTypeError
 
 #: Colours: traces, gap shading, gap labels, grid.
 TRACE_COLOR = "#141414"
@@ -261,7 +262,7 @@ def start_index(start, info: dict) -> int:
     elif isinstance(start, (int, float, np.integer, np.floating)) and math.isfinite(start):
         return int(round(float(start) * float(info["fs"])))
     else:
-        raise TypeError(f"start={start!r} must be None, seconds from the start of the "
+        raise InvalidTypeError(f"start={start!r} must be None, seconds from the start of the "
                         f"recording, or a datetime (UTC)")
     return int(round((uutc - int(info["start_uutc"])) * float(info["fs"]) / 1e6))
 
@@ -295,7 +296,7 @@ def plot_window(stream, start=None, seconds: float = 10, channels=None, ax=None,
     matplotlib.figure.Figure
     """
     if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0):
-        raise ValueError(f"seconds={seconds!r} must be a positive number of seconds")
+        raise InvalidArgumentError(f"seconds={seconds!r} must be a positive number of seconds")
     info = dict(stream.get_info())
     previous = tuple(info["channels"])
     if channels is not None and tuple(channels) != previous:

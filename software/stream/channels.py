@@ -42,8 +42,9 @@ def check_selection(info: SessionInfo, wanted: tuple[str, ...]) -> float:
         for n, fs in rates.items():
             by_rate.setdefault(fs, []).append(n)
         detail = "; ".join(f"{fs:g} Hz: {chs}" for fs, chs in sorted(by_rate.items()))
-        raise MixedRateError(f"names mixes sampling rates ({detail}); select channels of "
-                             f"one rate per view (open the file again for another rate).")
+        raise MixedRateError(f"names mixes sampling rates ({detail}); a view serves one rate: "
+                             f"select channels of one rate, and open the file on a second "
+                             f"connection to follow another rate at the same time.")
     return rates[wanted[0]]
 
 
