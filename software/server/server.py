@@ -80,6 +80,12 @@ class MefStreamServer:
     callback_timeout : float
         Seconds after which a client callback that has not returned is logged (once per
         view) and counted; the server never waits for it.
+    live : LiveStream or callable, optional
+        Serve this live stream at the connection root (CREPE style) instead of the root
+        service; a callable is called with the server's registry and returns the stream
+        (a replay), which the server then closes with itself.
+    live_streams : sequence of LiveStream
+        Live streams served beside the file service (``open_live(name)``).
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, data_root: str = ".",
@@ -88,7 +94,7 @@ class MefStreamServer:
                  block_seconds: float = 10.0, session: str | None = None,
                  password: str | None = None, rpyc_config: dict | None = None,
                  authenticator=None, reader_nice: int = 0,
-                 callback_timeout: float = 30.0) -> None:
+                 callback_timeout: float = 30.0, live=None, live_streams=()) -> None:
         self.host = host
         self.data_root = os.path.realpath(data_root)
         self.options = ServiceOptions(segment_seconds=float(segment_seconds),
@@ -100,7 +106,21 @@ class MefStreamServer:
         self.registry = SessionRegistry(self.data_root, self.pool, self.cache,
                                         block_seconds=block_seconds)
         self._session = session
-        if session is not None:
+        self._owned_live = None
+        if live is not None:
+            from ..live.roots import LiveRootService
+            from ..live.source import LiveStream
+            if not isinstance(live, LiveStream):
+                live = self._owned_live = live(self.registry)
+            self._pinned = None
+            self._session = f"the live stream {live.name!r}"
+            service = classpartial(LiveRootService, live, self.options)
+        elif live_streams:
+            from ..live.roots import LiveFileRootService
+            self._pinned = None
+            service = classpartial(LiveFileRootService, self.registry, self.options,
+                                   {s.name: s for s in live_streams})
+        elif session is not None:
             # open once now: a bad path or password fails at start, not at first connect
             first = self.registry.acquire(session, password)
             self._pinned = first
@@ -172,6 +192,8 @@ class MefStreamServer:
         self._server.close()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        if self._owned_live is not None:
+            self._owned_live.close()
         self.registry.close()
         self.pool.close()
         logger.info("server closed")
