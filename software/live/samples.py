@@ -50,13 +50,13 @@ def wire_array(value: tuple) -> np.ndarray:
 
 
 def _as_array(data: object) -> np.ndarray:
-    if isinstance(data, np.ndarray):
-        array = data
-    elif issubclass(type(data), BaseNetref):
+    if issubclass(type(data), BaseNetref):   # checked first: isinstance asks the proxy
         raise InvalidTypeError(
             "data: a proxy of a remote object (a numpy array or list on the pushing side) "
             "would be read one element per round trip; push "
             "software.encode_segment(array) (the (bytes, dtype, shape) form) or a tuple.")
+    if isinstance(data, np.ndarray):
+        array = data
     elif (isinstance(data, tuple) and len(data) == 3 and isinstance(data[0], (bytes, bytearray,
                                                                               memoryview))):
         array = wire_array(data)
