@@ -103,7 +103,8 @@ class LiveRootService(StreamService):
 
     def _controller(self):
         self._check_open()
-        self._live_view._check_push()
+        if not self._live_view._may_push:
+            self._live_view._check_push()
         controller = self._stream.controller
         if controller is None:
             raise StreamError(f"{self._stream.name!r} is pushed by a producer, not replayed "

@@ -434,6 +434,9 @@ class LiveView(Source):
             raise
 
     def _check_push(self) -> None:
+        if self.stream.controller is not None:
+            raise PushRefusedError(f"{self.stream.name!r} replays a recording: pushes are "
+                                   f"refused (serve a --live stream to push samples).")
         if not self._may_push:
             raise PushRefusedError(self._refusal or f"pushing into {self.stream.name!r} is "
                                                     f"not allowed on this connection.")
