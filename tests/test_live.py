@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 
 import software
-from software import errors
-from software import MefStreamServer, decode_segment, get_connection
+from software import MefStreamServer, decode_segment, errors, get_connection
 from software.client.iterators import StreamRowIterator, StreamSegmentIterator
 from software.live.roots import LiveRootService, push_refusal
 from software.live.source import LiveStream

@@ -204,7 +204,7 @@ class Replay:
                 continue
             try:
                 data = self._samples(p, p + m)
-            except Exception:  # noqa: BLE001 - a failed read: log, retry after a pause
+            except Exception:
                 logger.exception("replay of %s: reading samples [%d, %d) failed; retrying",
                                  self.stream.name, p, p + m)
                 self._wake.wait(1.0)
