@@ -2,6 +2,9 @@
 
     python start.py                      # root service on RPCPORTS["MEF"], demo if no data
     python start.py PATH.mefd [--password PW]   # one session at the connection root
+    python start.py --live NAME --channels a,b,c --fs 30000 [--dtype int16]
+                                         # a live stream producers push into, at the root
+    python start.py PATH.mefd --replay [--speed 10] [--loop]   # a recording, replayed live
 
 Defaults come from settings.py (each overridable by a MEFSTREAM_<NAME> environment
 variable). Every numeric flag is checked against one table of valid ranges
@@ -112,7 +115,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="name announced to --registry (default %(default)s)")
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    from software.live import launch
+    launch.add_arguments(parser)
     args = parser.parse_args(argv)
+    launch.check(args, parser)
     if args.password is None:
         args.password = os.environ.get("MEFSTREAM_PASSWORD")
     from software.errors import StreamError
@@ -182,13 +188,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from software.live import launch
     data_root = args.data_root
     session = args.session
+    live = launch.server_live(args)   # --live NAME, or SESSION --replay
     if session is not None:
         session = os.path.abspath(session)
         if args.data_root == settings.DATA_ROOT:
             data_root = os.path.dirname(session)
-    elif not ensure_demo(data_root):
+    elif live is None and not ensure_demo(data_root):
         return 2   # a start-up failure the user fixes with another --data-root, as a bad path
     authenticator = None
     if args.tls_cert:
@@ -220,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
                                  workers=args.workers, prefetch=args.prefetch,
                                  cache_mb=args.cache_mb, segment_seconds=args.segment_seconds,
                                  block_seconds=args.block_seconds,
-                                 max_request_mb=args.max_request_mb, session=session,
+                                 max_request_mb=args.max_request_mb,
+                                 session=None if live is not None else session, live=live,
                                  password=args.password, authenticator=authenticator,
                                  reader_nice=args.reader_nice,
                                  callback_timeout=args.callback_timeout,

@@ -30,6 +30,14 @@ class InvalidRangeError(InvalidArgumentError):
     """A sample index, range or time window is out of bounds or too large."""
 
 
+class DroppedSamplesError(InvalidRangeError):
+    """A live stream's ring no longer holds the samples asked for (they were dropped)."""
+
+
+class PushRefusedError(StreamError, PermissionError):
+    """This connection may not push samples into the live stream."""
+
+
 class UnknownChannelError(StreamError, KeyError):
     """A channel name or row index that the session does not have."""
 
@@ -76,7 +84,7 @@ class NoFileOpenError(StreamError, AttributeError):
 
 #: Every exception class a client may receive, for RPyC's ``import_custom_exceptions``.
 EXCEPTIONS = (StreamError, InvalidArgumentError, InvalidTypeError, InvalidRangeError,
-              UnknownChannelError, MixedRateError, SessionError, NotMefSessionError,
-              OutsideDataRootError, WrongPasswordError, CorruptSessionError, ReaderError,
-              ServiceClosedError, NoFileOpenError,
+              DroppedSamplesError, PushRefusedError, UnknownChannelError, MixedRateError,
+              SessionError, NotMefSessionError, OutsideDataRootError, WrongPasswordError,
+              CorruptSessionError, ReaderError, ServiceClosedError, NoFileOpenError,
               SessionExistsError)

@@ -81,6 +81,12 @@ class MefStreamServer:
     callback_timeout : float
         Seconds after which a client callback that has not returned is logged (once per
         view) and counted; the server never waits for it.
+    live : LiveStream or callable, optional
+        Serve this live stream at the connection root (CREPE style) instead of the root
+        service; a callable is called with the server's registry and returns the stream
+        (a replay), which the server then closes with itself.
+    live_streams : sequence of LiveStream
+        Live streams served beside the file service (``open_live(name)``).
     read_timeout : float
         Seconds a call without callback waits for its data before failing.
 
@@ -100,7 +106,8 @@ class MefStreamServer:
                  block_seconds: float = 10.0, session: str | None = None,
                  password: str | None = None, rpyc_config: dict | None = None,
                  authenticator=None, reader_nice: int = 0,
-                 callback_timeout: float = 30.0, read_timeout: float = 120.0) -> None:
+                 callback_timeout: float = 30.0, read_timeout: float = 120.0,
+                 live=None, live_streams=()) -> None:
         # every value checked once, before anything is spawned
         opts = self.server_options = ServerOptions(
             host=host, port=port, data_root=data_root, workers=workers, prefetch=prefetch,
@@ -118,8 +125,21 @@ class MefStreamServer:
                                         block_seconds=opts.block_seconds)
         self._session = session
         self._pinned = None
+        self._owned_live = None
         try:
-            if session is not None:
+            if live is not None:
+                from ..live.roots import LiveRootService
+                from ..live.source import LiveStream
+                if not isinstance(live, LiveStream):
+                    live = self._owned_live = live(self.registry)
+                self._session = f"the live stream {live.name!r}"
+                service = classpartial(LiveRootService, live, self.options, self.registry,
+                                       self.stats)
+            elif live_streams:
+                from ..live.roots import LiveFileRootService
+                service = classpartial(LiveFileRootService, self.registry, self.options,
+                                       {s.name: s for s in live_streams}, self.stats)
+            elif session is not None:
                 # open once now: a bad path or password fails at start, not at first connect
                 self._pinned = self.registry.acquire(session, password)
                 service = classpartial(FileRootService, self.registry, self.options,
@@ -135,6 +155,8 @@ class MefStreamServer:
                 authenticator=authenticator, logger=logging.getLogger("software.rpyc"),
                 max_frame=opts.max_frame)
         except BaseException:   # a bad session or a busy port: leave no reader behind
+            if self._owned_live is not None:
+                self._owned_live.close()
             self.registry.close()
             self.pool.close()
             raise
@@ -196,6 +218,8 @@ class MefStreamServer:
         self._server.close()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        if self._owned_live is not None:
+            self._owned_live.close()
         self.registry.close()
         self.pool.close()
         logger.info("server closed")

@@ -1,0 +1,1 @@
+"""Live streams: a producer pushes samples into a bounded ring, clients pull them."""

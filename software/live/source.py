@@ -1,0 +1,383 @@
+"""A live stream: a producer pushes samples into a bounded ring, views pull them.
+
+:class:`LiveStream` is the documented in-process object: create it, serve it with
+``MefStreamServer(live=stream)`` (at the connection root, CREPE style) or
+``MefStreamServer(live_streams=[stream])`` (beside the file service: ``open_live(name)``),
+and push with CREPE's names::
+
+    stream = LiveStream("rig", ["a", "b", "c"], fs=30000, dtype="int16")
+    stream.append_stream_segment_data(block)        # 3 x n samples (or 3 values)
+    stream.append_stream_row_data("b", values)      # one channel
+
+Pushing only copies into the ring and completes the waiting requests whose samples are
+all there (their samples are copied out then, in the producer's thread, so later pushes
+never overwrite them); the views' own threads deliver the callbacks, so a slow or
+stalled client never blocks the producer or another client.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, InvalidStateError
+
+import numpy as np
+
+from ..errors import (
+    DroppedSamplesError,
+    InvalidArgumentError,
+    InvalidRangeError,
+    ServiceClosedError,
+    UnknownChannelError,
+)
+from ..mef3.metadata import ChannelInfo, RateGroup, SessionInfo
+from ..stream.counters import Counters
+from ..stream.source import Source
+from ..validation import as_positive_float
+from .ring import DTYPES, Ring
+from .samples import as_block, as_row
+from .view import LiveView
+
+__all__ = ["LiveStream", "LiveView"]  # LiveView lives in .view
+
+#: Requests one stream keeps waiting at most (over all views).
+MAX_WAITING = 100_000
+
+
+class Samples:
+    """Samples copied out of the ring: an answer the view builds into its array."""
+
+    __slots__ = ("_values", "shape")
+
+    def __init__(self, values: np.ndarray) -> None:
+        self._values = values
+        self.shape = values.shape
+
+    def assemble(self, out=None) -> np.ndarray:
+        """The samples, copied into ``out(shape)`` if that gives an array."""
+        dest = out(self.shape) if out is not None else None
+        if dest is None:
+            return self._values
+        dest[...] = self._values
+        return dest
+
+
+class LiveStream(Source):
+    """Channels of one rate pushed by a producer, the last ``history_seconds`` kept.
+
+    Parameters
+    ----------
+    name : str
+        The stream's name (``get_info()['path']``, ``open_live(name)``).
+    channels : sequence of str
+        Channel names, in row order.
+    fs : float
+        Sampling rate in Hz.
+    dtype : str
+        ``float64`` (default), ``float32``, ``int16`` or ``int32``.
+    history_seconds : float
+        Seconds of samples the ring keeps (memory: channels x fs x history x itemsize,
+        plus a quarter for rows pushed ahead of the others).
+    start_uutc : int, optional
+        Time of sample index 0 in microseconds; default: the wall clock at creation.
+    units : str
+        Units of the samples (``get_info()['units']``).
+    """
+
+    growing = True
+
+    def __init__(self, name: str, channels: Sequence[str], fs: float, dtype: str = "float64",
+                 history_seconds: float = 60.0, start_uutc: int | None = None,
+                 units: str = "") -> None:
+        names = tuple(str(c) for c in channels)
+        if not names or len(set(names)) != len(names):
+            raise InvalidArgumentError(f"channels={names!r}: give one or more distinct names.")
+        if str(dtype) not in DTYPES:
+            raise InvalidArgumentError(f"dtype={dtype!r} is not a live stream type; use one of "
+                                       f"{', '.join(DTYPES)}.")
+        self.name = str(name)
+        self.fs = as_positive_float("fs", fs)
+        self.history_seconds = as_positive_float("history_seconds", history_seconds)
+        self.start_uutc = int(time.time() * 1e6) if start_uutc is None else int(start_uutc)
+        self.dtype = np.dtype(str(dtype))
+        self.ring = Ring(len(names), max(1, int(round(self.history_seconds * self.fs))),
+                         str(dtype))
+        self._rows = {n: i for i, n in enumerate(names)}
+        self._info = SessionInfo(path=self.name, channels=tuple(
+            ChannelInfo(n, self.fs, self.start_uutc, self.start_uutc, units, 1.0, 0)
+            for n in names))
+        self._lock = threading.Lock()          # one producer at a time; guards the waiters
+        self._waiting: list[tuple[int, int, Future]] = []   # heap of (stop, seq, future)
+        self._live_waiters = 0
+        self._details: dict[Future, tuple] = {}  # future -> (rows, start, stop)
+        self._seq = itertools.count()
+        self._describers: list[Callable[[], tuple]] = []
+        self.controller = None                 # a Replay driving this stream, if any
+        self._closed = False
+
+    # ---- the Source seam ----------------------------------------------------------
+
+    @property
+    def info(self) -> SessionInfo:
+        """Channels, rate and units (the grid grows: see :meth:`group`)."""
+        return self._info
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """Channel names in row order."""
+        return self._info.names
+
+    @property
+    def head(self) -> int:
+        """Samples every channel has: the index the next segment push starts at."""
+        return self.ring.head
+
+    @property
+    def first_available(self) -> int:
+        """The oldest index every channel still holds."""
+        return self.ring.first_available
+
+    def group(self, fs: float) -> RateGroup:
+        """The grid as it is now: ``n_samples`` is the head."""
+        head = self.ring.head
+        return RateGroup(fs=self.fs, channels=self._info.names, start_uutc=self.start_uutc,
+                         end_uutc=self.start_uutc + int(round(head * 1e6 / self.fs)),
+                         n_samples=head)
+
+    def extra_info(self) -> tuple[tuple[str, object], ...]:
+        """``first_available``, ``dtype``, ``history_seconds`` (and a replay's state)."""
+        pairs = (("first_available", self.ring.first_available), ("dtype", self.dtype.name),
+                 ("history_seconds", self.history_seconds))
+        for describe in self._describers:
+            pairs += describe()
+        return pairs
+
+    def describe_with(self, describer: Callable[[], tuple]) -> None:
+        """Add ``describer()``'s ``(name, value)`` pairs to every ``get_info`` (a replay)."""
+        self._describers.append(describer)
+
+    def gather(self, names, group, start, stop) -> Future:
+        """Samples ``[start, stop)``: at once when all pushed, else when pushes reach ``stop``.
+
+        Raises
+        ------
+        DroppedSamplesError
+            ``start`` is before the oldest sample the ring holds.
+        InvalidRangeError
+            The request is longer than the history, so it could never be held at once.
+        """
+        rows = self._row_selection(names)
+        ring = self.ring
+        if stop - start > ring.history:
+            raise InvalidRangeError(
+                f"a request of {stop - start} samples is longer than the {ring.history} "
+                f"samples ({self.history_seconds:g} s) the stream {self.name!r} keeps; ask "
+                f"for at most {ring.history} samples at once.")
+        fut: Future = Future()
+        if stop <= ring.head:
+            out = np.empty((len(names), stop - start), dtype=self.dtype)
+            if start < ring.first_available or not ring.copy(rows, start, stop, out):
+                raise self._dropped(start, stop)
+            fut.set_result(Samples(out))
+            return fut
+        with self._lock:
+            if self._closed:
+                raise ServiceClosedError(f"the live stream {self.name!r} was closed.")
+            if start < ring.first_available:
+                raise self._dropped(start, stop)
+            if stop <= ring.head:   # pushed while we came here: copy under the lock
+                out = np.empty((len(names), stop - start), dtype=self.dtype)
+                ring.copy(rows, start, stop, out)
+                fut.set_result(Samples(out))
+                return fut
+            if self._live_waiters >= MAX_WAITING:
+                raise InvalidRangeError(f"{MAX_WAITING} requests already wait for samples of "
+                                        f"{self.name!r}; ask again once some arrived.")
+            heapq.heappush(self._waiting, (stop, next(self._seq), fut))
+            self._details[fut] = (rows, start, stop)
+            self._live_waiters += 1
+        fut.add_done_callback(self._withdrawn)
+        return fut
+
+    def _withdrawn(self, fut: Future) -> None:
+        """A waiting request was cancelled (its view closed): forget it."""
+        if not fut.cancelled():
+            return
+        with self._lock:
+            if self._details.pop(fut, None) is not None:
+                self._live_waiters -= 1
+            if len(self._waiting) > 2 * self._live_waiters + 64:   # prune cancelled entries
+                self._waiting = [w for w in self._waiting if not w[2].cancelled()]
+                heapq.heapify(self._waiting)
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for samples not pushed yet (withdrawn ones not counted)."""
+        with self._lock:
+            return self._live_waiters
+
+    def _dropped(self, start: int, stop: int) -> DroppedSamplesError:
+        ring = self.ring
+        return DroppedSamplesError(
+            f"samples [{start}, {stop}) of the live stream {self.name!r} were dropped from "
+            f"its {self.history_seconds:g} s history: first_available={ring.first_available}, "
+            f"head={ring.head}. Ask for samples from first_available on (a client that falls "
+            f"behind can resume at the head).")
+
+    def _row_selection(self, names) -> slice | list[int]:
+        rows = [self._rows[n] for n in names]
+        if rows == list(range(len(self._rows))):
+            return slice(None)
+        return rows
+
+    # ---- the push side --------------------------------------------------------------
+
+    def append_stream_segment_data(self, data) -> int:
+        """Append samples of every channel (CREPE's name).
+
+        Parameters
+        ----------
+        data : array-like or (bytes, dtype, shape)
+            channels x n samples, or one value per channel (see
+            :mod:`software.live.samples` for the accepted forms).
+
+        Returns
+        -------
+        int
+            The head after the push.
+
+        Raises
+        ------
+        InvalidArgumentError, InvalidTypeError
+            Wrong shape, or values the dtype cannot hold; nothing is appended.
+        """
+        block = as_block(data, self.ring.n_channels, self.dtype)
+        with self._lock:
+            self._check_pushable()
+            ring = self.ring
+            if int(ring.counts.max()) != ring.head:
+                raise InvalidArgumentError(
+                    f"rows of {self.name!r} were pushed one at a time and are not level "
+                    f"(counts {ring.counts.min()}..{ring.counts.max()}); push the lagging "
+                    f"rows with append_stream_row_data first.")
+            done = 0
+            n = block.shape[1]
+            while done < n:   # write up to each waiting request's end, then resolve it
+                step = n - done
+                if self._waiting:
+                    step = min(step, max(1, self._waiting[0][0] - ring.head))
+                step = min(step, ring.history)
+                ring.write(block[:, done:done + step])
+                done += step
+                self._resolve()
+            return ring.head
+
+    def append_stream_row_data(self, _row, data) -> int:
+        """Append samples of one channel (CREPE's name).
+
+        Parameters
+        ----------
+        _row : int or str
+            Row index or channel name.
+        data : array-like or (bytes, dtype, shape)
+            That channel's new samples (n values, or one).
+
+        Returns
+        -------
+        int
+            The head after the push: where every channel has samples.
+
+        Raises
+        ------
+        InvalidArgumentError
+            The row would run more than a quarter of the history ahead of the slowest row,
+            or the values do not fit; nothing is appended.
+        """
+        row = self._row_index(_row)
+        values = as_row(data, self.dtype)
+        with self._lock:
+            self._check_pushable()
+            ring = self.ring
+            ahead = int(ring.counts[row]) + values.shape[0] - ring.head
+            if ahead > ring.slack:
+                raise InvalidArgumentError(
+                    f"row {_row!r} of {self.name!r} would be {ahead} samples ahead of the "
+                    f"slowest row (at most {ring.slack} allowed); push the other rows too.")
+            ring.write(values[None, :], row)
+            self._resolve()
+            return ring.head
+
+    def _row_index(self, row) -> int:
+        if isinstance(row, str):
+            if row not in self._rows:
+                raise UnknownChannelError(f"_row={row!r} is not a channel of {self.name!r}; "
+                                          f"channels: {', '.join(self._rows)}.")
+            return self._rows[row]
+        if isinstance(row, (bool, np.bool_)) or not isinstance(row, (int, np.integer)):
+            raise UnknownChannelError(f"_row={row!r} must be a row index or a channel name.")
+        if not 0 <= int(row) < len(self._rows):
+            raise UnknownChannelError(f"_row={row} is outside 0..{len(self._rows) - 1} of "
+                                      f"{self.name!r}.")
+        return int(row)
+
+    def _check_pushable(self) -> None:
+        if self._closed:
+            raise ServiceClosedError(f"the live stream {self.name!r} was closed.")
+
+    def _resolve(self) -> None:
+        """Complete the requests whose samples are all pushed (holding the lock)."""
+        ring, waiting = self.ring, self._waiting
+        while waiting and waiting[0][0] <= ring.head:
+            stop, _, fut = heapq.heappop(waiting)
+            detail = self._details.pop(fut, None)
+            if detail is None:     # withdrawn
+                continue
+            self._live_waiters -= 1
+            rows, start, _ = detail
+            n_rows = ring.n_channels if isinstance(rows, slice) else len(rows)
+            out = np.empty((n_rows, stop - start), dtype=self.dtype)
+            ring.copy(rows, start, stop, out)
+            try:
+                fut.set_result(Samples(out))
+            except InvalidStateError:   # cancelled meanwhile
+                pass
+
+    push_segment = append_stream_segment_data
+    push_row = append_stream_row_data
+
+    def view(self, counters: Counters | None = None, may_push: bool = True,
+             refusal: str = "") -> LiveView:
+        """A view's access to this stream (counts dropped requests, may refuse pushes)."""
+        return LiveView(self, counters, may_push, refusal)
+
+    def close(self) -> None:
+        """End the stream: refuse pushes, withdraw every waiting request (idempotent)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            waiting, self._waiting = self._waiting, []
+            self._details.clear()
+            self._live_waiters = 0
+        controller = self.controller
+        if controller is not None:
+            controller.close()
+        for _, _, fut in waiting:
+            fut.cancel()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def __enter__(self) -> LiveStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"<LiveStream {self.name!r} {self.ring.n_channels} ch x {self.fs:g} Hz "
+                f"{self.dtype.name}, head {self.ring.head}>")

@@ -1,0 +1,84 @@
+"""One view's access to a shared live stream: counts requests of dropped samples and
+refuses pushes from connections that may not push (or into a replayed stream)."""
+from __future__ import annotations
+
+from concurrent.futures import Future
+
+from ..errors import DroppedSamplesError, PushRefusedError
+from ..mef3.metadata import RateGroup, SessionInfo
+from ..stream.counters import Counters
+from ..stream.source import Source
+
+__all__ = ["LiveView"]
+
+
+class LiveView(Source):
+    """One view's access to a shared :class:`LiveStream`.
+
+    Closing it withdraws nothing of the stream (the view cancels its own waiting
+    requests); it counts requests of dropped samples and refuses pushes when told to.
+
+    Parameters
+    ----------
+    stream : LiveStream
+        The shared stream.
+    counters : Counters or None
+        The server's counters (``dropped_requests``).
+    may_push : bool
+        Whether this view's connection may push.
+    refusal : str
+        Why not, for the error a refused pusher gets.
+    """
+
+    growing = True
+
+    def __init__(self, stream, counters: Counters | None, may_push: bool = True,
+                 refusal: str = "") -> None:
+        self.stream = stream
+        self.dtype = stream.dtype
+        self._counters = counters
+        self._may_push = may_push
+        self._refusal = refusal
+
+    @property
+    def info(self) -> SessionInfo:
+        """The stream's channels."""
+        return self.stream.info
+
+    def group(self, fs: float) -> RateGroup:
+        """The stream's grid now."""
+        return self.stream.group(fs)
+
+    def extra_info(self) -> tuple[tuple[str, object], ...]:
+        """The stream's live pairs."""
+        return self.stream.extra_info()
+
+    def gather(self, names, group, start, stop) -> Future:
+        """The stream's samples; a request of dropped samples is counted."""
+        try:
+            return self.stream.gather(names, group, start, stop)
+        except DroppedSamplesError:
+            if self._counters is not None:
+                self._counters.add("dropped_requests")
+            raise
+
+    def _check_push(self) -> None:
+        if self.stream.controller is not None:
+            raise PushRefusedError(f"{self.stream.name!r} replays a recording: pushes are "
+                                   f"refused (serve a --live stream to push samples).")
+        if not self._may_push:
+            raise PushRefusedError(self._refusal or f"pushing into {self.stream.name!r} is "
+                                                    f"not allowed on this connection.")
+
+    def push_segment(self, data) -> int:
+        """Append samples of every channel, if this connection may push."""
+        self._check_push()
+        return self.stream.append_stream_segment_data(data)
+
+    def push_row(self, row, data) -> int:
+        """Append samples of one channel, if this connection may push."""
+        self._check_push()
+        return self.stream.append_stream_row_data(row, data)
+
+    def __repr__(self) -> str:
+        return f"<LiveView of {self.stream!r}>"
