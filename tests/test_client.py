@@ -22,7 +22,8 @@ from software import (
     decode_segment,
     get_connection,
 )
-from software.client.stream import RemoteStream, plain_argument
+from software.client.stream import RemoteStream
+from software.client.values import plain_argument
 from software.mef3.writer import write_session
 from software.server.roots import RootService
 from software.transport.connection import FastThreadedServer

@@ -342,3 +342,41 @@ def test_live_streams_beside_the_file_service(data_root):
         assert svc.get_stream_segment(1, 5, got.append) is False
         wait_until(lambda: two.waiting == 1)
     wait_until(lambda: two.waiting == 0)
+
+
+def test_a_get_connection_producer_pushes_numpy_arrays_and_reads_arrays_at_the_root():
+    """conn.root of a live stream answers as a RemoteStream: a numpy array pushed as is
+    crosses in one message; reads come back as arrays, get_info as a dict."""
+    stream = LiveStream("rig", ["a", "b", "c"], 1000.0, dtype="int16", history_seconds=5)
+    with served(stream) as srv:
+        conn = get_connection(srv.port, host="127.0.0.1")
+        try:
+            root = conn.root
+            block = np.arange(3 * 250, dtype=np.int16).reshape(3, 250)
+            assert root.append_stream_segment_data(block) == 250
+            assert root.append_stream_row_data(1, np.array([7], np.int16)) == 250  # ahead
+            info = root.get_info()
+            assert isinstance(info, dict) and info["growing"] and info["n_samples"] == 250
+            got = root.get_stream_segment(250, 0)
+            assert isinstance(got, np.ndarray) and got.dtype == np.int16
+            assert got.tolist() == block.tolist() and got.flags.writeable
+            assert dict(srv.stats())["connections"] == 1
+        finally:
+            conn.close()
+
+
+def test_a_session_at_the_root_answers_arrays_through_get_connection(data_root):
+    with MefStreamServer(port=0, data_root=data_root, workers=1, cache_mb=8,
+                         session=f"{data_root}/main.mefd") as srv:
+        conn = get_connection(srv.port, host="127.0.0.1")
+        try:
+            info = conn.root.get_info()
+            assert isinstance(info, dict) and info["path"] == "main.mefd"
+            seg = conn.root.get_stream_segment(5, 100)
+            assert isinstance(seg, np.ndarray) and seg.shape == (6, 5)
+            row = info["channels"].index("index")                   # encodes k / 100
+            assert seg[row].tolist() == [1.0, 1.01, 1.02, 1.03, 1.04]
+            raw = decode_segment(conn.root.proxy.get_stream_segment(5, 100))
+            assert raw.tolist() == seg.tolist()
+        finally:
+            conn.close()

@@ -23,65 +23,11 @@ from typing import Any
 import numpy as np
 
 from .. import errors
-from ..transport.wire import decode_segment
+from .values import as_array, plain_argument, push_argument
 
-__all__ = ["RemoteRoot", "RemoteStream", "as_array", "plain_argument"]
+__all__ = ["RemoteRoot", "RemoteStream"]
 
 logger = logging.getLogger(__name__)
-
-
-def as_array(value: Any) -> np.ndarray | bool:
-    """A wire value as a writable array, or False.
-
-    Parameters
-    ----------
-    value : tuple, numpy.ndarray or False
-        What the server returned (or a callback received).
-
-    Returns
-    -------
-    numpy.ndarray or False
-        Over the payload the transport received (a ``bytearray``: no copy); copied only
-        when that payload is read-only ``bytes`` (answers under 64 KiB through the
-        socket, TLS).
-
-    Raises
-    ------
-    StreamError
-        The value is a wire error (see :func:`~software.decode_segment`).
-    """
-    data = decode_segment(value)
-    if data is not False and not data.flags.writeable:
-        data = data.copy()
-    return data
-
-
-def plain_argument(value: Any) -> Any:
-    """Lists, tuples and numpy values as tuples and Python scalars, for one round trip.
-
-    A list crosses RPyC as a proxy (the server would fetch every element with a round
-    trip of its own); a tuple of plain values crosses by copy.
-
-    Parameters
-    ----------
-    value : object
-        An argument of a server method.
-
-    Returns
-    -------
-    object
-        Lists, tuples and arrays as tuples (nested ones too), numpy scalars as Python
-        ones; anything else unchanged (the server checks it), so no unbounded iterable
-        is ever walked here.
-    """
-    kind = type(value)
-    if kind is list or kind is tuple:
-        return tuple(plain_argument(v) for v in value)
-    if isinstance(value, np.ndarray):
-        return tuple(plain_argument(v) for v in value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def _check_callback(callback: Any) -> None:
@@ -302,6 +248,16 @@ class RemoteStream:
 
     # ---- lifetime -------------------------------------------------------------------
 
+    def append_stream_segment_data(self, _new_data: Any) -> int:
+        """Push samples of every channel into a live stream (channels x n, or one value
+        per channel); a numpy array crosses in one message. Returns the stream's head."""
+        return self._method("append_stream_segment_data")(push_argument(_new_data))
+
+    def append_stream_row_data(self, _row: int | str, _new_data: Any) -> int:
+        """Push samples of one channel into a live stream; returns the stream's head."""
+        return self._method("append_stream_row_data")(plain_argument(_row),
+                                                      push_argument(_new_data))
+
     def close(self) -> None:
         """Close this view on the server (``close_file``); idempotent, quiet if the
         connection is gone."""
@@ -332,12 +288,22 @@ class RemoteStream:
         return f"<RemoteStream {self._path!r} {state}>"
 
 
+#: What a root that is itself a stream (``start.py PATH.mefd``, ``--live``, ``--replay``)
+#: answers as a :class:`RemoteStream` does: arrays, a dict, tuples sent by copy.
+_STREAM_METHODS = frozenset({
+    "get_info", "set_active_channels", "set_segment_size", "get_segment",
+    "get_stream_segment", "get_row_segment", "get_time_segment",
+    "append_stream_segment_data", "append_stream_row_data"})
+
+
 class RemoteRoot:
     """``conn.root`` of a :func:`~software.get_connection` connection.
 
-    ``open_file`` returns a :class:`RemoteStream`; every other attribute is the root
-    service's own (``list_open_files``, ``close_file``, ``get_stats``, ``get_limits``,
-    or the stream methods of a session served at the root), fetched once and kept.
+    ``open_file`` returns a :class:`RemoteStream`; the stream methods of a root that is
+    a stream (a session or a live stream served at the root) answer as a RemoteStream's
+    do (arrays, a dict); every other attribute is the root service's own
+    (``list_open_files``, ``close_file``, ``get_stats``, ``get_limits``, a replay's
+    ``pause``...), fetched once and kept.
 
     Parameters
     ----------
@@ -350,6 +316,7 @@ class RemoteRoot:
     def __init__(self, proxy: Any, connection: Any = None) -> None:
         self._proxy = proxy
         self._methods: dict[str, Any] = {}
+        self._stream: RemoteStream | None = None
         #: The connection (handed to the streams and the iterators).
         self.connection = connection
 
@@ -367,7 +334,13 @@ class RemoteRoot:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
-        return self._method(name)
+        method = self._method(name)  # the plain root service refuses view methods here
+        if name in _STREAM_METHODS:  # a session or live stream served at the root
+            if self._stream is None:
+                self._stream = RemoteStream(self._proxy, None, None, self.connection)
+            self._stream._methods.setdefault(name, method)
+            return getattr(self._stream, name)
+        return method
 
     def open_file(self, path: str, password: str | None = None) -> RemoteStream:
         """Open a session; returns this connection's view of it as a :class:`RemoteStream`.
