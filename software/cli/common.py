@@ -123,7 +123,15 @@ def add_session_arguments(parser: argparse.ArgumentParser) -> None:
 def open_session(conn, args: argparse.Namespace):
     """Open ``args.path`` on the server; returns ``(stream, info dict)``."""
     with argument("PATH"):
-        stream = conn.root.open_file(args.path, args.password)
+        try:
+            stream = conn.root.open_file(args.path, args.password)
+        except AttributeError as exc:  # a session, live stream or replay at the root
+            if isinstance(exc, errors.StreamError):
+                raise
+            raise errors.StreamError(
+                f"the server on {args.host} serves one stream at its connection root "
+                f"(start.py PATH.mefd, --live or --replay), not sessions by path; 'ls' "
+                f"names it") from None
     return stream, dict(stream.get_info())
 
 

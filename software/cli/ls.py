@@ -73,6 +73,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         root = conn.root
         sessions = optional_call(root, "list_sessions")
+        if sessions is None and optional_call(root, "get_info") is not None:
+            info = dict(root.get_info())   # one stream served at the root
+            kind = "live stream" if info.get("growing") else "session"
+            print(f"{info['path']}  (the {kind} served at the root)")
+            return 0
         if sessions is None:
             raise errors.StreamError(
                 f"the server on {args.host} does not list its sessions (no list_sessions(): "

@@ -10,6 +10,7 @@ import argparse
 import signal
 import sys
 
+from .. import errors
 from .common import UsageError, connect
 
 HELP = "record a live stream to a MEF3 session (crash-safe)"
@@ -41,6 +42,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--flush-seconds: {args.flush_seconds:g} must be > 0")
     conn = connect(args)
     try:
+        try:
+            conn.root.get_info()
+        except errors.NoFileOpenError:
+            raise errors.StreamError(
+                f"the server on {args.host}:{args.port} serves files, not a live stream: "
+                f"record follows a server started with 'python start.py --live NAME "
+                f"--channels ... --fs ...' or 'python start.py PATH.mefd --replay'") from None
         recorder = Recorder(conn, args.out, seconds=args.seconds, precision=args.precision,
                             flush_seconds=args.flush_seconds, overwrite=args.overwrite)
         previous = signal.signal(signal.SIGTERM, lambda *_: recorder.close())
