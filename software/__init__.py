@@ -23,13 +23,14 @@ _HOME = {
     "get_connection": "client.connect", "MefStreamServer": "server.server",
     "RemoteStream": "client.stream", "RemoteRoot": "client.stream",
     "plot_window": "plot.window", "Recorder": "live.recorder",
+    "LiveStream": "live.source", "Replay": "live.replay",
     "to_mne_raw": "handoff.mne", "WindowDataset": "handoff.torch",
     "BlockRunSampler": "handoff.torch", "to_dask_array": "handoff.dask",
     "decode_segment": "transport.wire", "encode_segment": "transport.wire",
     **{name: "errors" for name in (
-        "CorruptSessionError", "InvalidArgumentError", "InvalidRangeError",
+        "CorruptSessionError", "DroppedSamplesError", "InvalidArgumentError", "InvalidRangeError",
         "InvalidTypeError", "MixedRateError", "NoFileOpenError", "NotMefSessionError",
-        "OutsideDataRootError",
+        "OutsideDataRootError", "PushRefusedError",
         "ReaderError", "ServiceClosedError", "SessionError", "SessionExistsError", "StreamError",
         "UnknownChannelError", "WrongPasswordError")},
 }
