@@ -16,8 +16,8 @@ import pytest
 import software
 from software import MefStreamServer, decode_segment, errors, get_connection
 from software.client.iterators import StreamRowIterator, StreamSegmentIterator
-from software.live.roots import LiveRootService, push_refusal
 from software.live.source import LiveStream
+from software.server.live_roots import LiveRootService, push_refusal
 from software.stream.options import ServiceOptions
 from software.stream.service import StreamService
 from software.transport.wire import encode_segment
@@ -213,7 +213,7 @@ PUSHER = textwrap.dedent("""
         head = svc.append_stream_segment_data(encode_segment(block.astype(np.float32)))
     print("head", head, flush=True)
     try:
-        svc.append_stream_segment_data(np.zeros((2, 3)))       # a proxy: refused
+        svc.proxy.append_stream_segment_data(np.zeros((2, 3)))  # raw: a proxy, refused
     except Exception as exc:
         print("refused", type(exc).__name__, exc, flush=True)
     conn.close()

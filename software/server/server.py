@@ -19,9 +19,11 @@ from rpyc.utils.helpers import classpartial
 
 from ..cache.blocks import BlockCache
 from ..cache.registry import SessionRegistry
+from ..live.source import LiveStream
 from ..readers.pool import ReaderPool
 from ..stream.counters import Counters
 from ..transport.connection import FastThreadedServer
+from .live_roots import LiveFileRootService, LiveRootService
 from .options import ServerOptions
 from .roots import FileRootService, RootService
 from .stats import server_stats
@@ -128,15 +130,12 @@ class MefStreamServer:
         self._owned_live = None
         try:
             if live is not None:
-                from ..live.roots import LiveRootService
-                from ..live.source import LiveStream
                 if not isinstance(live, LiveStream):
                     live = self._owned_live = live(self.registry)
                 self._session = f"the live stream {live.name!r}"
                 service = classpartial(LiveRootService, live, self.options, self.registry,
                                        self.stats)
             elif live_streams:
-                from ..live.roots import LiveFileRootService
                 service = classpartial(LiveFileRootService, self.registry, self.options,
                                        {s.name: s for s in live_streams}, self.stats)
             elif session is not None:

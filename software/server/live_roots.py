@@ -16,11 +16,11 @@ import threading
 from collections.abc import Mapping
 
 from ..errors import StreamError, UnknownChannelError
-from ..server.roots import RootService
+from ..live.source import LiveStream
 from ..stream.options import ServiceOptions
 from ..stream.service import StreamService
 from ..validation import as_positive_float, as_uutc
-from .source import LiveStream
+from .roots import RootService
 
 __all__ = ["LiveFileRootService", "LiveRootService", "push_refusal"]
 
