@@ -2,10 +2,9 @@
 
 The folders are the data path; imports run one way, down it::
 
-    client/ ---------------------> transport/          (scripts: get_connection, iterators)
-    server/ --> stream/ --> cache/ --> readers/ --> mef3/   (pymef only in reader processes)
-                   |                      |
-                   +--> transport/         +--> shm/    (tmpfs arenas: landing, answers)
+    cli/ --> plot/, handoff/, live/recorder --> client/ --> discovery/, transport/, shm/
+    server/ --> live/ --> stream/ --> cache/ --> readers/ --> mef3/ (pymef: readers only)
+                              +--> transport/        +--> shm/  (tmpfs: landing, answers)
     errors, validation: used by every layer
 
 Importing this package imports nothing else: each public name below is loaded from its
