@@ -103,7 +103,54 @@ def _small_client(port, name, start, until, ready, go, results, index, with_ping
         raise SystemExit(1) from exc
 
 
-def measure_clients(n: int, seconds: float) -> dict:
+def _cpu(proc) -> float:
+    t = proc.cpu_times()
+    return t.user + t.system
+
+
+def _busy() -> float:
+    import psutil
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+
+def _switches(procs) -> int:
+    """Context switches of every thread of ``procs`` (from /proc/PID/task/*/status)."""
+    total = 0
+    for proc in procs:
+        base = f"/proc/{proc.pid}/task"
+        try:
+            tids = os.listdir(base)
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"{base}/{tid}/status") as fh:
+                    for line in fh:
+                        if "ctxt_switches:" in line:
+                            total += int(line.split()[1])
+            except (OSError, ValueError, IndexError):
+                pass
+    return total
+
+
+def _renice(pid: int, nice: int) -> None:
+    """Set the nice value of every thread of process ``pid`` (an experiment's option)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, int(tid), nice)
+        except OSError:
+            pass
+
+
+def measure_clients(n: int, seconds: float, server_nice: int | None = None) -> dict:
+    """``n`` client processes in a closed loop on one fresh server; the figures of one run.
+
+    Besides latency and rate: the server process's CPU per request, the whole machine's
+    busy CPU per request, and the server tree's context switches per request, all over
+    the same window.
+    """
+    import psutil
     ds = big_dataset()
     ctx = multiprocessing.get_context("spawn")
     with ForeignCpu() as fc:
@@ -119,8 +166,15 @@ def measure_clients(n: int, seconds: float) -> dict:
             try:
                 for _ in procs:
                     ready.get(timeout=300)
+                if server_nice is not None:  # serving threads exist now: one a client
+                    _renice(srv.proc.pid, server_nice)
+                server = psutil.Process(srv.proc.pid)
+                tree = [server] + server.children(recursive=True)
+                s0, busy0, sw0 = _cpu(server), _busy(), _switches(tree)
                 until.value = time.monotonic() + seconds
                 go.set()
+                time.sleep(seconds)  # the clients stop at ``until``: the same window
+                s1, busy1, sw1 = _cpu(server), _busy(), _switches(tree)
                 out = [results.get(timeout=seconds + 120) for _ in procs]
             finally:
                 for p in procs:
@@ -133,7 +187,10 @@ def measure_clients(n: int, seconds: float) -> dict:
     lat = [x for o in out for x in o[1]]
     row = {"clients": n, "requests": len(lat), "rate": len(lat) / seconds,
            "median_ms": statistics.median(lat) * 1e3, "p99_ms": p99(lat) * 1e3,
-           "stamp": _stamp(fc), "foreign": fc.cores}
+           "stamp": _stamp(fc), "foreign": fc.cores,
+           "server_us": (s1 - s0) / max(1, len(lat)) * 1e6,
+           "machine_us": (busy1 - busy0) / max(1, len(lat)) * 1e6,
+           "switches": (sw1 - sw0) / max(1, len(lat))}
     if n == 1:
         pings, small = out[0][2], out[0][3]
         row["ping_ms"] = statistics.median(pings) * 1e3
@@ -146,25 +203,30 @@ def row_clients(args) -> list[str]:
     ensure_recording(warmup_dataset(SCALE_ROOT), log=lambda *_: None)
     rows, lines = [], []
     for n in args.clients:
-        runs = [measure_clients(n, args.seconds) for _ in range(args.repeats)]
+        runs = [measure_clients(n, args.seconds, args.server_nice)
+                for _ in range(args.repeats)]
         r = min(runs, key=lambda r: r["foreign"]) if args.least_disturbed else \
             sorted(runs, key=lambda r: r["median_ms"])[len(runs) // 2]
         rows.append(r)
         for x in runs:
             print(f"  {n:>3} clients: median {x['median_ms']:.3f} ms, p99 {x['p99_ms']:.3f} ms,"
-                  f" {x['rate']:.0f} req/s; {x['stamp']}"
+                  f" {x['rate']:.0f} req/s; CPU per request: server {x['server_us']:.0f} us,"
+                  f" machine {x['machine_us']:.0f} us; server switches/request "
+                  f"{x['switches']:.1f}; {x['stamp']}"
                   + (f"; ping {x['ping_ms']:.3f} ms, small alone {x['small_alone_ms']:.3f} ms"
                      if "ping_ms" in x else ""), flush=True)
     base = rows[0]
     lines.append("| client processes | latency median (ms) | p99 (ms) | median / 1 client | "
-                 "clients / cores | requests/s (all clients) | MB/s | load, foreign CPU |")
-    lines.append("|---|---|---|---|---|---|---|---|")
+                 "clients / cores | requests/s (all clients) | MB/s | CPU/request: server, "
+                 "machine (us) | load, foreign CPU |")
+    lines.append("|---|---|---|---|---|---|---|---|---|")
     cores = os.cpu_count() or 1
     for r in rows:
         lines.append(f"| {r['clients']} | {r['median_ms']:.3f} | {r['p99_ms']:.3f} | "
                      f"{r['median_ms'] / base['median_ms']:.1f}x | "
                      f"{max(1.0, r['clients'] / cores):.1f} | {r['rate']:.0f} | "
-                     f"{r['rate'] * 64 * SMALL * 8 / 1e6:.0f} | {r['stamp']} |")
+                     f"{r['rate'] * 64 * SMALL * 8 / 1e6:.0f} | {r['server_us']:.0f}, "
+                     f"{r['machine_us']:.0f} | {r['stamp']} |")
     if "ping_ms" in base:
         lines.append(f"\nsmall segment alone {base['small_alone_ms']:.3f} ms vs conn.ping() "
                      f"{base['ping_ms']:.3f} ms on the same connection: "
@@ -314,6 +376,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--connections", type=_ints, default=[1, 16, 64])
     parser.add_argument("--seconds", type=float, default=8.0,
                         help="seconds of load per client count")
+    parser.add_argument("--server-nice", type=int, default=None,
+                        help="clients row: renice the server's threads (an experiment)")
     parser.add_argument("--least-disturbed", action="store_true",
                         help="clients row: report the repeat with the least foreign CPU")
 
