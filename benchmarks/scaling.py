@@ -64,11 +64,18 @@ def _stamp(fc: ForeignCpu) -> str:
 
 # ---- clients ------------------------------------------------------------------------------
 
-def _small_client(port, name, start, until, ready, go, results, index, with_ping):
-    """One client process: the same cached small segment in a closed loop until ``until``."""
+def _small_client(port, name, start, until, ready, go, results, index, with_ping,
+                  serving=True):
+    """One client process: the same cached small segment in a closed loop until ``until``.
+
+    ``serving=False`` stops the connection's serving thread (no callbacks): replies are
+    then received by the calling thread itself instead of being handed over to it.
+    """
     try:
         from software import decode_segment, get_connection
         conn = get_connection(port, host="127.0.0.1", timeout=60)
+        if not serving:
+            conn.serving_thread.close()
         get = conn.root.open_file(name).get_stream_segment
         for _ in range(20):  # fill the cache, warm the code paths
             decode_segment(get(SMALL, start))
@@ -143,7 +150,8 @@ def _renice(pid: int, nice: int) -> None:
             pass
 
 
-def measure_clients(n: int, seconds: float, server_nice: int | None = None) -> dict:
+def measure_clients(n: int, seconds: float, server_nice: int | None = None,
+                    serving: bool = True) -> dict:
     """``n`` client processes in a closed loop on one fresh server; the figures of one run.
 
     Besides latency and rate: the server process's CPU per request, the whole machine's
@@ -160,7 +168,7 @@ def measure_clients(n: int, seconds: float, server_nice: int | None = None) -> d
             start = int(60 * ds.fs)
             procs = [ctx.Process(target=_small_client, daemon=True,
                                  args=(srv.port, ds.name, start, until, ready, go, results,
-                                       i, n == 1)) for i in range(n)]
+                                       i, n == 1, serving)) for i in range(n)]
             for p in procs:
                 p.start()
             try:
@@ -203,7 +211,7 @@ def row_clients(args) -> list[str]:
     ensure_recording(warmup_dataset(SCALE_ROOT), log=lambda *_: None)
     rows, lines = [], []
     for n in args.clients:
-        runs = [measure_clients(n, args.seconds, args.server_nice)
+        runs = [measure_clients(n, args.seconds, args.server_nice, not args.no_serving_thread)
                 for _ in range(args.repeats)]
         r = min(runs, key=lambda r: r["foreign"]) if args.least_disturbed else \
             sorted(runs, key=lambda r: r["median_ms"])[len(runs) // 2]
@@ -378,6 +386,8 @@ def add_arguments(parser) -> None:
                         help="seconds of load per client count")
     parser.add_argument("--server-nice", type=int, default=None,
                         help="clients row: renice the server's threads (an experiment)")
+    parser.add_argument("--no-serving-thread", action="store_true",
+                        help="clients row: stop each client's serving thread (an experiment)")
     parser.add_argument("--least-disturbed", action="store_true",
                         help="clients row: report the repeat with the least foreign CPU")
 
