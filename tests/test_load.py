@@ -334,3 +334,21 @@ def test_cached_answers_within_one_block_are_exact_from_many_threads(server, mai
             t.join(timeout=120)
         assert not any(t.is_alive() for t in threads), "a client thread hung"
         assert not failures, failures[:3]
+
+
+def test_serving_threads_end_when_their_clients_leave(server):
+    """A serving thread waits for the next request in a blocking read (no poll first);
+    a client that closes its connection, or vanishes without a word, still ends it."""
+    import socket
+    baseline = threading.active_count()
+    conns = [get_connection(server.port, host="127.0.0.1", timeout=30) for _ in range(8)]
+    for c in conns:
+        c.ping()  # a round trip on every connection
+        c.root.open_file("main.mefd").get_stream_segment(16, 0)
+    assert threading.active_count() > baseline
+    for i, c in enumerate(conns):
+        if i % 2:  # vanish: the socket is shut down under the connection, no close message
+            c._channel.stream.sock.shutdown(socket.SHUT_RDWR)
+        c.close()
+    assert wait_until(lambda: threading.active_count() <= baseline, timeout=30), \
+        f"{threading.active_count() - baseline} serving threads left"
