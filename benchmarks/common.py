@@ -248,11 +248,15 @@ class ServerProcess:
     warm : bool
         Start every reader process (by reading the warm-up session) before returning, so
         that process start-up is not timed as reading.
+    code : str, optional
+        Checkout whose ``start.py`` (and ``software``) the server runs (default: this one),
+        e.g. a ``git worktree`` of an older commit for a paired comparison.
     """
 
     def __init__(self, data_root: str, prefetch: int = 3, cache_mb: float = 1024,
                  workers: int = 2, module: str | None = None, warm: bool = True,
-                 extra: list[str] | None = None) -> None:
+                 extra: list[str] | None = None, code: str | None = None) -> None:
+        self.code = code or ROOT
         self.data_root = data_root
         self.prefetch = prefetch
         self.cache_mb = cache_mb
@@ -281,7 +285,7 @@ class ServerProcess:
             log = open(self.log_path, "a")
             log.write(f"\n==== {time.strftime('%H:%M:%S')} {' '.join(self.command())}\n")
             log.flush()
-            self.proc = subprocess.Popen(self.command(), cwd=ROOT, stdout=log, stderr=log,
+            self.proc = subprocess.Popen(self.command(), cwd=self.code, stdout=log, stderr=log,
                                          stdin=subprocess.DEVNULL)
             log.close()
             try:

@@ -12,6 +12,9 @@ every reader). Measured per size, ``--repeats`` times on fresh servers, medians 
 
     python -m benchmarks.growth                      # 1e4 .. 2.07e6 blocks
     python -m benchmarks.growth --sizes 10000,20000000
+    python -m benchmarks.growth --rows clients,readers,sessions,connections
+
+Rows other than ``blocks`` (the default) are in ``benchmarks.scaling``.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ import time
 
 import numpy as np
 
+from . import scaling
 from .common import (
     DATA_DIR,
     ServerProcess,
@@ -65,7 +69,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help="blocks per session, commas")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rows", default="blocks",
+                        help="commas, of: blocks, " + ", ".join(scaling.ROWS))
+    scaling.add_arguments(parser)
     args = parser.parse_args()
+    rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    bad = [r for r in rows if r != "blocks" and r not in scaling.ROWS]
+    if bad:
+        parser.error(f"--rows: unknown {bad}")
+    scaling.run_rows([r for r in rows if r != "blocks"], args)
+    if "blocks" in rows:
+        blocks_row(args)
+
+
+def blocks_row(args) -> None:
     root = os.path.join(DATA_DIR, "growth")
     ensure_recording(warmup_dataset(root))
     rng = np.random.default_rng(0)

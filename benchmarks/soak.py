@@ -2,6 +2,7 @@
 
     python -m benchmarks.soak                          # 16 clients, 60 s
     python -m benchmarks.soak --clients 32 --duration 600 --cache-mb 64
+    python -m benchmarks.soak --clients 64 --seconds 60          # --seconds: --duration
 
 Run from the repository root (``python benchmarks/soak.py`` re-executes itself as a
 module). Three sessions of different channel counts and sampling rates (one with a gap) are
@@ -10,7 +11,8 @@ cache so that blocks are evicted and read again) serves N client processes; each
 first reads every file whole with ``MefReader`` (its reference: the service's sample ``k``
 is column ``k`` of that read), then until the time is up picks at random among: time
 windows, stream segments, row segments, ``get_segment`` with a random segment size,
-``StreamSegmentIterator`` runs, reads with a callback, and new channel selections, on a
+``StreamSegmentIterator`` runs, reads with a callback, new channel selections, and a
+256-sample segment read twice (the second read, cached, is timed as ``small_cached``), on a
 random file. Every sample received is compared with the reference (NaN equal to NaN).
 Server memory (server process plus reader processes, RSS) is sampled all along.
 """
@@ -52,7 +54,11 @@ from benchmarks.common import (
 MIB = 2**20
 SOAK_ROOT = os.path.join(DATA_DIR, "soak")
 OPS = ("time_window", "stream_segment", "row_segment", "get_segment", "iterator",
-       "callback", "set_channels")
+       "callback", "set_channels", "small_pair")
+#: Latency rows of the report: every operation, and the second read of ``small_pair``.
+REPORTED = OPS + ("small_cached",)
+#: Samples of the small segment ``small_pair`` reads twice (the second read is cached).
+SMALL = 256
 
 
 def datasets() -> list[Dataset]:
@@ -256,8 +262,20 @@ class _Client:
             self._error("set_channels", "mismatch", f"asked {pick}, got {got}")
         f["active"] = got
 
+    def op_small_pair(self, f) -> None:
+        """The same 256 samples of every active channel twice: the second is cached."""
+        start = int(self.rng.integers(0, f["n"] - SMALL))
+        get = f["svc"].get_stream_segment
+        self._check("small_pair", f, get(SMALL, start), start)
+        from software import decode_segment
+        t = time.perf_counter()
+        got = get(SMALL, start)
+        data = got if isinstance(got, np.ndarray) else decode_segment(got)
+        self.latency["small_cached"].append(time.perf_counter() - t)
+        self._check("small_pair", f, data, start)
+
     def run(self, until: float) -> None:
-        weights = np.array([3, 3, 2, 2, 1, 2, 1], dtype=float)
+        weights = np.array([3, 3, 2, 2, 1, 2, 1, 2], dtype=float)
         weights /= weights.sum()
         while time.monotonic() < until:
             op = OPS[int(self.rng.choice(len(OPS), p=weights))]
@@ -310,7 +328,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.soak",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--duration", type=float, default=60.0, help="seconds of load")
+    parser.add_argument("--duration", "--seconds", type=float, default=60.0,
+                        help="seconds of load")
     parser.add_argument("--cache-mb", type=float, default=64.0,
                         help="server cache budget (small: blocks are evicted and re-read)")
     parser.add_argument("--workers", type=int, default=2)
@@ -413,10 +432,11 @@ def _report(args, reports, n_ready, failed_setup, elapsed, sampler, rss_before, 
             latency[k].extend(v)
         messages.extend(out["messages"])
     rows = []
-    for op in OPS:
+    for op in REPORTED:
         lat = sorted(latency.get(op, []))
         errs = {k.split("|", 1)[1]: v for k, v in errors.items() if k.startswith(op + "|")}
-        rows.append([op, str(ops.get(op, 0)), str(sum(errs.values())),
+        count = len(lat) if op == "small_cached" else ops.get(op, 0)
+        rows.append([op, str(count), str(sum(errs.values())),
                      ", ".join(f"{k}: {v}" for k, v in errs.items()) or "—",
                      f"{statistics.median(lat) * 1e3:.1f}" if lat else "—",
                      f"{lat[int(0.99 * (len(lat) - 1))] * 1e3:.1f}" if lat else "—"])

@@ -291,3 +291,64 @@ def test_sixteen_clients_on_three_files(data_root, refs, tmp_path):
         proc.wait(timeout=30)
     text = log.read_text(encoding="utf-8", errors="replace")
     assert "Traceback" not in text and " ERROR " not in text, text[-3000:]
+
+
+def test_cached_answers_within_one_block_are_exact_from_many_threads(server, main_path):
+    """Answers inside one cache block (assembled by one concatenate into the connection's
+    area) and across a block edge are exact, asked again and again by several threads on
+    a shared-memory connection and on a socket-only one."""
+    import settings
+    with get_connection(server.port, host="127.0.0.1", timeout=30) as shm, \
+            get_connection(server.port, host="127.0.0.1", timeout=30,
+                           shared_memory=False) as plain:
+        views = [c.root.open_file("main.mefd") for c in (shm, plain)]
+        names = list(views[0].set_active_channels())
+        views[1].set_active_channels(names)
+        ref = reference(main_path, names)
+        n = ref.shape[1]
+        size = int(round(settings.BLOCK_SECONDS * float(views[0].get_info()["fs"])))
+        windows = []
+        for block in (0, 3, (n - 1) // size):
+            lo = block * size
+            hi = min(lo + size, n)
+            windows += [(lo, 1), (lo, hi - lo), (lo + 17, 37), (hi - 1, 1), (hi - 5, 5)]
+            if hi + 4 <= n:
+                windows.append((hi - 3, 7))  # across the edge: the per-block path
+        failures: list[str] = []
+
+        def ask(view, seed: int) -> None:
+            rng = np.random.default_rng(seed)
+            try:
+                for i in rng.permutation(len(windows) * 6) % len(windows):
+                    start, length = windows[i]
+                    got = view.get_stream_segment(length, start)
+                    if not same(got, ref[:, start:start + length]):
+                        failures.append(f"[{start}, {start + length}) differs")
+            except Exception:  # reported by the main thread
+                failures.append(traceback.format_exc())
+
+        threads = [threading.Thread(target=ask, args=(views[i % 2], i)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert not any(t.is_alive() for t in threads), "a client thread hung"
+        assert not failures, failures[:3]
+
+
+def test_serving_threads_end_when_their_clients_leave(server):
+    """A serving thread waits for the next request in a blocking read (no poll first);
+    a client that closes its connection, or vanishes without a word, still ends it."""
+    import socket
+    baseline = threading.active_count()
+    conns = [get_connection(server.port, host="127.0.0.1", timeout=30) for _ in range(8)]
+    for c in conns:
+        c.ping()  # a round trip on every connection
+        c.root.open_file("main.mefd").get_stream_segment(16, 0)
+    assert threading.active_count() > baseline
+    for i, c in enumerate(conns):
+        if i % 2:  # vanish: the socket is shut down under the connection, no close message
+            c._channel.stream.sock.shutdown(socket.SHUT_RDWR)
+        c.close()
+    assert wait_until(lambda: threading.active_count() <= baseline, timeout=30), \
+        f"{threading.active_count() - baseline} serving threads left"
