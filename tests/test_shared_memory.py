@@ -206,7 +206,7 @@ def test_session_at_the_root(data_root, main_path, main_ref):
             area = conn.shared_memory
             assert area is not None
             got = []
-            value = conn.root.get_stream_segment(2000, 300, got.append)
+            value = conn.root.proxy.get_stream_segment(2000, 300, got.append)  # wire form
             if value is False:
                 wait_until(lambda: got, timeout=30)
                 value = got[0]
