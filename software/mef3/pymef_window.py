@@ -56,7 +56,7 @@ def _i64(address: int) -> ctypes.c_int64:
 
 
 def _address(arr: np.ndarray) -> int:
-    return arr.__array_interface__["data"][0]
+    return arr.ctypes.data
 
 
 def build_shadow(path: str) -> str:
