@@ -392,7 +392,8 @@ class Bench:
             with self.server(prefetch=0, module="benchmarks.stamped_server") as srv:
                 # the stamp wraps the value, which a shared-memory answer cannot be: socket
                 conn = srv.connect(shared_memory=False)
-                svc = conn.root.open_file(self.ds.name)
+                # the raw view: its callbacks receive the stamped wire value as it is
+                svc = conn.root.open_file(self.ds.name).proxy
                 got: list = []
                 arrived = threading.Event()
 
