@@ -41,13 +41,13 @@ logger = logging.getLogger("mefstream")
 #: Folder of this file: the child that writes the demo imports ``software`` from here.
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-#: Run by ``python -c`` to write the demo: argv is [HERE, path]. It prints one line and exits
+#: Run by ``python -c`` (in HERE, so that ``software`` imports from this checkout) to write
+#: the demo: argv is [path]. It prints one line and exits
 #: 1 on any error (no traceback), and writes into a hidden folder renamed into place at the
 #: end, so a failed write never leaves a half session that a later start would serve.
 DEMO_CHILD = """\
 import os, shutil, sys, tempfile
-sys.path.insert(0, sys.argv[1])
-path = sys.argv[2]
+path = sys.argv[1]
 scratch = None
 try:
     from software.mef3.demo import write_demo_recording
@@ -167,8 +167,8 @@ def ensure_demo(data_root: str) -> bool:
     logger.info("no session under %s: writing the demo recording %s (a few seconds)",
                 os.path.abspath(data_root), path)
     try:
-        result = subprocess.run([sys.executable, "-c", DEMO_CHILD, HERE, path],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        result = subprocess.run([sys.executable, "-c", DEMO_CHILD, path],
+                                cwd=HERE, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True, check=False)
     except KeyboardInterrupt:
         logger.error("interrupted while writing the demo recording %s", path)
