@@ -85,3 +85,13 @@ def pki(tmp_path_factory):
 @pytest.fixture(scope="session")
 def main_path(data_root) -> str:
     return os.path.join(data_root, "main.mefd")
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory) -> str:
+    """A small demo recording for the examples (8 ch x 4 min, gap 120-130 s)."""
+    from software.mef3.demo import write_demo_recording
+    root = tmp_path_factory.mktemp("demo")
+    write_demo_recording(str(root / "demo.mefd"), n_channels=8, minutes=4,
+                         gap_seconds=(120.0, 130.0))
+    return str(root)

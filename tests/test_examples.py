@@ -4,19 +4,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
-
 from tests.test_quickstart import ROOT
-
-
-@pytest.fixture(scope="module")
-def demo_root(tmp_path_factory) -> str:
-    """A small demo recording (8 ch x 4 min, gap 120-130 s)."""
-    from software.mef3.demo import write_demo_recording
-    root = tmp_path_factory.mktemp("demo")
-    write_demo_recording(str(root / "demo.mefd"), n_channels=8, minutes=4,
-                         gap_seconds=(120.0, 130.0))
-    return str(root)
 
 
 def test_whole_file_loop_example_runs(demo_root):

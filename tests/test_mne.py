@@ -20,16 +20,6 @@ from software.handoff.mne import to_mne_raw  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope="module")
-def demo_root(tmp_path_factory) -> str:
-    """A small demo recording (8 ch x 4 min, gap 120-130 s) for the example."""
-    from software.mef3.demo import write_demo_recording
-    root = tmp_path_factory.mktemp("demo")
-    write_demo_recording(str(root / "demo.mefd"), n_channels=8, minutes=4,
-                         gap_seconds=(120.0, 130.0))
-    return str(root)
-
-
 def _nan_runs(row: np.ndarray) -> list[tuple[int, int]]:
     """[a, b) index ranges of the NaN runs of one row."""
     nan = np.concatenate(([False], np.isnan(row), [False]))
