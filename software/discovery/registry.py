@@ -31,6 +31,16 @@ class _TcpRegistry(TCPRegistryServer):
     #: seconds a peer has to send its request (and the accept timeout; rpyc: none, 3)
     TIMEOUT = 1.0
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        #: Set once start() has made the server active: a close() before that would be
+        #: undone by start() setting ``active`` again.
+        self.running = threading.Event()
+
+    def _work(self):
+        self.running.set()
+        return super()._work()
+
     def _recv(self):
         for stale in self._connected_sockets.values():  # requests that were dropped
             stale.close()
@@ -87,6 +97,7 @@ class RegistryServer:
         self._thread = threading.Thread(target=self._server.start, daemon=True,
                                         name=f"rpyc-registry-{self.port}")
         self._thread.start()
+        self._server.running.wait(10)
         logger.info("RPyC registry listening on %s:%d (listing %s)", self.host, self.port,
                     "on" if allow_listing else "off")
 
