@@ -287,7 +287,7 @@ def test_an_in_process_root_refuses_a_non_loopback_peer():
     stream = LiveStream("rig", ["a"], FS)
 
     class Peer:
-        _config = {"endpoints": (("10.0.0.1", 18861), ("203.0.113.9", 40000)),
+        _config = {"endpoints": (("192.0.2.1", 40001), ("203.0.113.9", 40000)),
                    "credentials": None}
 
     root = LiveRootService(stream, ServiceOptions())
