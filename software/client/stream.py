@@ -37,7 +37,26 @@ def _check_callback(callback: Any) -> None:
             f"{type(callback).__name__} is not.")
 
 
-class RemoteStream:
+class _Proxied:
+    """A server object's proxy and its bound methods, each fetched once (a round trip)."""
+
+    def __init__(self, proxy: Any) -> None:
+        self._proxy = proxy
+        self._methods: dict[str, Any] = {}
+
+    @property
+    def proxy(self) -> Any:
+        """The server object itself (values in the wire form)."""
+        return self._proxy
+
+    def _method(self, name: str) -> Any:
+        method = self._methods.get(name)
+        if method is None:
+            method = self._methods[name] = getattr(self._proxy, name)
+        return method
+
+
+class RemoteStream(_Proxied):
     """This connection's view of one session, handing out numpy arrays.
 
     Made by ``conn.root.open_file(path)`` on a :func:`~software.get_connection`
@@ -64,20 +83,14 @@ class RemoteStream:
 
     def __init__(self, proxy: Any, root: Any = None, path: str | None = None,
                  connection: Any = None) -> None:
-        self._proxy = proxy
+        super().__init__(proxy)
         self._root = root
         self._path = path
-        self._methods: dict[str, Any] = {}
         self._closed = False
         #: The connection this stream's calls go through.
         self.connection = connection
 
     # ---- plumbing -------------------------------------------------------------------
-
-    @property
-    def proxy(self) -> Any:
-        """The server's view itself (values in the wire form)."""
-        return self._proxy
 
     @property
     def path(self) -> str | None:
@@ -90,10 +103,7 @@ class RemoteStream:
             raise errors.ServiceClosedError(
                 f"{self._path!r} was closed on this connection; open it again with "
                 f"open_file().")
-        method = self._methods.get(name)
-        if method is None:
-            method = self._methods[name] = getattr(self._proxy, name)
-        return method
+        return super()._method(name)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
@@ -296,7 +306,7 @@ _STREAM_METHODS = frozenset({
     "append_stream_segment_data", "append_stream_row_data"})
 
 
-class RemoteRoot:
+class RemoteRoot(_Proxied):
     """``conn.root`` of a :func:`~software.get_connection` connection.
 
     ``open_file`` returns a :class:`RemoteStream`; the stream methods of a root that is
@@ -314,22 +324,10 @@ class RemoteRoot:
     """
 
     def __init__(self, proxy: Any, connection: Any = None) -> None:
-        self._proxy = proxy
-        self._methods: dict[str, Any] = {}
+        super().__init__(proxy)
         self._stream: RemoteStream | None = None
         #: The connection (handed to the streams and the iterators).
         self.connection = connection
-
-    @property
-    def proxy(self) -> Any:
-        """The root service itself."""
-        return self._proxy
-
-    def _method(self, name: str) -> Any:
-        method = self._methods.get(name)
-        if method is None:
-            method = self._methods[name] = getattr(self._proxy, name)
-        return method
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
