@@ -17,15 +17,19 @@ from __future__ import annotations
 
 import logging
 import os
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import rpyc
+from rpyc.core import consts
+from rpyc.core.netref import asyncreq
 
 from .. import errors
 from .values import as_array, plain_argument, push_argument
 
-__all__ = ["RemoteRoot", "RemoteStream"]
+__all__ = ["RemoteRoot", "RemoteStream", "timed_call"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +39,42 @@ def _check_callback(callback: Any) -> None:
         raise errors.InvalidTypeError(
             f"_callback must be a function taking one argument, or None; a value of type "
             f"{type(callback).__name__} is not.")
+
+
+def timed_call(proxy: Any, name: str, args: tuple, timeout: float,
+               methods: dict | None = None) -> Any:
+    """Call ``proxy.name(*args)`` on the server, waiting at most ``timeout`` seconds.
+
+    Parameters
+    ----------
+    proxy : rpyc netref
+        The server object.
+    name : str
+        Its method.
+    args : tuple
+        The arguments.
+    timeout : float
+        Seconds for the attribute lookup and for the call, each.
+    methods : dict, optional
+        A cache of bound methods (name -> netref) to read and fill.
+
+    Raises
+    ------
+    TimeoutError
+        No answer within ``timeout`` (RPyC's ``AsyncResultTimeout``).
+    AttributeError
+        The server has no such method.
+    """
+    method = None if methods is None else methods.get(name)
+    if method is None:
+        found = asyncreq(proxy, consts.HANDLE_GETATTR, name)
+        found.set_expiry(timeout)
+        method = found.value
+        if methods is not None:
+            methods[name] = method
+    result = rpyc.async_(method)(*args)
+    result.set_expiry(timeout)
+    return result.value
 
 
 class _Proxied:
@@ -78,7 +118,10 @@ class RemoteStream(_Proxied):
     -----
     Callbacks run in the connection's serving thread and receive an array, or, for a
     read that failed, the rebuilt exception object (nothing is raised in that thread).
-    Other server attributes are reached through the same cache (``svc.anything``).
+    The server is handed a wrapper of each callback, the same wrapper for the same
+    callback while the server holds it, so that :meth:`withdraw` reaches the requests
+    registered with it. Other server attributes are reached through the same cache
+    (``svc.anything``).
     """
 
     def __init__(self, proxy: Any, root: Any = None, path: str | None = None,
@@ -89,6 +132,9 @@ class RemoteStream(_Proxied):
         self._closed = False
         #: The connection this stream's calls go through.
         self.connection = connection
+        # callback -> the wrapper the server was handed; an entry lives as long as the
+        # server holds the wrapper (RPyC keeps what a peer holds alive), no longer
+        self._wrappers: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
     # ---- plumbing -------------------------------------------------------------------
 
@@ -110,21 +156,55 @@ class RemoteStream(_Proxied):
             raise AttributeError(name)
         return self._method(name)
 
-    @staticmethod
-    def _deliver(callback: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
-        """Wrap ``callback`` so that it receives an array or an exception object."""
+    def _deliver(self, callback: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
+        """Wrap ``callback`` so that it receives an array or an exception object.
+
+        The same callback gets the same wrapper while the server holds it (see
+        :meth:`withdraw`).
+        """
         _check_callback(callback)
         if callback is None:
             return None
+        try:
+            wrapper = self._wrappers.get(callback)
+        except TypeError:  # an unhashable callable: a wrapper of its own each time
+            return _wrap(callback)
+        if wrapper is None:
+            wrapper = self._wrappers[callback] = _wrap(callback)
+        return wrapper
 
-        def deliver(value):  # in the connection's serving thread
-            try:
-                data = as_array(value)
-            except errors.StreamError as exc:
-                data = exc
-            return callback(data)
+    def withdraw(self, callback: Callable[[Any], Any], timeout: float | None = None) -> int:
+        """Withdraw the requests still waiting on the server with ``callback``.
 
-        return deliver
+        Parameters
+        ----------
+        callback : callable
+            A callback given to ``get_*`` of this stream.
+        timeout : float, optional
+            Seconds the server has to answer (TimeoutError after); None: as any call.
+
+        Returns
+        -------
+        int
+            How many requests were withdrawn (0: none was waiting; an answer already
+            under way still arrives).
+
+        Raises
+        ------
+        AttributeError
+            The server is older and cannot withdraw requests.
+        TimeoutError
+            No answer within ``timeout``.
+        """
+        _check_callback(callback)
+        try:
+            wrapper = self._wrappers.get(callback)
+        except TypeError:
+            wrapper = None
+        arg = callback if wrapper is None else wrapper
+        if timeout is None or self._closed:  # closed: _method raises ServiceClosedError
+            return int(self._method("withdraw")(arg))
+        return int(timed_call(self._proxy, "withdraw", (arg,), timeout, self._methods))
 
     # ---- settings -------------------------------------------------------------------
 
@@ -298,12 +378,25 @@ class RemoteStream(_Proxied):
         return f"<RemoteStream {self._path!r} {state}>"
 
 
+def _wrap(callback: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``callback`` taking wire values: it receives an array or an exception object."""
+
+    def deliver(value):  # in the connection's serving thread
+        try:
+            data = as_array(value)
+        except errors.StreamError as exc:
+            data = exc
+        return callback(data)
+
+    return deliver
+
+
 #: What a root that is itself a stream (``start.py PATH.mefd``, ``--live``, ``--replay``)
 #: answers as a :class:`RemoteStream` does: arrays, a dict, tuples sent by copy.
 _STREAM_METHODS = frozenset({
     "get_info", "set_active_channels", "set_segment_size", "get_segment",
     "get_stream_segment", "get_row_segment", "get_time_segment",
-    "append_stream_segment_data", "append_stream_row_data"})
+    "append_stream_segment_data", "append_stream_row_data", "withdraw"})
 
 
 class RemoteRoot(_Proxied):
