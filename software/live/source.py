@@ -42,9 +42,6 @@ from .view import LiveView
 
 __all__ = ["LiveStream", "LiveView"]  # LiveView lives in .view
 
-#: Requests one stream keeps waiting at most (over all views).
-MAX_WAITING = 100_000
-
 
 class Samples:
     """Samples copied out of the ring: an answer the view builds into its array."""
@@ -192,9 +189,6 @@ class LiveStream(Source):
                 ring.copy(rows, start, stop, out)
                 fut.set_result(Samples(out))
                 return fut
-            if self._live_waiters >= MAX_WAITING:
-                raise InvalidRangeError(f"{MAX_WAITING} requests already wait for samples of "
-                                        f"{self.name!r}; ask again once some arrived.")
             heapq.heappush(self._waiting, (stop, next(self._seq), fut))
             self._details[fut] = (rows, start, stop)
             self._live_waiters += 1
