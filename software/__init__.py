@@ -31,7 +31,8 @@ _HOME = {
         "InvalidTypeError", "MixedRateError", "NoFileOpenError", "NotMefSessionError",
         "OutsideDataRootError", "PushRefusedError",
         "ReaderError", "ServiceClosedError", "SessionError", "SessionExistsError", "StreamError",
-        "UnknownChannelError", "WrongPasswordError", "ServerGoneError", "RemoteError")},
+        "UnknownChannelError", "WaitingLimitError", "WrongPasswordError", "ServerGoneError",
+        "RemoteError")},
 }
 
 __all__ = sorted(_HOME)

@@ -90,6 +90,10 @@ class NoFileOpenError(StreamError, AttributeError):
     """A method of an open file was asked of the root service: call ``open_file`` first."""
 
 
+class WaitingLimitError(StreamError, RuntimeError):
+    """This connection has as many callback requests waiting as the server allows."""
+
+
 class ServerGoneError(StreamError, ConnectionError, EOFError):
     """The server closed the connection, died, or stopped answering (the network dropped).
 
@@ -119,7 +123,7 @@ EXCEPTIONS = (StreamError, InvalidArgumentError, InvalidTypeError, InvalidRangeE
               DroppedSamplesError, PushRefusedError, UnknownChannelError, MixedRateError,
               SessionError, NotMefSessionError, OutsideDataRootError, WrongPasswordError,
               CorruptSessionError, ReaderError, ServiceClosedError, NoFileOpenError,
-              SessionExistsError, ServerGoneError, RemoteError)
+              SessionExistsError, WaitingLimitError, ServerGoneError, RemoteError)
 
 #: The fixed table a client rebuilds remote errors from: ``(module, class name) -> class``
 #: for mefstream's errors (the builtins' ``Exception`` subclasses are rebuilt too; see

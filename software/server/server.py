@@ -91,6 +91,9 @@ class MefStreamServer:
         Live streams served beside the file service (``open_live(name)``).
     read_timeout : float
         Seconds a call without callback waits for its data before failing.
+    max_waiting : int
+        Callback requests one connection may have waiting for their answer (one client
+        that floods the server reaches its own limit, never the others').
 
     Raises
     ------
@@ -109,14 +112,14 @@ class MefStreamServer:
                  password: str | None = None, rpyc_config: dict | None = None,
                  authenticator=None, reader_nice: int = 0,
                  callback_timeout: float = 30.0, read_timeout: float = 120.0,
-                 live=None, live_streams=()) -> None:
+                 live=None, live_streams=(), max_waiting: int = 10_000) -> None:
         # every value checked once, before anything is spawned
         opts = self.server_options = ServerOptions(
             host=host, port=port, data_root=data_root, workers=workers, prefetch=prefetch,
             cache_mb=cache_mb, segment_seconds=segment_seconds,
             max_request_mb=max_request_mb, block_seconds=block_seconds,
             reader_nice=reader_nice, callback_timeout=callback_timeout,
-            read_timeout=read_timeout)
+            read_timeout=read_timeout, max_waiting=max_waiting)
         self.host = opts.host
         self.data_root = opts.data_root
         self.counters = Counters()

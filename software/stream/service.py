@@ -36,13 +36,14 @@ from .channels import check_selection, row_name
 from .options import ServiceOptions
 from .requests import Requests
 from .source import FileSource, Source
+from .withdrawal import Withdrawal
 
 __all__ = ["ServiceOptions", "StreamService"]
 
 logger = logging.getLogger(__name__)
 
 
-class StreamService(rpyc.Service):
+class StreamService(Withdrawal, rpyc.Service):
     """One connection's view of one source (an opened MEF3 session, or a live stream).
 
     Parameters

@@ -8,13 +8,14 @@ session (:class:`FileSource`) or a producer pushes them into a ring (``software.
     StreamService --info / group(fs)----------> Source
                   --gather(names, group, a, b)-->  Future of an Answer (assemble(out))
                   --read_ahead(...)------------->  a hint: the client moves this way
+                  --run_with(run)--------------->  the view's thread, to answer waiters in
                   --push_segment / push_row---->  live sources only
 """
 from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Protocol
 
@@ -91,6 +92,14 @@ class Source(ABC):
     def push_row(self, row: object, data: object) -> int:
         """Append samples of one channel (CREPE's ``append_stream_row_data``)."""
         return self.push_segment(data)
+
+    def run_with(self, run: Callable[[Callable[[], None]], None]) -> None:
+        """Where to run the work of answering this view's waiting requests.
+
+        ``run(job)`` runs ``job()`` in the view's delivery thread. A live source answers
+        (and copies out) its requests there when a push completes them, not in the
+        producer's thread; other sources ignore it.
+        """
 
     def close(self) -> None:
         """Withdraw this view's claims on the source (idempotent)."""
