@@ -31,18 +31,25 @@ SERVER_TIMEOUT = 2.0
 
 
 class _Waiting:
-    """One request registered with a callback, and what came through it."""
+    """One request registered with a callback, and what came through it.
 
-    __slots__ = ("found", "position", "arrived", "box")
+    :attr:`deliver` is one object for the request's whole life: the server recognises the
+    callback to withdraw by its identity (``obj.method`` would make a new one each time).
+    """
+
+    __slots__ = ("found", "position", "arrived", "box", "deliver")
 
     def __init__(self, found: Target, position: int) -> None:
         self.found, self.position = found, position
-        self.arrived = threading.Event()
-        self.box: list = []
+        arrived = self.arrived = threading.Event()
+        box: list = []
+        self.box = box
 
-    def deliver(self, value) -> None:  # the callback: in whichever thread serves it
-        self.box.append(value)
-        self.arrived.set()
+        def deliver(value) -> None:  # the callback: in whichever thread serves it
+            box.append(value)
+            arrived.set()
+
+        self.deliver = deliver
 
 
 class _Iterator:

@@ -457,5 +457,21 @@ class RemoteRoot(_Proxied):
         proxy = self._method("open_file")(path, password)
         return RemoteStream(proxy, self, path, self.connection)
 
+    def open_live(self, name: str) -> RemoteStream:
+        """This connection's view of a live stream served beside the files (a server started
+        with live streams), as a :class:`RemoteStream`.
+
+        Parameters
+        ----------
+        name : str
+            One of ``list_live_streams()``.
+
+        Returns
+        -------
+        RemoteStream
+        """
+        proxy = self._method("open_live")(str(name))
+        return RemoteStream(proxy, None, str(name), self.connection)
+
     def __repr__(self) -> str:
         return f"<RemoteRoot of {self.connection!r}>"
