@@ -117,7 +117,7 @@ class _Iterator:
                 waiting.found.withdraw(waiting.deliver, self.server_timeout)
             except TimeoutError as exc:  # the server did not answer: it is gone
                 end_connection(waiting.found.conn, str(exc))
-                raise waiting.found.gone_error() from exc
+                raise waiting.found.gone_error(why=str(exc)) from exc
 
     def next(self, target):
         """Return the next chunk, waiting for it; False past the end.
@@ -224,7 +224,7 @@ class _Iterator:
                 why = beat.check()
                 if why is not None:
                     end_connection(conn, why)
-                    raise found.gone_error()
+                    raise found.gone_error(why=why)
             if not asked and not waiting.arrived.is_set():
                 asked = True
                 if self._at_end(found, ask=True):
@@ -240,7 +240,7 @@ class _Iterator:
             withdrawn = found.withdraw(waiting.deliver, self.server_timeout)
         except TimeoutError as exc:  # the server did not answer either: it is gone
             end_connection(found.conn, str(exc))
-            raise found.gone_error() from exc
+            raise found.gone_error(why=str(exc)) from exc
         if waiting.arrived.is_set():  # it came while withdrawing: it is the answer
             self._waiting = None
             return self._advance(waiting.box[0])

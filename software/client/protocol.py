@@ -101,8 +101,19 @@ class ClientConnection(FastConnection):
         self.peer = getattr(getattr(channel, "stream", None), "peer", "the server")
         self.gone = ""
 
+    #: Seconds :meth:`close` waits for the server to acknowledge (a server gone silent
+    #: would otherwise hold it for the whole ``sync_request_timeout``).
+    CLOSE_TIMEOUT = 2.0
+
     def _unbox_exc(self, raw: Any) -> BaseException:
         return rebuild_exception(raw)
+
+    def close(self) -> None:
+        """Close the connection, waiting at most :attr:`CLOSE_TIMEOUT` for the server."""
+        if not self.closed:
+            self._config["sync_request_timeout"] = min(
+                self._config["sync_request_timeout"], self.CLOSE_TIMEOUT)
+        super().close()
 
     def sync_request(self, handler: int, *args: Any) -> Any:
         """RPyC's synchronous request; a connection that ended raises ServerGoneError."""

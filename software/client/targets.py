@@ -84,13 +84,16 @@ class Target:
         """Whether the connection is closed (the server closed it, died or went silent)."""
         return self.conn is not None and bool(getattr(self.conn, "closed", False))
 
-    def gone_error(self, cause: BaseException | None = None) -> errors.ServerGoneError:
-        """The error for a call on a connection that ended (not raised)."""
+    def gone_error(self, cause: BaseException | None = None,
+                   why: str | None = None) -> errors.ServerGoneError:
+        """The error for a call on a connection that ended (not raised); ``why``: what
+        this end noticed (a ClientConnection keeps its own)."""
         made = getattr(self.conn, "gone_error", None)
         if made is not None:
             return made(cause)
-        why = f"it closed the connection ({cause})" if cause is not None \
-            else "the connection is closed"
+        if why is None:
+            why = f"it closed the connection ({cause})" if cause is not None \
+                else "the connection is closed"
         return errors.ServerGoneError(
             f"the mefstream server at {self.peer} is gone: {why}. Restart it (python "
             f"start.py ...) and connect again.")
