@@ -309,6 +309,7 @@ def test_every_kind_of_root_has_the_answer_form(data_root, main_path):
                 else:
                     view = fast.root.open_file("main.mefd")
                 assert isinstance(view.get_stream_segment(2, 0), np.ndarray)
+                assert fast.shared_memory.adopted == 1    # packed: through shared memory
 
 
 # ---- §2: a wait that times out withdraws its request ---------------------------------------
