@@ -6,7 +6,7 @@ straight into writable memory, :mod:`.receive`) on a
 a server that is gone named in the error), takes the server's frame limit (``get_limits``,
 capped), asks for the packed answer form (``set_answer_form``), sets up same-host shared
 memory (:mod:`.shared_memory`), makes ``conn.root`` a
-:class:`~software.client.stream.RemoteRoot` (``open_file`` gives a
+:class:`~software.client.root.RemoteRoot` (``open_file`` gives a
 :class:`~software.client.stream.RemoteStream` of numpy arrays) and keeps a
 :class:`~software.transport.serving.ServingThread` serving the connection, so callbacks
 from the server run within about a millisecond and a server that stops answering is
@@ -28,7 +28,7 @@ from ..transport.serving import ServingThread
 from .protocol import ClientConnection
 from .receive import install
 from .shared_memory import negotiate
-from .stream import RemoteRoot
+from .root import RemoteRoot
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def get_connection(port: int | None = None, host: str = "localhost", timeout: fl
     Returns
     -------
     rpyc.Connection
-        ``conn.root`` is a :class:`~software.client.stream.RemoteRoot`: its
+        ``conn.root`` is a :class:`~software.client.root.RemoteRoot`: its
         ``open_file`` returns a :class:`~software.RemoteStream` (numpy arrays, writable,
         received without a copy of their own); ``conn.root.proxy`` is the root service
         itself. ``conn.serving_thread`` serves callbacks; ``conn.close()`` stops it too.

@@ -18,7 +18,8 @@ from rpyc.core.netref import BaseNetref
 
 from .. import errors
 from ..transport.socket_stream import format_address
-from .stream import RemoteRoot, RemoteStream, timed_call
+from .root import RemoteRoot
+from .stream import RemoteStream, timed_call
 
 __all__ = ["Target"]
 

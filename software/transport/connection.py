@@ -61,6 +61,7 @@ from .framing import (
     check_max_frame,
     dump_parts,
 )
+from .handshakes import BoundedHandshakes
 from .socket_stream import FastSocketStream, format_address, keep_alive
 
 __all__ = ["FastConnection", "FastThreadedServer", "connect_service",
@@ -199,7 +200,7 @@ _TLS_HINTS = {
 }
 
 
-class FastThreadedServer(ThreadedServer):
+class FastThreadedServer(BoundedHandshakes, ThreadedServer):
     """:class:`rpyc.utils.server.ThreadedServer` on the fast transport.
 
     Parameters
@@ -228,55 +229,14 @@ class FastThreadedServer(ThreadedServer):
     served or during the handshake (a port scan) at INFO, without a traceback.
     """
 
-    #: Default of ``handshake_timeout`` (seconds).
-    HANDSHAKE_TIMEOUT = 10.0
-    #: Default of ``max_handshakes``.
-    MAX_HANDSHAKES = 64
-
     def __init__(self, *args: Any, max_frame: int | None = None,
-                 handshake_timeout: float = HANDSHAKE_TIMEOUT,
-                 max_handshakes: int = MAX_HANDSHAKES, **kwargs: Any) -> None:
+                 handshake_timeout: float = BoundedHandshakes.HANDSHAKE_TIMEOUT,
+                 max_handshakes: int = BoundedHandshakes.MAX_HANDSHAKES,
+                 **kwargs: Any) -> None:
         self.max_frame = FastChannel.MAX_FRAME if max_frame is None \
             else check_max_frame(max_frame)
-        if not float(handshake_timeout) > 0:
-            raise ValueError(f"handshake_timeout must be > 0 seconds; {handshake_timeout!r} "
-                             f"is invalid (default {self.HANDSHAKE_TIMEOUT:g}).")
-        if int(max_handshakes) < 1:
-            raise ValueError(f"max_handshakes must be >= 1; {max_handshakes!r} is invalid "
-                             f"(default {self.MAX_HANDSHAKES}).")
-        self.handshake_timeout = float(handshake_timeout)
-        self.max_handshakes = int(max_handshakes)
-        #: Connections whose TLS handshake is under way.
-        self.handshaking = 0
-        self._handshake_lock = threading.Lock()
-        self._turned_away = 0   # connections refused since the last WARNING
+        self._bound_handshakes(handshake_timeout, max_handshakes)
         super().__init__(*args, **kwargs)
-
-    def _accept_method(self, sock: socket.socket) -> None:
-        """Runs in the accepting thread: serve ``sock`` in a thread of its own, unless too
-        many handshakes are under way already (then it is closed at once)."""
-        if self.authenticator:
-            with self._handshake_lock:
-                full = self.handshaking >= self.max_handshakes
-                if not full:
-                    self.handshaking += 1
-                    self._turned_away = 0
-                else:
-                    self._turned_away += 1
-                    first = self._turned_away == 1
-            if full:
-                if first:
-                    self.logger.warning(
-                        "%d connections are in their TLS handshake (max_handshakes); "
-                        "closing new ones until some finish or time out after %g s",
-                        self.max_handshakes, self.handshake_timeout)
-                self.clients.discard(sock)
-                try:
-                    sock.close()
-                except OSError:
-                    pass
-                return
-        super()._accept_method(sock)
 
     def _authenticate_and_serve_client(self, sock: socket.socket) -> None:
         """Runs in the client's thread: authenticate, serve, close the socket."""
@@ -320,10 +280,6 @@ class FastThreadedServer(ThreadedServer):
                     pass
                 each.close()
                 self.clients.discard(each)
-
-    def _handshake_done(self) -> None:
-        with self._handshake_lock:
-            self.handshaking -= 1
 
     def _refused(self, peer: str, exc: AuthenticationError) -> None:
         """Log a failed authentication once, with the TLS reason."""
