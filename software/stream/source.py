@@ -47,10 +47,13 @@ class Source(ABC):
         past the end of a growing source is not an error: it is not ready yet.
     dtype : numpy.dtype
         The type of every answer.
+    longest : int or None
+        Most samples one request may span (a live ring's history); None: no such bound.
     """
 
     growing: bool = False
     dtype: np.dtype = np.dtype(np.float64)
+    longest: int | None = None
 
     @property
     @abstractmethod
