@@ -197,11 +197,7 @@ class StreamService(Withdrawal, rpyc.Service):
                 f"{samples} samples, above the per-request limit of "
                 f"{self._options.max_request_bytes / 2**20:g} MiB; set at most "
                 f"{limit / self._fs:g} s ({limit} samples) with these channels.")
-        longest = self._source.longest or math.inf
-        if samples > longest:
-            raise InvalidRangeError(f"seconds={seconds:g} ({samples} samples) is longer than "
-                                    f"the {longest / self._fs:g} s ({longest} samples) the "
-                                    f"live stream keeps; set at most {longest / self._fs:g} s.")
+        self._source.check_segment(seconds, samples, self._fs)   # a live ring's history
         with self._lock:
             self._wanted_seconds = seconds
             self._segment_samples = samples
