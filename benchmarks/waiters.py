@@ -10,7 +10,8 @@ pushes ``--samples`` samples in one ``append_stream_segment_data`` call, which c
 them all. Printed per row: the time that push took in the producer's thread (wall clock,
 and the CPU time of that thread: other threads and processes do not count), the server
 process's peak RSS above its level before the push (VmHWM reset just before it), and
-the time until the client had every callback.
+the time until the client had every callback. A full garbage collection runs just before
+the push (in both), so that none of the objects the requests made is collected inside it.
 
 Each configuration runs once with this checkout and once with ``--baseline`` (a git
 revision, exported with ``git archive`` into a temporary folder), alternately, in fresh
@@ -32,7 +33,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 #: The server process: argv = channels samples waiters clients. Prints one JSON line.
 SERVER = r"""
-import json, os, subprocess, sys, time
+import gc, json, os, subprocess, sys, time
 import numpy as np
 from software import MefStreamServer
 from software.live.source import LiveStream
@@ -61,6 +62,7 @@ with MefStreamServer(port=0, workers=1, cache_mb=8, live=stream) as srv:
         while stream.waiting < waiters and time.monotonic() < deadline:
             time.sleep(0.01)
         assert stream.waiting == waiters, stream.waiting
+    gc.collect()       # no collection of everything the waiters made lands in the push
     with open("/proc/self/clear_refs", "w") as fh:
         fh.write("5")                      # VmHWM := VmRSS now
     before = status("VmRSS")
