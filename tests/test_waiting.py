@@ -36,7 +36,7 @@ def served(stream, **kwargs):
 def plain(port: int):
     """A CREPE-style ``rpyc.connect`` client, its callbacks served by a background thread."""
     conn = rpyc.connect("127.0.0.1", port, config=settings.RPYC_CONFIG)
-    serving = rpyc.BgServingThread(conn)
+    serving = rpyc.BgServingThread(conn, serve_interval=0.1, sleep_interval=0.0)
     try:
         yield conn
     finally:

@@ -48,6 +48,11 @@ class LiveView(Source):
         """The stream's channels."""
         return self.stream.info
 
+    @property
+    def longest(self) -> int:
+        """The ring's history: no request may span more samples."""
+        return self.stream.ring.history
+
     def group(self, fs: float) -> RateGroup:
         """The stream's grid now."""
         return self.stream.group(fs)

@@ -131,10 +131,12 @@ class MefStreamServer:
         self._session = session
         self._pinned = None
         self._owned_live = None
+        self._readers_used = True     # a pure live stream reads no file: no reader started
         try:
             if live is not None:
                 if not isinstance(live, LiveStream):
                     live = self._owned_live = live(self.registry)
+                self._readers_used = live.controller is not None   # a replay reads its file
                 self._session = f"the live stream {live.name!r}"
                 service = classpartial(LiveRootService, live, self.options, self.registry,
                                        self.stats)
@@ -187,13 +189,14 @@ class MefStreamServer:
                 raise RuntimeError("this server was closed; create a new one")
             if self._thread is None:
                 self._server._listen()  # listening before start() returns; close() may follow
-                self.pool.warm_up(wait=False)  # spawning a reader takes ~1 s: not at 1st read
+                if self._readers_used:   # spawning a reader takes ~1 s: not at 1st read
+                    self.pool.warm_up(wait=False)
                 self._thread = threading.Thread(target=self._server.start, name="rpyc-accept",
                                                 daemon=True)
                 self._thread.start()
                 logger.info("serving %s on %s:%d (data root %s, %d reader processes)",
                             self._session or "the root service", self.host, self.port,
-                            self.data_root, self.pool.workers)
+                            self.data_root, self.pool.workers if self._readers_used else 0)
         return self
 
     def serve_forever(self) -> None:

@@ -3,8 +3,10 @@
 A :class:`~software.stream.service.StreamService` hands each answer that was not ready at call
 time to its :class:`CallbackDeliverer` (from the thread that completed the read); the
 deliverer's own thread encodes it and calls the client's callback with ``rpyc.async_``,
-so a slow, hung or dead client delays only its own view, never the readers or another
-client.
+so a slow, hung or dead client delays only its own view, never the readers, a live
+stream's producer or another client. A live view also answers its waiting requests in
+this thread (:meth:`CallbackDeliverer.call_soon`), and a request the client withdrew
+meanwhile is skipped.
 """
 from __future__ import annotations
 
@@ -130,19 +132,19 @@ class CallbackDeliverer:
     def start(self) -> None:
         """Start the delivery thread now rather than at the first callback (idempotent)."""
         with self._start_lock:
-            if self._thread is None and not self._closed:
-                self._thread = threading.Thread(target=self._run, name=self._name,
-                                                daemon=True)
-                self._thread.start()
+            self._start_thread()
+
+    def _start_thread(self) -> None:
+        """Start the thread unless it runs or this deliverer closed (``_start_lock`` held)."""
+        if self._thread is None and not self._closed:
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
 
     def _enqueue(self, item: tuple) -> None:
         with self._start_lock:
             if self._closed:
                 return
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=self._name,
-                                                daemon=True)
-                self._thread.start()
+            self._start_thread()
             self._queue.put(item)
 
     @property

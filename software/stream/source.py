@@ -22,7 +22,7 @@ from typing import Protocol
 import numpy as np
 
 from ..cache.recording import Recording
-from ..errors import StreamError
+from ..errors import InvalidRangeError, StreamError
 from ..mef3.metadata import RateGroup, SessionInfo
 
 __all__ = ["Answer", "FileSource", "Source"]
@@ -47,10 +47,13 @@ class Source(ABC):
         past the end of a growing source is not an error: it is not ready yet.
     dtype : numpy.dtype
         The type of every answer.
+    longest : int or None
+        Most samples one request may span (a live ring's history); None: no such bound.
     """
 
     growing: bool = False
     dtype: np.dtype = np.dtype(np.float64)
+    longest: int | None = None
 
     @property
     @abstractmethod
@@ -92,6 +95,21 @@ class Source(ABC):
     def push_row(self, row: object, data: object) -> int:
         """Append samples of one channel (CREPE's ``append_stream_row_data``)."""
         return self.push_segment(data)
+
+    def check_segment(self, seconds: float, samples: int, fs: float) -> None:
+        """Refuse a segment of ``seconds`` (``samples`` at ``fs``) this source can never answer.
+
+        Raises
+        ------
+        InvalidRangeError
+            Longer than :attr:`longest`; the message names the longest allowed.
+        """
+        longest = self.longest
+        if longest is not None and samples > longest:
+            raise InvalidRangeError(
+                f"seconds={seconds:g} ({samples} samples) is longer than the "
+                f"{longest / fs:g} s ({longest} samples) this stream keeps; set at most "
+                f"{longest / fs:g} s.")
 
     def run_with(self, run: Callable[[Callable[[], None]], None]) -> None:
         """Where to run the work of answering this view's waiting requests.
