@@ -43,8 +43,9 @@ class Heartbeat:
     """Pings a connection that has been silent, and tells when its peer stopped answering.
 
     Call :meth:`check` now and then from the thread that serves the connection. After
-    ``timeout / 4`` seconds without any message from the peer it sends a ping (RPyC's
-    ``HANDLE_PING``, answered by any RPyC peer); the peer is gone when nothing at all came
+    ``timeout / 4`` seconds without any message from the peer, and no call of this end in
+    progress, it sends a ping (RPyC's ``HANDLE_PING``, answered by any RPyC peer); the
+    peer is gone when nothing at all came
     for ``timeout`` seconds while that ping waited and no other call of this end was
     outstanding. A call in progress may legitimately keep the peer's connection thread
     busy for longer (a long read): then it is not judged (TCP keep-alive still notices a
@@ -89,14 +90,16 @@ class Heartbeat:
         ping = self._ping
         if ping is not None and ping.ready:
             self._ping = ping = None
+        calls = len(getattr(self._conn, "_request_callbacks", ()))
         if ping is None:
-            if now - heard >= self.timeout / 4:
+            # a call of ours in progress: its answer says more than a ping queued behind it
+            if calls == 0 and now - heard >= self.timeout / 4:
                 self._ping = self._conn.async_request(consts.HANDLE_PING, "")
                 self._sent = now
             return None
         if now - heard < self.timeout or now - self._sent < self.timeout / 2:
             return None
-        if len(getattr(self._conn, "_request_callbacks", ())) > 1:
+        if calls > 1:
             return None  # a call of ours is outstanding: the peer may be busy with it
         return f"no answer for {now - heard:.1f} s (not even to a ping)"
 
