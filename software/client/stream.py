@@ -10,9 +10,11 @@ array (or False), callbacks receive arrays, ``get_info()`` is a dict::
         seg[0, 3] += 1.0                              # writable
 
 Every attribute of an RPyC proxy is a round trip, so each server method is fetched once
-per stream and kept. The wire form ``(payload, dtype, shape)`` is still what crosses:
-:attr:`RemoteStream.proxy` is the server's view as it is, and plain ``rpyc.connect``
-scripts see nothing of this module.
+per stream and kept. What crosses is the packed form ``(payload, dtype, shape)`` that
+``get_connection`` asks for: :attr:`RemoteStream.proxy` is the server's view as it is.
+Plain ``rpyc.connect`` scripts see nothing of this module (they get CREPE's nested tuples).
+:func:`timed_call` calls a server method within a time limit (a wait that gives up must
+not hang on a server that went silent).
 """
 from __future__ import annotations
 
