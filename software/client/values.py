@@ -51,8 +51,8 @@ def plain_argument(value: Any) -> Any:
     -------
     object
         Lists, tuples and arrays as tuples (nested ones too), numpy scalars and 0-d
-        arrays as Python scalars; anything else unchanged (the server checks it), so no unbounded iterable
-        is ever walked here.
+        arrays as Python scalars; anything else unchanged (the server checks it), so no
+        unbounded iterable is ever walked here.
     """
     kind = type(value)
     if kind is list or kind is tuple:

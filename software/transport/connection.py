@@ -343,8 +343,9 @@ def fast_connect(host: str, port: int, service: Any = rpyc.VoidService,
         ``FastChannel.MAX_FRAME``: enough for any answer of a server with the default
         ``max_request_mb``).
     keepalive : bool, optional
-        Switch on TCP keep-alive with short timers (:func:`~software.transport.socket_stream.keep_alive`):
-        a server that vanished from the network is noticed in seconds.
+        Switch on TCP keep-alive with short timers
+        (:func:`~software.transport.socket_stream.keep_alive`): a server that vanished
+        from the network is noticed in seconds.
 
     Returns
     -------
