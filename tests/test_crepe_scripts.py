@@ -23,7 +23,7 @@ import rpyc
 
 import settings
 from software import MefStreamServer, StreamSegmentIterator, decode_segment, get_connection
-from software.errors import InvalidArgumentError, InvalidRangeError
+from software.errors import DroppedSamplesError, InvalidArgumentError, InvalidRangeError
 from software.live.replay import Replay
 from software.live.source import LiveStream
 from software.stream.answers import PLAIN_MAX_VALUES
@@ -256,6 +256,29 @@ def test_callbacks_of_a_plain_connection_receive_the_plain_form():
             it = StreamSegmentIterator(4, start=20)            # ours, on a plain connection
             stream.append_stream_segment_data(ramp(2, 20, 4))
             assert same(it.next_or_wait(conn, timeout=30), ramp(2, 20, 4))
+        finally:
+            conn.close()
+
+
+def test_a_failed_callback_answer_is_the_error_form_in_the_plain_form_too():
+    """A request registered ahead, whose samples are dropped before it is answered: the
+    callback gets ``("error", class name, message)`` (never a tuple to take for data),
+    which decode_segment and our iterator raise."""
+    stream = LiveStream("rig", ["a"], 100.0, history_seconds=1)
+    with MefStreamServer(port=0, workers=1, cache_mb=8, live=stream) as srv:
+        conn = plain(srv.port)
+        try:
+            got = []
+            assert conn.root.get_stream_segment(10, 150, got.append) is False
+            it = StreamSegmentIterator(10, start=160)
+            assert it.next_or_wait(conn, timeout=0.01) is False    # timed out: withdrawn
+            stream.append_stream_segment_data(np.arange(300.0)[None, :])  # ring: 100
+            wait_until(lambda: (conn.serve(0.05), len(got) == 1)[1])
+            assert got[0][:2] == ("error", "DroppedSamplesError")
+            with pytest.raises(DroppedSamplesError, match="first_available"):
+                decode_segment(got[0])
+            with pytest.raises(DroppedSamplesError, match="first_available"):
+                it.next_or_wait(conn, timeout=30)
         finally:
             conn.close()
 
