@@ -8,6 +8,7 @@ A block to run is preceded by a marker line ``<!-- test: KIND [SERVER] [backgrou
 - ``server NAME``: a command (sh) or a program (python) that serves until stopped.
 - ``python SERVER``: a script run to its end; ``sh SERVER``: one command per line.
 - ``console SERVER``: ``$ command`` lines, each followed by the output it prints.
+- ``program``: a self-contained program (it starts what it needs), run to its end.
 - ``skip REASON``: not run here; the reason names what runs it instead.
 
 ``background`` blocks of a server start before its other blocks and are waited for at

@@ -9,6 +9,8 @@ import shlex
 import signal
 import sys
 
+import pytest
+
 from software import get_connection
 from tests.readme_blocks import (
     DEFAULT_PORT,
@@ -60,9 +62,38 @@ def _closed_loop(out: str, err: str, cwd: str) -> None:
     assert re.search(r"^analysed \d+ s of EEG01", out, re.M), out
 
 
+def _callback(out: str, err: str, cwd: str) -> None:
+    assert out in ("callback: (16, 2560)\n", "cached: (16, 2560)\n"), out
+
+
+def _in_process(out: str, err: str, cwd: str) -> None:
+    lines = out.splitlines()
+    assert lines[:2] == ["('rig',)", "300"] and lines[2] == "[[  0   1   2   3   4]", out
+
+
+def _replay_controls(out: str, err: str, cwd: str) -> None:
+    lines = out.splitlines()
+    assert lines[0] == "10.0 False False", out
+    assert len(re.findall(r"\((\d+), (\d+)\)", lines[1])) == 2, out
+
+
+def _recorder(out: str, err: str, cwd: str) -> None:
+    n, error = out.split()
+    assert int(n) > 0 and error == "None", out
+
+
+def _torch(out: str, err: str, cwd: str) -> None:
+    assert out.splitlines() == [f"{k} (16, 16, 1024)" for k in range(4)], out
+
+
 #: What the output of a named block must show, beyond exit status 0.
 CHECKS = {"quickstart": _quickstart, "crepe": _crepe, "follower": _follower,
-          "record": _record, "closed_loop": _closed_loop}
+          "record": _record, "closed_loop": _closed_loop, "callback": _callback,
+          "in_process": _in_process, "replay_controls": _replay_controls,
+          "recorder": _recorder, "torch": _torch,
+          "mne": lambda out, err, cwd: "BAD_ACQ_SKIP" in out or pytest.fail(out),
+          "dask": lambda out, err, cwd: out == "(16,)\n" or pytest.fail(out),
+          "discovery": lambda out, err, cwd: "\nTrue\n" in out or pytest.fail(out)}
 
 
 def _check(block: Block, code: int, out: str, err: str, cwd: str) -> None:
@@ -187,18 +218,83 @@ def _serve_group(runner: Runner, server: Block, members: list[Block]) -> None:
     assert code == 0 and "Traceback" not in err, f"{server} stopped with {code}:\n{err}"
 
 
+def _run_page(path: str, cwd: str) -> None:
+    """Run every marked block of a page: each server with its blocks, each program alone."""
+    found = [b for b in blocks(path) if b.kind != "setup-tests"]
+    runner = Runner(cwd, found)
+    done: set[str] = set()
+    for block in found:
+        if block.kind == "program":
+            done_run = runner.run(runner.script(block))
+            _check(block, done_run.returncode, done_run.stdout, done_run.stderr, cwd)
+        elif block.kind in ("setup-install", "server") and block.server not in done:
+            done.add(block.server)
+            members = [b for b in found if b.server == block.server and b is not block
+                       and b.kind not in ("server", "setup-install")]
+            _serve_group(runner, block, members)
+    served = {b.server for b in found if b.kind in ("server", "setup-install")}
+    orphans = [str(b) for b in found if b.kind in ("python", "sh", "console")
+               and b.server not in served]
+    assert not orphans, f"blocks naming a server the page does not start: {orphans}"
+
+
 def test_the_readme_blocks_run_against_real_servers(tmp_path):
     """Every server of the README, then every script, command and console line against
     the server it names. The scratch directory stands for the reader's clone: the set-up's
     start.py writes demo.mefd there, and the other servers serve it."""
-    found = [b for b in blocks(README) if b.kind != "setup-tests"]
-    runner = Runner(str(tmp_path), found)
-    servers = [b for b in found if b.kind in ("setup-install", "server")]
-    assert [s.server for s in servers][0] == "files"
-    for server in servers:
-        members = [b for b in found if b.server == server.server and b is not server]
-        _serve_group(runner, server, members)
+    servers = [b for b in blocks(README) if b.kind in ("setup-install", "server")]
+    assert servers[0].server == "files"
+    _run_page(README, str(tmp_path))
     assert os.path.isdir(tmp_path / "demo.mefd") and os.path.isfile(tmp_path / "window.png")
+
+
+DOCS = sorted(os.path.join(ROOT, "docs", f) for f in os.listdir(os.path.join(ROOT, "docs"))
+              if f.endswith(".md"))
+
+
+@pytest.mark.parametrize("page", DOCS, ids=os.path.basename)
+def test_the_docs_blocks_run(page, tmp_path):
+    """The same for each page of docs/ (a page without runnable blocks passes at once)."""
+    needs_demo = any(b.kind == "server" and "demo.mefd" in b.code for b in blocks(page)) \
+        and not any(b.server == "files" for b in blocks(page) if b.kind == "server")
+    if needs_demo:
+        from software.mef3.demo import write_demo_recording
+        write_demo_recording(str(tmp_path / "demo.mefd"))
+    _run_page(page, str(tmp_path))
+
+
+def _test_references(text: str) -> list[tuple[str, str]]:
+    """``tests/test_x.py::name`` references, with ``::name`` continuing the last file."""
+    refs, last = [], None
+    for match in re.finditer(r"`((?:tests/)?test_\w+\.py)?(?:::(\w+))?`", text):
+        path, name = match.groups()
+        if path:
+            last = os.path.basename(path)
+        if name and last:
+            refs.append((last, name))
+        elif path:
+            refs.append((last, ""))
+    return refs
+
+
+def test_every_test_the_docs_name_exists():
+    """The guarantee tables cite tests by name: a renamed or removed test breaks this."""
+    import ast
+    defined = {}
+    for name in os.listdir(os.path.join(ROOT, "tests")):
+        if name.startswith("test_") and name.endswith(".py"):
+            with open(os.path.join(ROOT, "tests", name), encoding="utf-8") as fh:
+                tree = ast.parse(fh.read())
+            defined[name] = {n.name for n in ast.walk(tree)
+                             if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    missing, count = [], 0
+    for page in [README, *DOCS]:
+        with open(page, encoding="utf-8") as fh:
+            for file, name in _test_references(fh.read()):
+                count += 1
+                if file not in defined or (name and name not in defined[file]):
+                    missing.append(f"{os.path.basename(page)}: {file}::{name}")
+    assert count > 60 and missing == []
 
 
 def test_commands_run_with_this_interpreter_and_the_mapped_ports(tmp_path):
