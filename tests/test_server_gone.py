@@ -56,9 +56,12 @@ def followers_of(port: int, server_timeout: float = 2.0, crepe: bool = True):
     slow = [rpyc.connect("127.0.0.1", port, config=settings.RPYC_CONFIG)
             for _ in range(3 if crepe else 2)]
 
+    iterators = []
+
     def iterator():
         it = StreamSegmentIterator(10, start=FAR)
         it.server_timeout = server_timeout
+        iterators.append(it)
         return it
 
     def polling():
@@ -72,7 +75,14 @@ def followers_of(port: int, server_timeout: float = 2.0, crepe: bool = True):
                  Follower("plain-over", lambda: list(iterator().over(slow[1])))]
     if len(slow) == 3:
         followers.append(Follower("crepe-polling", polling))
-    return fast + slow, followers
+    return fast + slow, followers, iterators
+
+
+def in_their_wait(iterators, count: int) -> bool:
+    """Whether ``count`` iterators got the answer of their registering call and wait for
+    the callback (a reply still on its way when a proxy stalls would be lost: a call in
+    flight is not what these tests are about)."""
+    return sum(it._waiting is not None for it in list(iterators)) >= count
 
 
 def close_all(conns) -> None:
@@ -96,7 +106,7 @@ def test_every_waiting_follower_learns_the_server_is_gone(kind, how, data_root, 
     conns = []
     try:
         monitor = get_connection(port, host="127.0.0.1")
-        conns, followers = followers_of(port)
+        conns, followers, _ = followers_of(port)
         conns.append(monitor)
         for follower in followers:
             follower.start()
@@ -183,12 +193,13 @@ def test_followers_learn_that_the_network_dropped():
             monitor = get_connection(srv.port, host="127.0.0.1")
             # CREPE's own loop is left out: a sync call in flight cannot tell a stalled
             # network from a busy server (TCP keep-alive ends it when the network is gone)
-            conns, followers = followers_of(proxy.port, server_timeout=1.0, crepe=False)
+            conns, followers, iterators = followers_of(proxy.port, server_timeout=1.0,
+                                                       crepe=False)
             conns.append(monitor)
             for follower in followers:
                 follower.start()
-            wait_until(lambda: dict(monitor.root.get_stats())["waiting_requests"] >= 4,
-                       timeout=30)
+            wait_until(lambda: dict(monitor.root.get_stats())["waiting_requests"] >= 4
+                       and in_their_wait(iterators, 4), timeout=30)
             proxy.stall()
             for follower in followers:
                 follower.join(30)                 # a guard against a hang
@@ -218,7 +229,7 @@ def test_a_timeout_says_no_data_yet_only_while_the_server_is_there():
             assert not isinstance(late.value, ServerGoneError)
             follower = Follower("over-timeout", lambda: next(it.over(conn, timeout=3)))
             follower.start()
-            wait_until(lambda: dict(srv.stats())["waiting_requests"] == 1, timeout=30)
+            wait_until(lambda: it._waiting is not None, timeout=30)
             proxy.stall()                         # while it waits
             follower.join(60)
             assert not follower.is_alive()
