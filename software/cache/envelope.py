@@ -1,0 +1,294 @@
+"""Envelopes of an open session: the min and max of every bin, exactly, mostly undecoded.
+
+:func:`file_envelope` answers ``n_bins`` bins over grid samples ``[start, stop)`` from the
+coarsest level of the session's pyramid (:mod:`software.cache.pyramid`) that is exact for
+the bins, and chooses the bin edges so that such a level exists::
+
+    even split of [start, stop) --> bins >= 2 block groups wide: inner edges moved to the
+        nearest boundary of a MEF block group of the first channel (blocks level)
+        else bins >= 2 tiles wide: inner edges moved to the nearest tile boundary (tiles)
+        else the even split itself (samples: the cache blocks, reduced per bin)
+
+A group (or tile) lying wholly inside one bin gives its min/max; what is left (a group cut
+by an edge, the window's ends, a dirty group, a channel whose blocks lie elsewhere) comes
+from tiles, which are read (decoded) where missing, and the samples of tiles cut by an
+edge. Every value is one of the samples' own values, so the result equals ``numpy``'s
+``nanmin``/``nanmax`` of ``MefReader`` data over each returned bin; a bin without any
+sample is NaN.
+
+Runs in the calling thread (a connection's serving thread); waits for reads at most
+``timeout`` seconds each.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from concurrent.futures import TimeoutError as FutureTimeout
+
+import numpy as np
+
+from ..errors import ReaderError
+from ..mef3.envelope import DIRTY, BlockEnvelope
+from ..mef3.metadata import RateGroup
+from .pyramid import SessionPyramid, TileGeometry, pyramid_of
+from .recording import Recording
+
+__all__ = ["MAX_GATHER_BYTES", "even_edges", "file_envelope", "reduce_bins"]
+
+#: Largest stretch of samples one envelope holds at once (float64 bytes).
+MAX_GATHER_BYTES = 64 * 2**20
+
+
+def even_edges(start: int, stop: int, n_bins: int) -> np.ndarray:
+    """``n_bins + 1`` edges splitting ``[start, stop)`` evenly (rounded to samples).
+
+    Requires ``1 <= n_bins <= stop - start``; edges are strictly increasing int64.
+    """
+    length = stop - start
+    k = np.arange(n_bins + 1, dtype=np.int64)
+    if length < 2**62 // max(n_bins, 1):
+        return start + (k * length + n_bins // 2) // n_bins
+    edges = start + np.floor(k * (length / n_bins) + 0.5).astype(np.int64)
+    edges[-1] = stop
+    return np.maximum.accumulate(np.maximum(edges, start + k))  # strictly increasing
+
+
+def reduce_bins(data: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """NaN-aware min and max of ``data`` (rows x samples) per bin: (2, rows, bins) float64.
+
+    ``edges`` are strictly increasing offsets into the samples, from 0 to their count.
+    """
+    starts = np.asarray(edges[:-1], dtype=np.intp)
+    out = np.empty((2, data.shape[0], len(starts)))
+    if data.shape[1] == 0 or len(starts) == 0:
+        out[:] = np.nan
+        return out
+    out[0] = np.fmin.reduceat(data, starts, axis=1)
+    out[1] = np.fmax.reduceat(data, starts, axis=1)
+    return out
+
+
+class _Bins:
+    """Pieces (row, bin, low, high) gathered, folded into one (2, rows, bins) array."""
+
+    def __init__(self, rows: int, bins: int) -> None:
+        self.shape = (rows, bins)
+        self._parts: list[tuple] = []
+
+    def add(self, row: int, bins: np.ndarray, lows: np.ndarray, highs: np.ndarray) -> None:
+        if len(bins):
+            self._parts.append((np.full(len(bins), row, np.intp), bins, lows, highs))
+
+    def result(self) -> np.ndarray:
+        out = np.full((2,) + self.shape, np.nan)
+        if self._parts:
+            rows, bins, lows, highs = (np.concatenate([p[i] for p in self._parts])
+                                       for i in range(4))
+            np.fmin.at(out[0], (rows, bins), lows)
+            np.fmax.at(out[1], (rows, bins), highs)
+        return out
+
+
+def _bin_of(edges: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    return np.searchsorted(edges, positions, side="right") - 1
+
+
+def _window(env: BlockEnvelope, stop_max: np.ndarray, start: int, stop: int) -> slice:
+    """The groups that may meet ``[start, stop)``."""
+    i0 = int(np.searchsorted(stop_max, start, side="right"))
+    i1 = int(np.searchsorted(env.start, stop, side="left"))
+    return slice(i0, max(i0, i1))
+
+
+def _snap(nominal: np.ndarray, lows: np.ndarray, highs: np.ndarray) -> np.ndarray | None:
+    """Inner edges lying strictly inside ``[lows, highs)`` move to the nearer end."""
+    inner = nominal[1:-1]
+    inside = (lows < inner) & (inner < highs)
+    moved = np.where(inner - lows <= highs - inner, lows, highs)
+    edges = nominal.copy()
+    edges[1:-1] = np.where(inside, moved, inner)
+    return edges if np.all(np.diff(edges) > 0) else None
+
+
+def _snap_to_groups(nominal: np.ndarray, env: BlockEnvelope) -> np.ndarray | None:
+    if len(env) == 0:
+        return nominal
+    i = np.clip(np.searchsorted(env.start, nominal[1:-1], side="right") - 1, 0, len(env) - 1)
+    return _snap(nominal, env.start[i], env.stop[i])
+
+
+def _snap_to_tiles(nominal: np.ndarray, geo: TileGeometry) -> np.ndarray | None:
+    inner = nominal[1:-1]
+    base = inner // geo.block * geo.block
+    j = np.clip((inner - base) // geo.tile, 0, geo.per_block - 1)
+    lows = base + geo.rel_start[j]
+    highs = np.minimum(base + geo.rel_stop[j], geo.n_samples)
+    return _snap(nominal, lows, highs)
+
+
+def _gather(recording: Recording, names, group: RateGroup, start: int, stop: int,
+            timeout: float) -> np.ndarray:
+    try:
+        blocks = recording.gather(tuple(names), group, start, stop).result(timeout=timeout)
+    except FutureTimeout:
+        raise ReaderError(f"no data after {timeout:g} s for samples [{start}, {stop}) of "
+                          f"the envelope; the reader processes are overloaded. Try again "
+                          f"or ask for a shorter stretch.") from None
+    return blocks.assemble()
+
+
+def _from_blocks(bins: _Bins, row: int, env: BlockEnvelope, stop_max: np.ndarray,
+                 ufact: float, edges: np.ndarray) -> list[tuple[int, int, int]]:
+    """Groups wholly inside one bin -> pieces; the rest -> needs ``(row, lo, hi)``."""
+    start, stop = int(edges[0]), int(edges[-1])
+    w = _window(env, stop_max, start, stop)
+    gs, ge, low, high = env.start[w], env.stop[w], env.low[w], env.high[w]
+    meets = (ge > start) & (gs < stop) & (ge > gs)
+    gs, ge, low, high = gs[meets], ge[meets], low[meets], high[meets]
+    first, last = _bin_of(edges, gs), _bin_of(edges, ge - 1)
+    whole = (gs >= start) & (ge <= stop) & (first == last) & (low != DIRTY)
+    lows = low[whole].astype(np.float64) * ufact      # as read_grid: float64(raw) * ufact
+    highs = high[whole].astype(np.float64) * ufact
+    if ufact < 0:
+        lows, highs = highs, lows
+    bins.add(row, first[whole], lows, highs)
+    rest = np.nonzero(~whole)[0]
+    return [(row, max(int(gs[i]), start), min(int(ge[i]), stop)) for i in rest]
+
+
+def _merged(needs: list[tuple[int, int, int]]) -> dict[int, list[list[int]]]:
+    by_row: dict[int, list[list[int]]] = defaultdict(list)
+    for row, lo, hi in sorted(needs):
+        ranges = by_row[row]
+        if ranges and lo <= ranges[-1][1]:
+            ranges[-1][1] = max(ranges[-1][1], hi)
+        else:
+            ranges.append([lo, hi])
+    return by_row
+
+
+def _runs(blocks: list[int], most: int) -> list[tuple[int, int]]:
+    """Consecutive blocks as ``(first, last)`` runs of at most ``most`` blocks."""
+    runs: list[list[int]] = []
+    for b in blocks:
+        if runs and b == runs[-1][1] + 1 and b - runs[-1][0] < most:
+            runs[-1][1] = b
+        else:
+            runs.append([b, b])
+    return [(a, b) for a, b in runs]
+
+
+def _resolve(bins: _Bins, recording: Recording, pyramid: SessionPyramid, names,
+             group: RateGroup, edges: np.ndarray, needs, timeout: float) -> None:
+    """Answer the needs from tiles (read where missing) and the samples of cut tiles."""
+    geo = pyramid.geometry(group)
+    size = geo.block
+    entries = []          # [row, lo, hi, b0, lows, highs, filled]
+    missing: dict[int, set[int]] = defaultdict(set)
+    for row, ranges in _merged(needs).items():
+        for lo, hi in ranges:
+            b0, b1 = lo // size, (hi - 1) // size
+            lows, highs, filled = pyramid.tiles(names[row], group, b0, b1)
+            entries.append((row, lo, hi, b0, lows, highs, filled))
+            missing[row].update((b0 + np.nonzero(~filled)[0]).tolist())
+    wanted = sorted(set().union(*missing.values())) if missing else []
+    rows_all = sorted(r for r in missing if missing[r])
+    most = max(1, MAX_GATHER_BYTES // (8 * size * max(1, len(rows_all))))
+    for b0, b1 in _runs(wanted, most):
+        rows = [r for r in rows_all if any(b0 <= b <= b1 for b in missing[r])]
+        data = _gather(recording, [names[r] for r in rows], group, b0 * size,
+                       min((b1 + 1) * size, group.n_samples), timeout)
+        lows, highs = pyramid.fill([names[r] for r in rows], group, b0, data)
+        del data
+        for row, _lo, _hi, e0, e_lows, e_highs, e_filled in entries:
+            if row not in rows:
+                continue
+            a, b = max(b0, e0), min(b1, e0 + len(e_filled) - 1)
+            if a <= b:
+                k = rows.index(row)
+                e_lows[a - e0:b - e0 + 1] = lows[k, a - b0:b - b0 + 1]
+                e_highs[a - e0:b - e0 + 1] = highs[k, a - b0:b - b0 + 1]
+                e_filled[a - e0:b - e0 + 1] = True
+    cut: dict[tuple[int, int], list[int]] = defaultdict(list)   # (lo, hi) -> rows
+    for row, lo, hi, b0, lows, highs, filled in entries:
+        ts, te = geo.spans(b0, b0 + len(filled) - 1)
+        valid = te > ts
+        first, last = _bin_of(edges, ts), _bin_of(edges, te - 1)
+        usable = valid & filled[:, None] & (ts >= lo) & (te <= hi) & (first == last)
+        bins.add(row, first[usable], lows[usable], highs[usable])
+        partial = valid & (ts < hi) & (te > lo) & ~usable
+        for a, b in zip(np.maximum(ts[partial], lo).tolist(),
+                        np.minimum(te[partial], hi).tolist()):
+            cut[(a, b)].append(row)
+    for (a, b), rows in cut.items():
+        data = _gather(recording, [names[r] for r in rows], group, a, b, timeout)
+        where = _bin_of(edges, np.arange(a, b))
+        for k, row in enumerate(rows):
+            bins.add(row, where, data[k], data[k])
+
+
+def _from_samples(recording: Recording, names, group: RateGroup, edges: np.ndarray,
+                  timeout: float) -> np.ndarray:
+    """Bins narrower than two tiles: the samples themselves, a stretch at a time."""
+    out = np.empty((2, len(names), len(edges) - 1))
+    most = max(1, MAX_GATHER_BYTES // (8 * len(names)))
+    k0 = 0
+    while k0 < len(edges) - 1:
+        k1 = int(np.searchsorted(edges, edges[k0] + most, side="right")) - 1
+        k1 = min(max(k1, k0 + 1), len(edges) - 1)
+        data = _gather(recording, names, group, int(edges[k0]), int(edges[k1]), timeout)
+        out[:, :, k0:k1] = reduce_bins(data, edges[k0:k1 + 1] - edges[k0])
+        k0 = k1
+    return out
+
+
+def file_envelope(recording: Recording, names, group: RateGroup, start: int, stop: int,
+                  n_bins: int, timeout: float) -> tuple[np.ndarray, np.ndarray]:
+    """The envelope of grid samples ``[start, stop)`` of ``names`` in about ``n_bins`` bins.
+
+    Parameters
+    ----------
+    recording : Recording
+        The open session.
+    names : sequence of str
+        Channels of one rate.
+    group : RateGroup
+        Their grid.
+    start, stop : int
+        ``0 <= start < stop <= group.n_samples``.
+    n_bins : int
+        ``1 <= n_bins <= stop - start``.
+    timeout : float
+        Seconds to wait for each read.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        ``(2, len(names), n_bins)`` float64 (``[0]`` minima, ``[1]`` maxima, NaN for a
+        bin without data) and the ``n_bins + 1`` int64 edges: bin ``k`` is grid samples
+        ``[edges[k], edges[k + 1])``; ``edges[0] == start``, ``edges[-1] == stop``.
+    """
+    names = tuple(names)
+    pyramid = pyramid_of(recording)
+    geo = pyramid.geometry(group)
+    nominal = even_edges(start, stop, n_bins)
+    width = (stop - start) / n_bins
+    envelopes = pyramid.blocks(timeout)
+    lead = envelopes[names[0]]
+    w = _window(lead, pyramid.stop_max(names[0], lead), start, stop)
+    span = int((lead.stop[w] - lead.start[w]).max()) if w.stop > w.start else 0
+    edges = _snap_to_groups(nominal, lead) if width >= 2 * span else None
+    bins = _Bins(len(names), n_bins)
+    if edges is not None:
+        needs = []
+        for row, name in enumerate(names):
+            env = envelopes[name]
+            needs += _from_blocks(bins, row, env, pyramid.stop_max(name, env),
+                                  recording.info.channel(name).ufact, edges)
+        _resolve(bins, recording, pyramid, names, group, edges, needs, timeout)
+        return bins.result(), edges
+    edges = _snap_to_tiles(nominal, geo) if width >= 2 * geo.tile else None
+    if edges is not None:
+        needs = [(row, start, stop) for row in range(len(names))]
+        _resolve(bins, recording, pyramid, names, group, edges, needs, timeout)
+        return bins.result(), edges
+    return _from_samples(recording, names, group, nominal, timeout), nominal
