@@ -121,7 +121,7 @@ def test_envelopes_equal_numpy_at_every_resolution_and_precision(env_conn, env_r
     assert dict(svc.get_info())["n_samples"] == n
     for n_bins in (1, 3, 7, 60):                 # >= 2 MEF blocks a bin: block tables
         check(svc, ref, 0, n, n_bins)
-    for n_bins in (100, 250, 299):               # sub-block bins: tiles
+    for n_bins in (12, 15, 100, 250, 299):       # sub-block bins: tiles of 1024, of 64
         check(svc, ref, 0, n, n_bins)
     check(svc, ref, 0, n, 5000)                  # under two tiles a bin: samples
     check(svc, ref, 0, n, 10**9)                 # more bins than samples: one a sample

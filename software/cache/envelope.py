@@ -6,7 +6,8 @@ the bins, and chooses the bin edges so that such a level exists::
 
     even split of [start, stop) --> bins >= 2 block groups wide: inner edges moved to the
         nearest boundary of a MEF block group of the first channel (blocks level)
-        else bins >= 2 tiles wide: inner edges moved to the nearest tile boundary (tiles)
+        else bins >= 2 tiles wide: inner edges moved to the nearest tile boundary of the
+             coarsest tile level that fits (tiles of 1024, then of 64 samples)
         else the even split itself (samples: the cache blocks, reduced per bin)
 
 A group (or tile) lying wholly inside one bin gives its min/max; what is left (a group cut
@@ -21,7 +22,7 @@ Runs in the calling thread (a connection's serving thread); waits for reads at m
 """
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import defaultdict, deque
 from concurrent.futures import TimeoutError as FutureTimeout
 
 import numpy as np
@@ -125,10 +126,10 @@ def _snap_to_tiles(nominal: np.ndarray, geo: TileGeometry) -> np.ndarray | None:
     return _snap(nominal, lows, highs)
 
 
-def _gather(recording: Recording, names, group: RateGroup, start: int, stop: int,
-            timeout: float) -> np.ndarray:
+def _assembled(future, start: int, stop: int, timeout: float) -> np.ndarray:
+    """The samples of a ``Recording.gather`` future, waited for at most ``timeout`` s."""
     try:
-        blocks = recording.gather(tuple(names), group, start, stop).result(timeout=timeout)
+        blocks = future.result(timeout=timeout)
     except FutureTimeout:
         raise ReaderError(f"no data after {timeout:g} s for samples [{start}, {stop}) of "
                           f"the envelope; the reader processes are overloaded. Try again "
@@ -177,50 +178,95 @@ def _runs(blocks: list[int], most: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in runs]
 
 
-def _resolve(bins: _Bins, recording: Recording, pyramid: SessionPyramid, names,
-             group: RateGroup, edges: np.ndarray, needs, timeout: float) -> None:
-    """Answer the needs from tiles (read where missing) and the samples of cut tiles."""
-    geo = pyramid.geometry(group)
-    size = geo.block
-    entries = []          # [row, lo, hi, b0, lows, highs, filled]
-    missing: dict[int, set[int]] = defaultdict(set)
-    for row, ranges in _merged(needs).items():
-        for lo, hi in ranges:
-            b0, b1 = lo // size, (hi - 1) // size
-            lows, highs, filled = pyramid.tiles(names[row], group, b0, b1)
-            entries.append((row, lo, hi, b0, lows, highs, filled))
-            missing[row].update((b0 + np.nonzero(~filled)[0]).tolist())
+def _read_missing(recording: Recording, pyramid: SessionPyramid, names, group: RateGroup,
+                  level: int, entries: list, missing: dict[int, set[int]],
+                  timeout: float) -> None:
+    """Decode the blocks whose tiles are missing (two stretches in flight at a time), fill
+    the pyramid, and patch the entries' tile copies."""
+    size = pyramid.geometry(group).block
     wanted = sorted(set().union(*missing.values())) if missing else []
     rows_all = sorted(r for r in missing if missing[r])
     most = max(1, MAX_GATHER_BYTES // (8 * size * max(1, len(rows_all))))
-    for b0, b1 in _runs(wanted, most):
-        rows = [r for r in rows_all if any(b0 <= b <= b1 for b in missing[r])]
-        data = _gather(recording, [names[r] for r in rows], group, b0 * size,
-                       min((b1 + 1) * size, group.n_samples), timeout)
-        lows, highs = pyramid.fill([names[r] for r in rows], group, b0, data)
+    runs = iter(_runs(wanted, most))
+    in_flight: deque = deque()
+
+    def submit() -> None:
+        run = next(runs, None)
+        if run is not None:
+            b0, b1 = run
+            rows = [r for r in rows_all if any(b0 <= b <= b1 for b in missing[r])]
+            in_flight.append((b0, b1, rows, recording.gather(
+                tuple(names[r] for r in rows), group, b0 * size,
+                min((b1 + 1) * size, group.n_samples))))
+
+    submit()
+    submit()
+    while in_flight:
+        b0, b1, rows, fut = in_flight.popleft()
+        data = _assembled(fut, b0 * size, (b1 + 1) * size, timeout)
+        submit()
+        lows, highs = pyramid.fill([names[r] for r in rows], group, b0, data)[level]
         del data
         for row, _lo, _hi, e0, e_lows, e_highs, e_filled in entries:
-            if row not in rows:
-                continue
             a, b = max(b0, e0), min(b1, e0 + len(e_filled) - 1)
-            if a <= b:
+            if row in rows and a <= b:
                 k = rows.index(row)
                 e_lows[a - e0:b - e0 + 1] = lows[k, a - b0:b - b0 + 1]
                 e_highs[a - e0:b - e0 + 1] = highs[k, a - b0:b - b0 + 1]
                 e_filled[a - e0:b - e0 + 1] = True
+
+
+def _resolve(bins: _Bins, recording: Recording, pyramid: SessionPyramid, names,
+             group: RateGroup, level: int, edges: np.ndarray, needs, timeout: float) -> None:
+    """Answer the needs from tiles of ``level`` (read where missing) and the samples of
+    tiles cut by an edge."""
+    geo = pyramid.geometry(group, level)
+    size = geo.block
+    entries = []          # (row, lo, hi, b0, lows, highs, filled)
+    missing: dict[int, set[int]] = defaultdict(set)
+    for row, ranges in _merged(needs).items():
+        for lo, hi in ranges:
+            b0, b1 = lo // size, (hi - 1) // size
+            lows, highs, filled = pyramid.tiles(names[row], group, b0, b1, level)
+            entries.append((row, lo, hi, b0, lows, highs, filled))
+            if not filled.all():
+                missing[row].update((b0 + np.nonzero(~filled)[0]).tolist())
+    if missing:
+        _read_missing(recording, pyramid, names, group, level, entries, missing, timeout)
+    same_range: dict[tuple, list] = defaultdict(list)   # rows needing the same stretch
+    for entry in entries:
+        same_range[(entry[1], entry[2], entry[3], len(entry[6]))].append(entry)
     cut: dict[tuple[int, int], list[int]] = defaultdict(list)   # (lo, hi) -> rows
-    for row, lo, hi, b0, lows, highs, filled in entries:
-        ts, te = geo.spans(b0, b0 + len(filled) - 1)
+    for (lo, hi, b0, nb), group_entries in same_range.items():
+        ts, te = (x.ravel() for x in geo.spans(b0, b0 + nb - 1))
         valid = te > ts
         first, last = _bin_of(edges, ts), _bin_of(edges, te - 1)
-        usable = valid & filled[:, None] & (ts >= lo) & (te <= hi) & (first == last)
-        bins.add(row, first[usable], lows[usable], highs[usable])
-        partial = valid & (ts < hi) & (te > lo) & ~usable
+        inside = valid & (ts >= lo) & (te <= hi) & (first == last)
+        cols = np.nonzero(inside)[0]
+        rows = [e[0] for e in group_entries]
+        filled = np.stack([np.repeat(e[6], geo.per_block)[cols] for e in group_entries])
+        lows = np.stack([e[4].ravel()[cols] for e in group_entries])
+        highs = np.stack([e[5].ravel()[cols] for e in group_entries])
+        if not filled.all():          # tiles lost meanwhile: their samples are read below
+            lows[~filled] = np.nan
+            highs[~filled] = np.nan
+        if len(cols):
+            where = first[cols]       # ascending: tiles lie in grid order
+            starts = np.concatenate(([0], np.flatnonzero(np.diff(where)) + 1))
+            run_lows = np.fmin.reduceat(lows, starts, axis=1)
+            run_highs = np.fmax.reduceat(highs, starts, axis=1)
+            for k, row in enumerate(rows):
+                bins.add(row, where[starts], run_lows[k], run_highs[k])
+        partial = valid & (ts < hi) & (te > lo) & ~inside
         for a, b in zip(np.maximum(ts[partial], lo).tolist(),
                         np.minimum(te[partial], hi).tolist()):
-            cut[(a, b)].append(row)
+            cut[(a, b)].extend(rows)
+        for k in np.nonzero(~filled.all(axis=0))[0]:
+            cut[(int(ts[cols[k]]), int(te[cols[k]]))].extend(
+                rows[i] for i in np.nonzero(~filled[:, k])[0])
     for (a, b), rows in cut.items():
-        data = _gather(recording, [names[r] for r in rows], group, a, b, timeout)
+        data = _assembled(recording.gather(tuple(names[r] for r in rows), group, a, b),
+                          a, b, timeout)
         where = _bin_of(edges, np.arange(a, b))
         for k, row in enumerate(rows):
             bins.add(row, where, data[k], data[k])
@@ -235,7 +281,8 @@ def _from_samples(recording: Recording, names, group: RateGroup, edges: np.ndarr
     while k0 < len(edges) - 1:
         k1 = int(np.searchsorted(edges, edges[k0] + most, side="right")) - 1
         k1 = min(max(k1, k0 + 1), len(edges) - 1)
-        data = _gather(recording, names, group, int(edges[k0]), int(edges[k1]), timeout)
+        a, b = int(edges[k0]), int(edges[k1])
+        data = _assembled(recording.gather(tuple(names), group, a, b), a, b, timeout)
         out[:, :, k0:k1] = reduce_bins(data, edges[k0:k1 + 1] - edges[k0])
         k0 = k1
     return out
@@ -269,7 +316,6 @@ def file_envelope(recording: Recording, names, group: RateGroup, start: int, sto
     """
     names = tuple(names)
     pyramid = pyramid_of(recording)
-    geo = pyramid.geometry(group)
     nominal = even_edges(start, stop, n_bins)
     width = (stop - start) / n_bins
     envelopes = pyramid.blocks(timeout)
@@ -284,11 +330,13 @@ def file_envelope(recording: Recording, names, group: RateGroup, start: int, sto
             env = envelopes[name]
             needs += _from_blocks(bins, row, env, pyramid.stop_max(name, env),
                                   recording.info.channel(name).ufact, edges)
-        _resolve(bins, recording, pyramid, names, group, edges, needs, timeout)
+        _resolve(bins, recording, pyramid, names, group, 0, edges, needs, timeout)
         return bins.result(), edges
-    edges = _snap_to_tiles(nominal, geo) if width >= 2 * geo.tile else None
-    if edges is not None:
-        needs = [(row, start, stop) for row in range(len(names))]
-        _resolve(bins, recording, pyramid, names, group, edges, needs, timeout)
-        return bins.result(), edges
+    for level in reversed(range(pyramid.levels)):   # the coarsest tiles that fit the bins
+        geo = pyramid.geometry(group, level)
+        edges = _snap_to_tiles(nominal, geo) if width >= 2 * geo.tile else None
+        if edges is not None:
+            needs = [(row, start, stop) for row in range(len(names))]
+            _resolve(bins, recording, pyramid, names, group, level, edges, needs, timeout)
+            return bins.result(), edges
     return _from_samples(recording, names, group, nominal, timeout), nominal

@@ -5,15 +5,15 @@ Three levels answer :func:`~software.cache.envelope.file_envelope`, coarse to fi
     MEF blocks   every block's stored min/max, read from the block tables by a reader
                  (:mod:`software.mef3.envelope`) the first time an envelope is asked for:
                  24 bytes per group of blocks, at most ``max_groups`` groups a session
-    tiles        min/max of every ``tile_samples`` grid samples of a cache block, filled
-                 from samples as they are decoded (any client's read, or an envelope's
-                 own), kept in chunks of CHUNK_BLOCKS cache blocks, least recently used
-                 dropped beyond ``tile_budget`` bytes
+    tiles        min/max of every 1024 and of every 64 grid samples of a cache block (two
+                 levels, ``tile_samples``), filled from samples as they are decoded (any
+                 client's read, or an envelope's own), kept in chunks of CHUNK_BLOCKS cache
+                 blocks, least recently used dropped beyond ``tile_budget`` bytes
     samples      the cache blocks themselves (Recording.gather)
 
 Tiles are placed per cache block: tile ``j`` of block ``b`` covers grid samples
-``[b*S + j*T, b*S + min((j+1)*T, S))`` (``S`` samples a cache block, ``T`` a tile; the last
-tile of a block is shorter when ``T`` does not divide ``S``).
+``[b*S + j*T, b*S + min((j+1)*T, S))`` (``S`` samples a cache block, ``T`` a tile of the
+level; the last tile of a block is shorter when ``T`` does not divide ``S``).
 
 Threads: :meth:`SessionPyramid.fill` runs in the reader pool's result thread (after a read
 landed) and in serving threads; everything shared is under one lock, reductions outside it.
@@ -40,10 +40,10 @@ logger = logging.getLogger(__name__)
 
 #: Cache blocks whose tiles are kept (and dropped) together.
 CHUNK_BLOCKS = 64
-#: Defaults: block groups kept per session (24 bytes each), grid samples per tile, bytes
-#: of tiles kept per session.
+#: Defaults: block groups kept per session (24 bytes each), grid samples per tile of each
+#: level (finest first), bytes of tiles kept per session.
 MAX_GROUPS = 2_000_000
-TILE_SAMPLES = 64
+TILE_SAMPLES = (64, 1024)
 TILE_BUDGET = 64 * 2**20
 
 
@@ -107,23 +107,24 @@ class SessionPyramid:
     pool : ReaderPool
         Its reader processes (for the block tables).
     max_groups, tile_samples, tile_budget
-        See the module constants.
+        See the module constants (``tile_samples``: one size per level, finest first).
     """
 
     def __init__(self, recording: Recording, pool, max_groups: int = MAX_GROUPS,
-                 tile_samples: int = TILE_SAMPLES, tile_budget: int = TILE_BUDGET) -> None:
+                 tile_samples=TILE_SAMPLES, tile_budget: int = TILE_BUDGET) -> None:
         self._recording = weakref.ref(recording)
         self._path = recording.path
         self._password = recording._password
         self._pool = pool
         self.max_groups = int(max_groups)
-        self.tile_samples = int(tile_samples)
+        self.tile_samples = tuple(sorted(int(t) for t in tile_samples))
         self.tile_budget = int(tile_budget)
         self._lock = threading.Lock()
         self._blocks: Future | None = None
         self._stop_max: dict[str, np.ndarray] = {}
-        self._geometry: dict[float, TileGeometry] = {}
-        self._chunks: OrderedDict = OrderedDict()  # (fs, name, chunk) -> [lows, highs, filled]
+        self._geometry: dict[tuple[float, int], TileGeometry] = {}
+        # (fs, level, name, chunk) -> [lows, highs, filled]
+        self._chunks: OrderedDict = OrderedDict()
         self._bytes = 0
         self.tiles_filled = 0
 
@@ -163,44 +164,51 @@ class SessionPyramid:
 
     # ---- tile level -----------------------------------------------------------------
 
-    def geometry(self, group: RateGroup) -> TileGeometry:
-        """The tile layout of ``group``'s grid."""
-        geo = self._geometry.get(group.fs)
+    @property
+    def levels(self) -> int:
+        """Number of tile levels."""
+        return len(self.tile_samples)
+
+    def geometry(self, group: RateGroup, level: int = 0) -> TileGeometry:
+        """The tile layout of ``group``'s grid at ``level`` (0: the finest tiles)."""
+        geo = self._geometry.get((group.fs, level))
         if geo is None:
             recording = self._recording()
             size = recording.block_samples(group) if recording is not None else 1
-            geo = self._geometry[group.fs] = TileGeometry(size, self.tile_samples,
-                                                          group.n_samples)
+            geo = self._geometry[(group.fs, level)] = TileGeometry(
+                size, self.tile_samples[level], group.n_samples)
         return geo
 
     def fill(self, names, group: RateGroup, first_block: int,
-             data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Store the tiles of whole cache blocks ``first_block, ...`` of ``data`` (rows
-        in ``names`` order, starting at the grid index of ``first_block``).
+             data: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Store the tiles of every level of whole cache blocks ``first_block, ...`` of
+        ``data`` (rows in ``names`` order, starting at the grid index of ``first_block``).
 
         Returns
         -------
-        (numpy.ndarray, numpy.ndarray)
-            The tiles' minima and maxima, (rows, blocks, tiles per block).
+        list of (numpy.ndarray, numpy.ndarray)
+            Per level, the tiles' minima and maxima, (rows, blocks, tiles per block).
         """
-        geo = self.geometry(group)
-        lows, highs = geo.reduce(np.asarray(data, dtype=np.float64))
-        nb = lows.shape[1]
+        data = np.asarray(data, dtype=np.float64)
+        reduced = [self.geometry(group, level).reduce(data) for level in range(self.levels)]
+        nb = reduced[0][0].shape[1]
         last = first_block + nb
         with self._lock:
-            for row, name in enumerate(names):
-                b = first_block
-                while b < last:
-                    chunk = self._chunk(group.fs, name, b // CHUNK_BLOCKS, geo)
-                    hi = min(last, (b // CHUNK_BLOCKS + 1) * CHUNK_BLOCKS)
-                    at = slice(b % CHUNK_BLOCKS, b % CHUNK_BLOCKS + hi - b)
-                    chunk[0][at] = lows[row, b - first_block:hi - first_block]
-                    chunk[1][at] = highs[row, b - first_block:hi - first_block]
-                    chunk[2][at] = True
-                    b = hi
+            for level, (lows, highs) in enumerate(reduced):
+                geo = self.geometry(group, level)
+                for row, name in enumerate(names):
+                    b = first_block
+                    while b < last:
+                        chunk = self._chunk((group.fs, level, name, b // CHUNK_BLOCKS), geo)
+                        hi = min(last, (b // CHUNK_BLOCKS + 1) * CHUNK_BLOCKS)
+                        at = slice(b % CHUNK_BLOCKS, b % CHUNK_BLOCKS + hi - b)
+                        chunk[0][at] = lows[row, b - first_block:hi - first_block]
+                        chunk[1][at] = highs[row, b - first_block:hi - first_block]
+                        chunk[2][at] = True
+                        b = hi
             self.tiles_filled += len(names) * nb
             self._evict()
-        return lows, highs
+        return reduced
 
     def on_decoded(self, names, group: RateGroup, first_block: int, data: np.ndarray) -> None:
         """:meth:`fill` for the recording's landed reads: never raises into the read."""
@@ -209,8 +217,7 @@ class SessionPyramid:
         except Exception:  # noqa: BLE001 - a read must not fail because of its tiles
             logger.exception("tiles of %s blocks from %d not filled", self._path, first_block)
 
-    def _chunk(self, fs: float, name: str, index: int, geo: TileGeometry) -> list:
-        key = (fs, name, index)
+    def _chunk(self, key: tuple, geo: TileGeometry) -> list:
         chunk = self._chunks.get(key)
         if chunk is None:
             shape = (CHUNK_BLOCKS, geo.per_block)
@@ -226,21 +233,22 @@ class SessionPyramid:
             _key, chunk = self._chunks.popitem(last=False)
             self._bytes -= 2 * chunk[0].nbytes + CHUNK_BLOCKS
 
-    def tiles(self, name: str, group: RateGroup, b0: int, b1: int
+    def tiles(self, name: str, group: RateGroup, b0: int, b1: int, level: int = 0
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Copies of the tiles of blocks ``b0..b1`` of ``name``: lows, highs (blocks, k)
-        and which blocks are filled (blocks,)."""
-        geo = self.geometry(group)
+        """Copies of the tiles of blocks ``b0..b1`` of ``name`` at ``level``: lows, highs
+        (blocks, k) and which blocks are filled (blocks,)."""
+        geo = self.geometry(group, level)
         nb = b1 - b0 + 1
         lows = np.full((nb, geo.per_block), np.nan)
         highs = np.full((nb, geo.per_block), np.nan)
         filled = np.zeros(nb, dtype=bool)
         with self._lock:
             for c in range(b0 // CHUNK_BLOCKS, b1 // CHUNK_BLOCKS + 1):
-                chunk = self._chunks.get((group.fs, name, c))
+                key = (group.fs, level, name, c)
+                chunk = self._chunks.get(key)
                 if chunk is None:
                     continue
-                self._chunks.move_to_end((group.fs, name, c))
+                self._chunks.move_to_end(key)
                 lo, hi = max(b0, c * CHUNK_BLOCKS), min(b1 + 1, (c + 1) * CHUNK_BLOCKS)
                 src = slice(lo - c * CHUNK_BLOCKS, hi - c * CHUNK_BLOCKS)
                 lows[lo - b0:hi - b0] = chunk[0][src]

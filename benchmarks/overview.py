@@ -1,0 +1,213 @@
+"""Overviews (issue 15): ``get_envelope`` of long recordings, side by side in one run.
+
+Rows, each on a fresh server (``start.py``, 2 reader processes, 1 GiB cache):
+
+- ``blocks``: 24 h x 64 ch x 256 Hz, 2000 bins (43 s, four 10 s MEF blocks a bin): the
+  first call (the reader reads the block tables) and the next ones (median), against the
+  target of 50 ms; nothing is decoded.
+- ``finer``: 1 h of the same session in 2000 bins (1.8 s: finer than a MEF block): the
+  first call decodes the hour and fills the tiles; later calls (target <= 100 ms) come
+  from the tiles.
+- ``stream``: 2 h x 64 ch (the ``benchmarks.run`` recording): ``get_envelope`` in 2000
+  bins against what a client had to do before, stream every sample and reduce it.
+
+Every envelope is checked against the samples of the same bins (the tiles and the
+stream row against a full read through the server; the 24 h row per bin on 20 random bins).
+
+    python -m benchmarks.overview                       # all rows (writes 4 GiB once)
+    python -m benchmarks.overview --rows stream --repeats 5
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+import warnings
+from collections.abc import Mapping
+
+import numpy as np
+
+from .common import (
+    DATA_DIR,
+    Dataset,
+    ForeignCpu,
+    ServerProcess,
+    ensure_recording,
+    machine_info,
+    median,
+    warmup_dataset,
+)
+
+FS, CHANNELS, BINS = 256.0, 64, 2000
+ROOT_24H = os.path.join(DATA_DIR, "overview")
+NAME_24H = "day_64ch.mefd"
+GAP_24H = (6 * 3600, 6 * 3600 + 300)      # five minutes without data at 06:00
+
+
+class _LazySignals(Mapping):
+    """Channel name -> samples, made when asked (24 h x 64 ch would not fit at once)."""
+
+    def __init__(self, seconds: float) -> None:
+        from software.mef3.demo import eeg_like
+        self._names = [f"EEG{c + 1:02d}" for c in range(CHANNELS)]
+        self._n = int(seconds * FS)
+        self._base = eeg_like(1, FS, 1800.0, seed=3)[0]   # 30 min of EEG-like signal
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        ch = self._names.index(name)
+        reps = -(-self._n // len(self._base))
+        x = np.tile(np.roll(self._base, 997 * ch), reps)[:self._n] * (1 + ch / 64)
+        x += np.sin(np.arange(self._n) * (2 * np.pi / (FS * 3600))) * 50   # hourly drift
+        x[int(GAP_24H[0] * FS):int(GAP_24H[1] * FS)] = np.nan
+        return x
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return CHANNELS
+
+
+def ensure_day(log=print) -> str:
+    """Write the 24 h session once (about 4 GiB, a few minutes); return the data root."""
+    path = os.path.join(ROOT_24H, NAME_24H)
+    marker = path + ".json"
+    if not os.path.exists(marker):
+        from software.mef3.demo import DEMO_START_UUTC
+        from software.mef3.writer import write_session
+        os.makedirs(ROOT_24H, exist_ok=True)
+        log(f"writing {path}: {CHANNELS} ch x {FS:g} Hz x 24 h ...")
+        t0 = time.perf_counter()
+        write_session(path, _LazySignals(86400.0), FS, DEMO_START_UUTC, precision=2,
+                      overwrite=True)
+        with open(marker, "w") as fh:
+            fh.write(f'{{"write_seconds": {time.perf_counter() - t0:.1f}}}\n')
+        log(f"  written in {time.perf_counter() - t0:.0f} s")
+    ensure_recording(warmup_dataset(ROOT_24H), log=log)
+    return ROOT_24H
+
+
+def _check(svc, env: np.ndarray, edges: np.ndarray, bins) -> None:
+    """The envelope of ``bins`` equals nanmin/nanmax of the samples the server returns."""
+    for k in bins:
+        data = svc.get_stream_segment(int(edges[k + 1] - edges[k]), int(edges[k]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            want = np.stack([np.nanmin(data, axis=1), np.nanmax(data, axis=1)])
+        if not np.array_equal(env[:, :, k], want, equal_nan=True):
+            raise AssertionError(f"bin {k} [{edges[k]}, {edges[k + 1]}) differs")
+
+
+def _timed(call) -> tuple[float, object]:
+    t0 = time.perf_counter()
+    value = call()
+    return time.perf_counter() - t0, value
+
+
+def row_blocks(repeats: int) -> dict:
+    root = ensure_day()
+    with ServerProcess(root, prefetch=0, cache_mb=1024) as server, ForeignCpu() as cpu:
+        conn = server.connect()
+        svc = conn.root.open_file(NAME_24H)
+        n = int(svc.get_info()["n_samples"])
+        reads0 = dict(conn.root.get_stats())["reads"]
+        first, (env, edges) = _timed(lambda: svc.get_envelope(0, n, BINS))
+        again = [_timed(lambda: svc.get_envelope(0, n, BINS))[0] for _ in range(repeats)]
+        reads = dict(conn.root.get_stats())["reads"] - reads0
+        _check(svc, env, edges, np.random.default_rng(1).choice(BINS, 20, replace=False))
+        conn.close()
+    return {"first": first, "warm": median(again), "reads": reads, "foreign": cpu.cores,
+            "bins": env.shape[2], "nan_bins": int(np.isnan(env[0, 0]).sum())}
+
+
+def row_finer(repeats: int) -> dict:
+    root = ensure_day()
+    start, stop = int(10 * 3600 * FS), int(11 * 3600 * FS)
+    with ServerProcess(root, prefetch=0, cache_mb=1024) as server, ForeignCpu() as cpu:
+        conn = server.connect()
+        svc = conn.root.open_file(NAME_24H)
+        cold, (env, edges) = _timed(lambda: svc.get_envelope(start, stop, BINS))
+        data = svc.get_stream_segment(stop - start, start)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            rel = (edges - start)[:-1]
+            want = np.stack([np.fmin.reduceat(data, rel, axis=1),
+                             np.fmax.reduceat(data, rel, axis=1)])
+        assert np.array_equal(env, want, equal_nan=True), "finer envelope differs"
+        del data
+        reads0 = dict(conn.root.get_stats())["reads"]
+        warm = [_timed(lambda: svc.get_envelope(start, stop, BINS))[0]
+                for _ in range(repeats)]
+        reads = dict(conn.root.get_stats())["reads"] - reads0
+        conn.close()
+    return {"cold": cold, "warm": median(warm), "reads_warm": reads, "foreign": cpu.cores}
+
+
+def row_stream(repeats: int) -> dict:
+    ds = Dataset(root=os.path.join(DATA_DIR, "full"), name="bench_64ch_2h.mefd",
+                 n_channels=CHANNELS, minutes=120.0)
+    ensure_recording(ds)
+    ensure_recording(warmup_dataset(ds.root))
+    envs, streams = [], []
+    for _ in range(repeats):
+        with ServerProcess(ds.root, prefetch=2, cache_mb=1024) as server, \
+                ForeignCpu() as cpu:
+            conn = server.connect()
+            svc = conn.root.open_file(ds.name)
+            n = int(svc.get_info()["n_samples"])
+            t_env, (env, edges) = _timed(lambda: svc.get_envelope(0, n, BINS))
+            envs.append(t_env)
+            t0 = time.perf_counter()       # what a client did before: stream and reduce
+            step = int(60 * FS)
+            rel = edges[:-1]
+            lows = np.full((CHANNELS, BINS), np.nan)
+            highs = np.full((CHANNELS, BINS), np.nan)
+            bin_of = np.searchsorted(edges, np.arange(n), side="right") - 1
+            for a in range(0, n, step):
+                data = svc.get_stream_segment(step, a)
+                where = bin_of[a:a + data.shape[1]]
+                cut = np.flatnonzero(np.diff(where)) + 1
+                starts = np.concatenate(([0], cut))
+                k = where[starts]
+                np.fmin.at(lows, (slice(None), k), np.fmin.reduceat(data, starts, axis=1))
+                np.fmax.at(highs, (slice(None), k), np.fmax.reduceat(data, starts, axis=1))
+            streams.append(time.perf_counter() - t0)
+            assert np.array_equal(env, np.stack([lows, highs]), equal_nan=True), rel[:3]
+            conn.close()
+    return {"envelope": median(envs), "stream_reduce": median(streams), "foreign": cpu.cores}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", default="blocks,finer,stream")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    for label, value in machine_info():
+        print(f"{label}: {value}")
+    rows = args.rows.split(",")
+    print(f"\n| row | measured | reference (same run) | ratio | target | met |")
+    print("|---|---|---|---|---|---|")
+    if "blocks" in rows:
+        r = row_blocks(max(5, args.repeats))
+        print(f"| 24 h x 64 ch, {r['bins']} bins, from block tables | {r['warm'] * 1e3:.1f} ms "
+              f"(first call {r['first'] * 1e3:.0f} ms, {r['reads']} sample reads) | "
+              f"target 50 ms | {r['warm'] / 0.050:.2f} | <= 50 ms | "
+              f"{'yes' if r['warm'] <= 0.050 else 'no'} |")
+        print(f"|   (other processes used {r['foreign']:.2f} cores meanwhile) |||||")
+    if "finer" in rows:
+        r = row_finer(args.repeats)
+        print(f"| 1 h of it x 64 ch, {BINS} bins of 1.8 s, warm (tiles) | "
+              f"{r['warm'] * 1e3:.1f} ms ({r['reads_warm']} sample reads) | "
+              f"cold first call {r['cold']:.2f} s | {r['warm'] / r['cold']:.3f} | <= 100 ms | "
+              f"{'yes' if r['warm'] <= 0.100 else 'no'} |")
+        print(f"|   (other processes used {r['foreign']:.2f} cores meanwhile) |||||")
+    if "stream" in rows:
+        r = row_stream(args.repeats)
+        print(f"| 2 h x 64 ch, {BINS} bins, get_envelope | {r['envelope'] * 1e3:.1f} ms | "
+              f"stream + reduce on the client {r['stream_reduce']:.2f} s | "
+              f"{r['envelope'] / r['stream_reduce']:.4f} | | |")
+        print(f"|   (other processes used {r['foreign']:.2f} cores meanwhile) |||||")
+
+
+if __name__ == "__main__":
+    main()
