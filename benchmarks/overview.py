@@ -10,12 +10,17 @@ Rows, each on a fresh server (``start.py``, 2 reader processes, 1 GiB cache):
   from the tiles.
 - ``stream``: 2 h x 64 ch (the ``benchmarks.run`` recording): ``get_envelope`` in 2000
   bins against what a client had to do before, stream every sample and reduce it.
+- ``peer``: the same 2 h file: mef3io-server's ``GetEnvelope`` (one row per MEF block and
+  channel, from its index) against ``get_envelope`` at block resolution (720 bins of one
+  10 s block) and in 2000 bins, each on a fresh server. Needs a Python with mef3io-server
+  (``--peer-python``, e.g. a venv made with ``pip install mef3io-server==3.1.0``).
 
 Every envelope is checked against the samples of the same bins (the tiles and the
 stream row against a full read through the server; the 24 h row per bin on 20 random bins).
 
     python -m benchmarks.overview                       # all rows (writes 4 GiB once)
     python -m benchmarks.overview --rows stream --repeats 5
+    python -m benchmarks.overview --rows peer --peer-python /work/venv-overview/bin/python
 """
 from __future__ import annotations
 
@@ -177,10 +182,88 @@ def row_stream(repeats: int) -> dict:
     return {"envelope": median(envs), "stream_reduce": median(streams), "foreign": cpu.cores}
 
 
+_PEER_SERVER = """
+import sys
+from concurrent import futures
+import grpc
+from mef3io_server.server.file_manager import FileManager
+from mef3io_server.server.mef3_server import gRPCMef3Server
+from mef3io_server.protobufs.gRPCMef3Server_pb2_grpc import \\
+    add_gRPCMef3ServerServicer_to_server
+manager = FileManager(tile_cache_bytes=512 * 2**20, reader_processes=2)
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+add_gRPCMef3ServerServicer_to_server(gRPCMef3Server(manager), server)
+server.add_insecure_port("127.0.0.1:" + sys.argv[1])
+server.start()
+print("ready", flush=True)
+server.wait_for_termination()
+"""
+
+_PEER_CLIENT = """
+import json, sys, time
+from mef3io_server.client import Mef3Client
+client = Mef3Client("127.0.0.1:" + sys.argv[1])
+name, repeats = sys.argv[2], int(sys.argv[3])
+client.open_file(name)
+times = []
+for _ in range(repeats):
+    t0 = time.perf_counter()
+    env = client.get_envelope(name)
+    times.append(time.perf_counter() - t0)
+rows = {ch: len(v["min"]) for ch, v in env.items()}
+print(json.dumps({"times": times, "channels": len(env), "rows": max(rows.values())}))
+"""
+
+
+def row_peer(repeats: int, python: str) -> dict:
+    """mef3io-server's GetEnvelope and get_envelope on the 2 h file, fresh servers."""
+    import json
+    import subprocess
+    from .common import free_port
+    ds = Dataset(root=os.path.join(DATA_DIR, "full"), name="bench_64ch_2h.mefd",
+                 n_channels=CHANNELS, minutes=120.0)
+    ensure_recording(ds)
+    ensure_recording(warmup_dataset(ds.root))
+    port = free_port()
+    # the peer rewrites absolute paths where /.dockerenv exists: a path relative to its cwd
+    server = subprocess.Popen([python, "-c", _PEER_SERVER, str(port)], cwd=ds.root,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        for line in server.stdout:          # it prints where it logs first
+            if line.strip() == "ready":
+                break
+        else:
+            raise RuntimeError("mef3io-server did not start")
+        done = subprocess.run([python, "-c", _PEER_CLIENT, str(port), ds.name,
+                               str(repeats + 1)], cwd=ds.root, capture_output=True,
+                              text=True, timeout=600)
+        peer = json.loads(done.stdout.strip().splitlines()[-1])
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    ours: dict[int, list] = {720: [], BINS: []}
+    firsts: dict[int, list] = {720: [], BINS: []}
+    for bins in ours:
+        with ServerProcess(ds.root, prefetch=0, cache_mb=1024) as srv:
+            conn = srv.connect()
+            svc = conn.root.open_file(ds.name)
+            n = int(svc.get_info()["n_samples"])
+            times = [_timed(lambda: svc.get_envelope(0, n, bins))[0]
+                     for _ in range(repeats + 1)]
+            firsts[bins], ours[bins] = times[0], times[1:]
+            conn.close()
+    return {"peer_first": peer["times"][0], "peer": median(peer["times"][1:]),
+            "peer_rows": peer["rows"], "peer_channels": peer["channels"],
+            "blocks_first": firsts[720], "blocks": median(ours[720]),
+            "bins_first": firsts[BINS], "bins": median(ours[BINS])}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", default="blocks,finer,stream")
+    parser.add_argument("--rows", default="blocks,finer,stream,peer")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--peer-python", default=None,
+                        help="a Python with mef3io-server installed (the peer row)")
     args = parser.parse_args()
     for label, value in machine_info():
         print(f"{label}: {value}")
@@ -207,6 +290,16 @@ def main() -> None:
               f"stream + reduce on the client {r['stream_reduce']:.2f} s | "
               f"{r['envelope'] / r['stream_reduce']:.4f} | | |")
         print(f"|   (other processes used {r['foreign']:.2f} cores meanwhile) |||||")
+    if "peer" in rows and args.peer_python:
+        r = row_peer(max(3, args.repeats), args.peer_python)
+        print(f"| 2 h x 64 ch at block resolution (720 bins), get_envelope | "
+              f"{r['blocks'] * 1e3:.1f} ms (first {r['blocks_first'] * 1e3:.0f} ms) | "
+              f"mef3io-server GetEnvelope ({r['peer_channels']} ch x {r['peer_rows']} "
+              f"blocks) {r['peer'] * 1e3:.1f} ms (first {r['peer_first'] * 1e3:.0f} ms) | "
+              f"{r['blocks'] / r['peer']:.2f} | | |")
+        print(f"| 2 h x 64 ch, {BINS} bins (sub-block: first call decodes) | "
+              f"{r['bins'] * 1e3:.1f} ms (first {r['bins_first']:.1f} s) | same | "
+              f"{r['bins'] / r['peer']:.2f} | | |")
 
 
 if __name__ == "__main__":

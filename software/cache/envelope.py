@@ -4,10 +4,10 @@
 coarsest level of the session's pyramid (:mod:`software.cache.pyramid`) that is exact for
 the bins, and chooses the bin edges so that such a level exists::
 
-    even split of [start, stop) --> bins >= 2 block groups wide: inner edges moved to the
-        nearest boundary of a MEF block group of the first channel (blocks level)
+    even split of [start, stop) --> bins at least a block group wide: inner edges moved to
+        the nearest boundary of a MEF block group of the first channel (blocks level)
         else bins >= 2 tiles wide: inner edges moved to the nearest tile boundary of the
-             coarsest tile level that fits (tiles of 1024, then of 64 samples)
+             coarsest tile level that fits (tiles of 1024, 256 or 64 samples)
         else the even split itself (samples: the cache blocks, reduced per bin)
 
 A group (or tile) lying wholly inside one bin gives its min/max; what is left (a group cut
@@ -322,7 +322,7 @@ def file_envelope(recording: Recording, names, group: RateGroup, start: int, sto
     lead = envelopes[names[0]]
     w = _window(lead, pyramid.stop_max(names[0], lead), start, stop)
     span = int((lead.stop[w] - lead.start[w]).max()) if w.stop > w.start else 0
-    edges = _snap_to_groups(nominal, lead) if width >= 2 * span else None
+    edges = _snap_to_groups(nominal, lead) if width >= span else None
     bins = _Bins(len(names), n_bins)
     if edges is not None:
         needs = []

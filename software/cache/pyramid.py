@@ -5,7 +5,7 @@ Three levels answer :func:`~software.cache.envelope.file_envelope`, coarse to fi
     MEF blocks   every block's stored min/max, read from the block tables by a reader
                  (:mod:`software.mef3.envelope`) the first time an envelope is asked for:
                  24 bytes per group of blocks, at most ``max_groups`` groups a session
-    tiles        min/max of every 1024 and of every 64 grid samples of a cache block (two
+    tiles        min/max of every 1024, 256 and 64 grid samples of a cache block (three
                  levels, ``tile_samples``), filled from samples as they are decoded (any
                  client's read, or an envelope's own), kept in chunks of CHUNK_BLOCKS cache
                  blocks, least recently used dropped beyond ``tile_budget`` bytes
@@ -43,7 +43,7 @@ CHUNK_BLOCKS = 64
 #: Defaults: block groups kept per session (24 bytes each), grid samples per tile of each
 #: level (finest first), bytes of tiles kept per session.
 MAX_GROUPS = 2_000_000
-TILE_SAMPLES = (64, 1024)
+TILE_SAMPLES = (64, 256, 1024)
 TILE_BUDGET = 64 * 2**20
 
 
@@ -211,7 +211,12 @@ class SessionPyramid:
         return reduced
 
     def on_decoded(self, names, group: RateGroup, first_block: int, data: np.ndarray) -> None:
-        """:meth:`fill` for the recording's landed reads: never raises into the read."""
+        """:meth:`fill` for the recording's landed reads: never raises into the read.
+
+        Only float64 samples in physical units are taken (a read landing in another form,
+        such as stored integers, leaves the tiles to the envelopes' own reads)."""
+        if getattr(data, "dtype", None) != np.float64:
+            return
         try:
             self.fill(names, group, first_block, data)
         except Exception:  # noqa: BLE001 - a read must not fail because of its tiles

@@ -40,10 +40,10 @@ class EnvelopeMixin:
 
         Exact: each value equals ``numpy.nanmin``/``nanmax`` of the samples
         ``get_stream_segment`` returns for that bin. The server chooses the inner edges
-        near the even split: at the boundary of a MEF block (bins of two blocks or more:
-        answered from the block tables, nothing decoded) or of a 64-sample tile (finer
-        bins: from tiles filled as samples are decoded), or the even split itself (bins
-        under 128 samples).
+        near the even split: at the boundary of a MEF block (bins of a block or more:
+        answered from the block tables, nothing decoded), of a 1024-, 256- or 64-sample tile
+        (finer bins: from tiles filled as samples are decoded), or the even split itself
+        (bins under 128 samples).
 
         Parameters
         ----------
