@@ -233,7 +233,7 @@ def test_a_negative_conversion_factor_swaps_the_stored_extremes():
     env = BlockEnvelope(np.array([0, 10]), np.array([10, 20]), np.array([-5, 1], np.int32),
                         np.array([7, 3], np.int32))
     bins = _Bins(1, 2)
-    assert _from_blocks(bins, 0, env, env.stop, -0.5, np.array([0, 10, 20])) == []
+    assert _from_blocks(bins, [0], [env], env.stop, [-0.5], np.array([0, 10, 20])) == []
     np.testing.assert_array_equal(bins.result()[:, 0], [[-3.5, -1.5], [2.5, -0.5]])
 
 

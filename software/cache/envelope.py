@@ -69,24 +69,42 @@ def reduce_bins(data: np.ndarray, edges: np.ndarray) -> np.ndarray:
 
 
 class _Bins:
-    """Pieces (row, bin, low, high) gathered, folded into one (2, rows, bins) array."""
+    """Pieces of bins gathered, folded into one (2, rows, bins) array."""
 
     def __init__(self, rows: int, bins: int) -> None:
         self.shape = (rows, bins)
-        self._parts: list[tuple] = []
+        self._parts: list[tuple] = []      # (row, bins, lows, highs): bins may repeat
+        self._runs: list[tuple] = []       # (rows, bins, lows, highs): distinct bins
 
     def add(self, row: int, bins: np.ndarray, lows: np.ndarray, highs: np.ndarray) -> None:
+        """Values of one row; several may fall in one bin."""
         if len(bins):
             self._parts.append((np.full(len(bins), row, np.intp), bins, lows, highs))
 
+    def add_runs(self, rows, bins: np.ndarray, lows: np.ndarray, highs: np.ndarray) -> None:
+        """Values of several rows (rows x len(bins)) in distinct, ascending ``bins``."""
+        if len(bins):
+            self._runs.append((np.asarray(rows, np.intp), bins, lows, highs))
+
     def result(self) -> np.ndarray:
         out = np.full((2,) + self.shape, np.nan)
+        for rows, bins, lows, highs in self._runs:
+            at = np.ix_(rows, bins)
+            out[0][at] = np.fmin(out[0][at], lows)
+            out[1][at] = np.fmax(out[1][at], highs)
         if self._parts:
             rows, bins, lows, highs = (np.concatenate([p[i] for p in self._parts])
                                        for i in range(4))
             np.fmin.at(out[0], (rows, bins), lows)
             np.fmax.at(out[1], (rows, bins), highs)
         return out
+
+    def fold(self, rows, where: np.ndarray, lows: np.ndarray, highs: np.ndarray) -> None:
+        """Values of several rows (rows x len(where)) in bins ``where`` (ascending)."""
+        if len(where):
+            starts = np.concatenate(([0], np.flatnonzero(np.diff(where)) + 1))
+            self.add_runs(rows, where[starts], np.fmin.reduceat(lows, starts, axis=1),
+                          np.fmax.reduceat(highs, starts, axis=1))
 
 
 def _bin_of(edges: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -137,23 +155,52 @@ def _assembled(future, start: int, stop: int, timeout: float) -> np.ndarray:
     return blocks.assemble()
 
 
-def _from_blocks(bins: _Bins, row: int, env: BlockEnvelope, stop_max: np.ndarray,
-                 ufact: float, edges: np.ndarray) -> list[tuple[int, int, int]]:
-    """Groups wholly inside one bin -> pieces; the rest -> needs ``(row, lo, hi)``."""
+def _from_blocks(bins: _Bins, rows: list[int], envs: list[BlockEnvelope],
+                 stop_max: np.ndarray, ufacts: list[float],
+                 edges: np.ndarray) -> list[tuple[int, int, int]]:
+    """Rows whose groups lie alike: groups wholly inside one bin -> bins; the rest (cut by
+    an edge or the window, or dirty) -> needs ``(row, lo, hi)``."""
     start, stop = int(edges[0]), int(edges[-1])
-    w = _window(env, stop_max, start, stop)
-    gs, ge, low, high = env.start[w], env.stop[w], env.low[w], env.high[w]
-    meets = (ge > start) & (gs < stop) & (ge > gs)
-    gs, ge, low, high = gs[meets], ge[meets], low[meets], high[meets]
+    lead = envs[0]
+    w = _window(lead, stop_max, start, stop)
+    gs, ge = lead.start[w], lead.stop[w]
+    meets = np.nonzero((ge > start) & (gs < stop) & (ge > gs))[0]
+    gs, ge = gs[meets], ge[meets]
     first, last = _bin_of(edges, gs), _bin_of(edges, ge - 1)
-    whole = (gs >= start) & (ge <= stop) & (first == last) & (low != DIRTY)
-    lows = low[whole].astype(np.float64) * ufact      # as read_grid: float64(raw) * ufact
-    highs = high[whole].astype(np.float64) * ufact
-    if ufact < 0:
-        lows, highs = highs, lows
-    bins.add(row, first[whole], lows, highs)
-    rest = np.nonzero(~whole)[0]
-    return [(row, max(int(gs[i]), start), min(int(ge[i]), stop)) for i in rest]
+    whole = (gs >= start) & (ge <= stop) & (first == last)
+    cols = w.start + meets[whole]
+    low = np.stack([env.low[cols] for env in envs])
+    high = np.stack([env.high[cols] for env in envs])
+    dirty = low == DIRTY
+    factor = np.asarray(ufacts, dtype=np.float64)[:, None]
+    lows = low.astype(np.float64) * factor            # as read_grid: float64(raw) * ufact
+    highs = high.astype(np.float64) * factor
+    flip = factor[:, 0] < 0
+    lows[flip], highs[flip] = highs[flip], lows[flip].copy()
+    lows[dirty] = np.nan
+    highs[dirty] = np.nan
+    bins.fold(rows, first[whole], lows, highs)
+    needs = [(row, max(int(a), start), min(int(b), stop)) for a, b in
+             zip(gs[~whole].tolist(), ge[~whole].tolist()) for row in rows]
+    for k, i in zip(*np.nonzero(dirty)):
+        needs.append((rows[k], int(gs[whole][i]), int(ge[whole][i])))
+    return needs
+
+
+def _layouts(envelopes: dict, names) -> list[list[int]]:
+    """Rows grouped by identical group spans (channels written alike share them)."""
+    found: list[list[int]] = []
+    for row, name in enumerate(names):
+        env = envelopes[name]
+        for rows in found:
+            other = envelopes[names[rows[0]]]
+            if other is env or (len(other) == len(env) and np.array_equal(
+                    other.start, env.start) and np.array_equal(other.stop, env.stop)):
+                rows.append(row)
+                break
+        else:
+            found.append([row])
+    return found
 
 
 def _merged(needs: list[tuple[int, int, int]]) -> dict[int, list[list[int]]]:
@@ -250,13 +297,7 @@ def _resolve(bins: _Bins, recording: Recording, pyramid: SessionPyramid, names,
         if not filled.all():          # tiles lost meanwhile: their samples are read below
             lows[~filled] = np.nan
             highs[~filled] = np.nan
-        if len(cols):
-            where = first[cols]       # ascending: tiles lie in grid order
-            starts = np.concatenate(([0], np.flatnonzero(np.diff(where)) + 1))
-            run_lows = np.fmin.reduceat(lows, starts, axis=1)
-            run_highs = np.fmax.reduceat(highs, starts, axis=1)
-            for k, row in enumerate(rows):
-                bins.add(row, where[starts], run_lows[k], run_highs[k])
+        bins.fold(rows, first[cols], lows, highs)   # ascending: tiles lie in grid order
         partial = valid & (ts < hi) & (te > lo) & ~inside
         for a, b in zip(np.maximum(ts[partial], lo).tolist(),
                         np.minimum(te[partial], hi).tolist()):
@@ -326,10 +367,12 @@ def file_envelope(recording: Recording, names, group: RateGroup, start: int, sto
     bins = _Bins(len(names), n_bins)
     if edges is not None:
         needs = []
-        for row, name in enumerate(names):
-            env = envelopes[name]
-            needs += _from_blocks(bins, row, env, pyramid.stop_max(name, env),
-                                  recording.info.channel(name).ufact, edges)
+        for rows in _layouts(envelopes, names):
+            first = names[rows[0]]
+            needs += _from_blocks(bins, rows, [envelopes[names[r]] for r in rows],
+                                  pyramid.stop_max(first, envelopes[first]),
+                                  [recording.info.channel(names[r]).ufact for r in rows],
+                                  edges)
         _resolve(bins, recording, pyramid, names, group, 0, edges, needs, timeout)
         return bins.result(), edges
     for level in reversed(range(pyramid.levels)):   # the coarsest tiles that fit the bins
