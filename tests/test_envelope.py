@@ -21,7 +21,7 @@ from software.cache.pyramid import pyramid_of
 from software.live.source import LiveStream
 from software.mef3.envelope import DIRTY, BlockEnvelope, blocks_per_group
 from software.mef3.writer import write_session
-from tests.util import START, reference
+from tests.util import START, reference, wait_until
 
 N = 256 * 150            # 150 s at 256 Hz: 15 MEF blocks of 10 s a channel
 
@@ -151,6 +151,45 @@ def test_finer_bins_come_from_tiles_once_decoded(env_server, env_conn, env_root)
     edges = check(svc, ref, 0, ref.shape[1], 200)  # warm: from tiles, nothing decoded
     assert reads(env_server) == before
     assert np.all(edges[1:-1] % 64 == 0)            # edges on tile boundaries
+
+
+def test_a_background_build_fills_the_tiles_so_finer_bins_decode_nothing(
+        env_server, env_conn, env_root):
+    svc = env_conn.root.open_file("prec3.mefd")
+    ref = ref_of(env_root, "prec3.mefd", ("a", "b", "c"))
+    n = ref.shape[1]
+    assert svc.build_envelope() == n
+    recording = env_server.registry.acquire("prec3.mefd")
+    try:
+        pyramid = pyramid_of(recording)
+        group = recording.groups[256.0]
+        last = (n - 1) // pyramid.geometry(group).block
+        wait_until(lambda: all(pyramid.tiles(name, group, 0, last, level)[2].all()
+                               for name in "abc" for level in range(pyramid.levels)),
+                   timeout=60)
+        env_server.cache.discard_where(lambda key: True)
+        before = reads(env_server)
+        for n_bins in (20, 100, 250):            # tiles of 1024, 256 and 64 samples
+            check(svc, ref, 0, n, n_bins)
+        assert reads(env_server) == before
+    finally:
+        env_server.registry.release(recording)
+    with pytest.raises(software.InvalidRangeError, match="start"):
+        svc.build_envelope(n, n + 10)
+
+
+def test_reads_of_any_client_fill_the_tiles(env_server, env_conn, env_root):
+    """Once a session has a pyramid, every read that lands fills its tiles."""
+    svc = env_conn.root.open_file("prec0.mefd")
+    ref = ref_of(env_root, "prec0.mefd", ("a", "b", "c"))
+    n = ref.shape[1]
+    env_server.cache.discard_where(lambda key: True)
+    svc.get_envelope(0, n, 1)                     # makes the pyramid
+    svc.get_stream_segment(n, 0)                  # a client reads everything
+    env_server.cache.discard_where(lambda key: True)
+    before = reads(env_server)
+    check(svc, ref, 0, n, 250)
+    assert reads(env_server) == before
 
 
 def test_several_rates_and_short_blocks(env_conn, env_root):

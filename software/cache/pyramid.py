@@ -29,7 +29,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 
 import numpy as np
 
-from ..errors import ReaderError
+from ..errors import ReaderError, ServiceClosedError
 from ..mef3.envelope import BlockEnvelope
 from ..mef3.metadata import RateGroup
 from .recording import Recording
@@ -126,6 +126,7 @@ class SessionPyramid:
         # (fs, level, name, chunk) -> [lows, highs, filled]
         self._chunks: OrderedDict = OrderedDict()
         self._bytes = 0
+        self._builder = None
         self.tiles_filled = 0
 
     # ---- MEF block level ----------------------------------------------------------
@@ -260,6 +261,36 @@ class SessionPyramid:
                 highs[lo - b0:hi - b0] = chunk[1][src]
                 filled[lo - b0:hi - b0] = chunk[2][src]
         return lows, highs, filled
+
+    # ---- building in the background ------------------------------------------------
+
+    def build(self, names, group: RateGroup, start: int, stop: int, timeout: float):
+        """Fill the tiles of ``names`` over ``[start, stop)`` in a background thread (a
+        build already running stops first); returns its :class:`TileBuilder`."""
+        from .builder import TileBuilder  # one job, one module
+
+        recording = self._recording()
+        if recording is None or recording.closed:
+            raise ServiceClosedError(f"{self._path!r} was closed; open it again")
+        builder = TileBuilder(recording, self, names, group, start, stop, timeout)
+        with self._lock:
+            old, self._builder = self._builder, builder
+        if old is not None:
+            old.close()
+        return builder.start()
+
+    def close(self) -> None:
+        """Stop a background build (idempotent); the levels stay until the recording goes."""
+        with self._lock:
+            builder, self._builder = self._builder, None
+        if builder is not None:
+            builder.close()
+
+    def __enter__(self) -> SessionPyramid:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def tile_bytes(self) -> int:

@@ -2,7 +2,8 @@
 
 :class:`EnvelopeMixin` is a base of :class:`~software.stream.service.StreamService`. A file
 answers from its min/max pyramid (:func:`~software.cache.envelope.file_envelope`: block
-tables, tiles, samples); a live or replayed stream reduces the samples it still holds.
+tables, tiles, samples), whose tiles ``build_envelope`` can fill in the background; a live
+or replayed stream reduces the samples it still holds.
 
 Wire form: ``(envelope, edges)``, both ``(bytes, dtype, shape)`` as segments are
 (:func:`~software.decode_segment` turns each into an array): ``envelope`` is float64 of
@@ -19,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..cache.envelope import even_edges, file_envelope, reduce_bins
+from ..cache.pyramid import pyramid_of
 from ..errors import InvalidRangeError
 from ..mef3.metadata import grid_length, grid_offset
 from ..transport.wire import encode_segment
@@ -29,7 +31,8 @@ __all__ = ["EnvelopeMixin"]
 
 
 class EnvelopeMixin:
-    """``get_envelope`` and ``get_time_envelope`` of a view (see the module docstring).
+    """``get_envelope``, ``get_time_envelope`` and ``build_envelope`` of a view (see the
+    module docstring).
 
     Uses the view's ``_source``, ``_names``, ``_group``, ``_options`` and ``_check_open``.
     """
@@ -123,6 +126,38 @@ class EnvelopeMixin:
         env, edges = got
         uutc = group.start_uutc + np.round(edges * (1e6 / group.fs)).astype(np.int64)
         return encode_segment(env), encode_segment(uutc)
+
+    def exposed_build_envelope(self, start=0, stop=None) -> int:
+        """Decode ``[start, stop)`` of the active channels in the background, filling the
+        file's min/max tiles, so that later envelopes at any resolution need no decoding.
+
+        One stretch of a minute is read at a time (a client's read waits behind one at
+        most); a build already running for the file stops first.
+
+        Parameters
+        ----------
+        start, stop : int
+            Grid indices; default the whole recording.
+
+        Returns
+        -------
+        int
+            Samples per channel the build covers (0 for a live stream: its envelopes come
+            from the samples it holds).
+        """
+        self._check_open()
+        source, group = self._source, self._group
+        if not isinstance(source, FileSource):
+            return 0
+        n = group.n_samples
+        start = as_index("start", start)
+        stop = n if stop is None else min(as_index("stop", stop, minimum=1), n)
+        if start >= stop:
+            raise InvalidRangeError(f"start={start}, stop={stop} hold no sample of the "
+                                    f"recording; give 0 <= start < stop (n_samples={n}).")
+        pyramid_of(source.recording).build(self._names, group, start, stop,
+                                           self._options.read_timeout)
+        return stop - start
 
     def _envelope(self, start: int, stop: int, n_bins: int, start_name: str):
         """``(envelope, grid edges)`` of ``[start, stop)``, cut to the data; or False."""
