@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 CHUNK_BLOCKS = 64
 #: Defaults: block groups kept per session (24 bytes each), grid samples per tile of each
 #: level (finest first), bytes of tiles kept per session.
-MAX_GROUPS = 2_000_000
+MAX_GROUPS = 1_000_000
 TILE_SAMPLES = (64, 256, 1024)
 TILE_BUDGET = 64 * 2**20
 
