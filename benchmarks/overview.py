@@ -299,7 +299,7 @@ def main() -> None:
         print(f"|   (other processes used {r['foreign']:.2f} cores meanwhile) |||||")
     if "stream" in rows:
         r = row_stream(args.repeats)
-        print(f"| 2 h x 64 ch, {BINS} bins (1.8 s: finer than a block), get_envelope cold | "
+        print(f"| 2 h x 64 ch, {BINS} bins (3.6 s: finer than a block), get_envelope cold | "
               f"{r['cold']:.2f} s (warm {r['warm'] * 1e3:.0f} ms) | stream + reduce on the "
               f"client, cold {r['stream_reduce']:.2f} s | {r['cold'] / r['stream_reduce']:.2f} "
               f"(warm {r['warm'] / r['stream_reduce']:.4f}) | | |")
