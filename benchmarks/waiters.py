@@ -2,16 +2,20 @@
 
     python -m benchmarks.waiters [--baseline main] [--waiters 0,100,2000] [--repeats 2]
 
-One live stream (``--channels`` x 1 kHz float64, 10 s history) served by an
-in-process ``MefStreamServer``; a client process (plain ``rpyc.connect``, callbacks served
-by a background thread) registers ``W`` callback requests for samples ``[0, --samples)``
+One live stream (``--channels`` x 1 kHz float64, 10 s history) served by an in-process
+``MefStreamServer``; a client process (plain ``rpyc.connect``, callbacks served by a
+background thread) registers ``W`` callback requests for the next ``--samples`` samples
 (one client, or ``W`` spread over ``--clients`` connections), then the server's process
 pushes ``--samples`` samples in one ``append_stream_segment_data`` call, which completes
-them all. Printed per row: the time that push took in the producer's thread (wall clock,
-and the CPU time of that thread: other threads and processes do not count), the server
+them all. A whole ring's length is pushed first, so that the measured push writes into
+memory already touched (a first touch of fresh pages costs up to milliseconds), and a
+full garbage collection runs just before it (none of the objects the requests made is
+collected inside it); both for each tree alike.
+
+Printed per row: the time that push took in the producer's thread (wall clock, and the
+CPU time of that thread: other threads and processes do not count), the server
 process's peak RSS above its level before the push (VmHWM reset just before it), and
-the time until the client had every callback. A full garbage collection runs just before
-the push (in both), so that none of the objects the requests made is collected inside it.
+the time until the client had every callback.
 
 Each configuration runs once with this checkout and once with ``--baseline`` (a git
 revision, exported with ``git archive`` into a temporary folder), alternately, in fresh
@@ -51,11 +55,13 @@ stream = LiveStream("bench", [f"c{i}" for i in range(channels)], 1000.0,
 block = np.arange(channels * samples, dtype=np.float64).reshape(channels, samples)
 warm = LiveStream("warm", stream.channels, 1000.0, history_seconds=10)
 warm.append_stream_segment_data(block)     # first-use costs, outside the measured push
+first = stream.ring.capacity               # a whole ring pushed first: no page is new
+stream.append_stream_segment_data(np.zeros((channels, first)))
 with MefStreamServer(port=0, workers=1, cache_mb=8, live=stream) as srv:
     client = None
     if waiters:
         client = subprocess.Popen([sys.executable, "-c", CLIENT, str(srv.port), str(samples),
-                                   str(waiters), str(clients)],
+                                   str(waiters), str(clients), str(first)],
                                   stdout=subprocess.PIPE, text=True)
         assert client.stdout.readline().strip() == "ready"
         deadline = time.monotonic() + 120
@@ -78,12 +84,12 @@ print(json.dumps({"push_ms": push * 1e3, "cpu_ms": cpu * 1e3, "rss_mib": (peak -
                   "delivered_s": delivered}), flush=True)
 """
 
-#: The client process: argv = port samples waiters clients; prints "ready", then the
-#: seconds from the first to the last callback's arrival... counted from "ready".
+#: The client process: argv = port samples waiters clients first; prints "ready", then the
+#: seconds until the last callback arrived, counted from "ready".
 CLIENT = r"""
 import sys, threading, time
 import rpyc
-port, samples, waiters, clients = map(int, sys.argv[1:5])
+port, samples, waiters, clients, first = map(int, sys.argv[1:6])
 config = {"allow_pickle": False, "sync_request_timeout": 300}
 conns = [rpyc.connect("127.0.0.1", port, config=config) for _ in range(clients)]
 serving = [rpyc.BgServingThread(c, serve_interval=1.0, sleep_interval=0.0) for c in conns]
@@ -96,7 +102,7 @@ def callback(value):
         if count[0] == waiters:
             done.set()
 for k in range(waiters):
-    assert conns[k % clients].root.get_stream_segment(samples, 0, callback) is False
+    assert conns[k % clients].root.get_stream_segment(samples, first, callback) is False
 t0 = time.perf_counter()
 print("ready", flush=True)
 done.wait(300)

@@ -19,7 +19,8 @@ __all__ = ["RemoteRoot"]
 _STREAM_METHODS = frozenset({
     "get_info", "set_active_channels", "set_segment_size", "get_segment",
     "get_stream_segment", "get_row_segment", "get_time_segment",
-    "append_stream_segment_data", "append_stream_row_data", "withdraw"})
+    "append_stream_segment_data", "append_stream_row_data", "get_envelope",
+    "get_time_envelope", "withdraw"})
 
 
 class RemoteRoot(_Proxied):

@@ -13,8 +13,6 @@ Every attribute of an RPyC proxy is a round trip, so each server method is fetch
 per stream and kept. What crosses is the packed form ``(payload, dtype, shape)`` that
 ``get_connection`` asks for: :attr:`RemoteStream.proxy` is the server's view as it is.
 Plain ``rpyc.connect`` scripts see nothing of this module (they get CREPE's nested tuples).
-:func:`timed_call` calls a server method within a time limit (a wait that gives up must
-not hang on a server that went silent).
 """
 from __future__ import annotations
 
@@ -24,14 +22,13 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import rpyc
-from rpyc.core import consts
-from rpyc.core.netref import asyncreq
 
 from .. import errors
+from . import pieces
+from .calls import timed_call
 from .values import as_array, plain_argument, push_argument
 
-__all__ = ["RemoteStream", "timed_call"]
+__all__ = ["RemoteStream"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,42 +38,6 @@ def _check_callback(callback: Any) -> None:
         raise errors.InvalidTypeError(
             f"_callback must be a function taking one argument, or None; a value of type "
             f"{type(callback).__name__} is not.")
-
-
-def timed_call(proxy: Any, name: str, args: tuple, timeout: float,
-               methods: dict | None = None) -> Any:
-    """Call ``proxy.name(*args)`` on the server, waiting at most ``timeout`` seconds.
-
-    Parameters
-    ----------
-    proxy : rpyc netref
-        The server object.
-    name : str
-        Its method.
-    args : tuple
-        The arguments.
-    timeout : float
-        Seconds for the attribute lookup and for the call, each.
-    methods : dict, optional
-        A cache of bound methods (name -> netref) to read and fill.
-
-    Raises
-    ------
-    TimeoutError
-        No answer within ``timeout`` (RPyC's ``AsyncResultTimeout``).
-    AttributeError
-        The server has no such method.
-    """
-    method = None if methods is None else methods.get(name)
-    if method is None:
-        found = asyncreq(proxy, consts.HANDLE_GETATTR, name)
-        found.set_expiry(timeout)
-        method = found.value
-        if methods is not None:
-            methods[name] = method
-    result = rpyc.async_(method)(*args)
-    result.set_expiry(timeout)
-    return result.value
 
 
 class _Proxied:
@@ -296,8 +257,11 @@ class RemoteStream(_Proxied):
             (channels, samples), writable; False past the end, or when the data will
             come through ``_callback``.
         """
-        return as_array(self._method("get_stream_segment")(
-            plain_argument(_range), plain_argument(_startIndex), self._deliver(_callback)))
+        try:
+            return as_array(self._method("get_stream_segment")(
+                plain_argument(_range), plain_argument(_startIndex), self._deliver(_callback)))
+        except errors.InvalidRangeError as exc:  # over the server's limit: in pieces
+            return pieces.stream_segment(self, exc, _range, _startIndex)
 
     def get_row_segment(self, _row: int | str, _range: int, _startIndex: int,
                         _callback: Callable | None = None) -> np.ndarray | bool:
@@ -315,9 +279,12 @@ class RemoteStream(_Proxied):
         numpy.ndarray or False
             1-D (samples), writable, or False as for :meth:`get_stream_segment`.
         """
-        return as_array(self._method("get_row_segment")(
-            plain_argument(_row), plain_argument(_range), plain_argument(_startIndex),
-            self._deliver(_callback)))
+        try:
+            return as_array(self._method("get_row_segment")(
+                plain_argument(_row), plain_argument(_range), plain_argument(_startIndex),
+                self._deliver(_callback)))
+        except errors.InvalidRangeError as exc:  # over the server's limit: in pieces
+            return pieces.row_segment(self, exc, _row, _range, _startIndex)
 
     def get_time_segment(self, start_uutc: int, stop_uutc: int,
                          _callback: Callable | None = None) -> np.ndarray | bool:
@@ -335,8 +302,28 @@ class RemoteStream(_Proxied):
         numpy.ndarray or False
             Writable; False when the window is entirely outside the recording.
         """
-        return as_array(self._method("get_time_segment")(
-            plain_argument(start_uutc), plain_argument(stop_uutc), self._deliver(_callback)))
+        try:
+            return as_array(self._method("get_time_segment")(
+                plain_argument(start_uutc), plain_argument(stop_uutc),
+                self._deliver(_callback)))
+        except errors.InvalidRangeError as exc:  # over the server's limit: in pieces
+            return pieces.time_segment(self, exc, start_uutc, stop_uutc)
+
+    def get_envelope(self, start: int, stop: int, n_bins: int):
+        """Min and max of every active channel per bin of grid samples ``[start, stop)``.
+
+        Returns
+        -------
+        (numpy.ndarray, numpy.ndarray) or False
+            ``(envelope, edges)``: float64 (2, channels, bins), ``[0]`` minima and ``[1]``
+            maxima (NaN: no sample in the bin), and the int64 bin edges (grid indices).
+            See :mod:`software.stream.envelope`.
+        """
+        return pieces.envelope(self, start, stop, n_bins)
+
+    def get_time_envelope(self, start_uutc: int, stop_uutc: int, n_bins: int):
+        """:meth:`get_envelope` of a time window; the edges are in microseconds."""
+        return pieces.time_envelope(self, start_uutc, stop_uutc, n_bins)
 
     # ---- lifetime -------------------------------------------------------------------
 

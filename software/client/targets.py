@@ -19,7 +19,8 @@ from rpyc.core.netref import BaseNetref
 from .. import errors
 from ..transport.socket_stream import format_address
 from .root import RemoteRoot
-from .stream import RemoteStream, timed_call
+from .calls import timed_call
+from .stream import RemoteStream
 
 __all__ = ["Target"]
 
