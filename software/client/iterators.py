@@ -14,15 +14,23 @@ delivered twice, and a server without ``withdraw`` still never holds more than o
 request of an iterator. A server that closes, dies or stops answering (pinged after a
 quarter of :attr:`server_timeout` of silence) ends every wait with
 :class:`~software.ServerGoneError` naming it.
+
+A live stream followed through :func:`~software.get_connection` on the server's host is
+read from its shared ring instead (:mod:`software.client.follower`): the wait is a futex
+sleep, no request is registered or withdrawn, and the values are the same.
 """
 from __future__ import annotations
 
 import threading
 import time
 
+from rpyc.core.async_ import AsyncResultTimeout
+
 from .. import errors
 from ..transport.serving import Heartbeat, end_connection
 from ..transport.wire import decode_segment
+from .root import RemoteRoot
+from .stream import RemoteStream
 from .targets import Target
 
 #: Seconds of silence after which a plain connection's server is deemed gone (an iterator
@@ -58,6 +66,8 @@ class _Iterator:
     _method = ""
     #: Seconds of silence after which the server of a plain connection is deemed gone.
     server_timeout = SERVER_TIMEOUT
+    #: The row a ring read asks for (None: every active channel).
+    _ring_row = None
 
     def __init__(self, _range: int, start: int, target=None) -> None:
         self.target = target
@@ -190,6 +200,12 @@ class _Iterator:
             return self._next_or_wait(found, sleep, timeout)
 
     def _next_or_wait(self, found: Target, sleep: float, timeout: float | None):
+        if type(found.svc) in (RemoteStream, RemoteRoot):
+            follower = found.svc.ring_follower()     # same host, live: the shared ring
+            if follower is not None:
+                data = self._from_ring(found, follower, timeout)
+                if data is not None:
+                    return data
         waiting = self._waiting
         if waiting is not None and (waiting.found is not found
                                     or waiting.position != self.position):
@@ -233,6 +249,29 @@ class _Iterator:
                     return False
         self._waiting = None
         return self._advance(waiting.box[0])
+
+    def _from_ring(self, found: Target, follower, timeout: float | None):
+        """The next chunk from the shared ring, False on the timeout, None: ask the server
+        (samples dropped, the stream closed...)."""
+        if self._waiting is not None:
+            self._drop_waiting()           # a request registered through the socket before
+
+        def check() -> None:
+            if found.ended:
+                raise found.gone_error()
+
+        data = follower.wait(self._ring_row, self.range, self.position, timeout, check)
+        if data is False:          # "no data yet" only while the server answers a ping
+            try:
+                found.conn.ping("", timeout=self.server_timeout)
+            except AsyncResultTimeout as exc:
+                why = f"no answer within {self.server_timeout:g} s (not even to a ping)"
+                end_connection(found.conn, why)
+                raise found.gone_error(why=why) from exc
+        if data is None or data is False:
+            return data
+        self.position += int(data.shape[-1])
+        return data
 
     def _timed_out(self, found: Target, waiting: _Waiting):
         """Withdraw a request that did not come in time; keep an answer under way."""
@@ -350,6 +389,10 @@ class StreamRowIterator(_Iterator):
         self.channel = _channel
 
     _method = "get_row_segment"
+
+    @property
+    def _ring_row(self):
+        return self.channel
 
     def _call(self, call, callback):
         return call(self.channel, self.range, self.position, callback)

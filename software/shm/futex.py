@@ -1,0 +1,99 @@
+"""Wake-ups across processes: Linux futexes on a 32-bit word of a shared mapping.
+
+A writer changes the word and calls :func:`wake`; a waiter reads the word, finds nothing
+new, and calls :func:`wait` with the value it read: the kernel puts it to sleep only if the
+word still holds that value, so a change between the read and the wait is never missed.
+One :func:`wake` wakes every waiter of every process mapping the word (the futex key is
+the page of the shared file, not an address), and a waiter may map it read-only.
+
+The call goes through ``ctypes`` (which releases the GIL while the thread sleeps). Where
+futexes are not available (:data:`AVAILABLE` is False: not Linux, an unknown machine),
+callers do without shared memory.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import platform
+import sys
+
+__all__ = ["AVAILABLE", "wait", "wake"]
+
+logger = logging.getLogger(__name__)
+
+#: ``SYS_futex`` by machine (``uname -m``).
+_SYSCALLS = {"x86_64": 202, "amd64": 202, "aarch64": 98, "arm64": 98}
+_FUTEX_WAIT, _FUTEX_WAKE = 0, 1     # shared (not _PRIVATE): the waiters are other processes
+_EVERYONE = 2**31 - 1
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+def _load():
+    number = _SYSCALLS.get(platform.machine().lower())
+    if not sys.platform.startswith("linux") or number is None:
+        return None, None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        call = libc.syscall
+    except (OSError, AttributeError) as exc:
+        logger.debug("no syscall() in libc (%s): no futexes", exc)
+        return None, None
+    call.restype = ctypes.c_long
+    return call, ctypes.c_long(number)
+
+
+_syscall, _SYS_FUTEX = _load()
+
+#: Whether :func:`wait` and :func:`wake` work on this system.
+AVAILABLE = _syscall is not None
+
+
+def wait(address: int, expected: int, timeout: float) -> bool:
+    """Sleep while the 32-bit word at ``address`` holds ``expected``, at most ``timeout`` s.
+
+    Parameters
+    ----------
+    address : int
+        Address of a 4-byte aligned word of a shared mapping (``array.ctypes.data``).
+    expected : int
+        The value the caller read (0 .. 2**32 - 1).
+    timeout : float
+        Longest sleep in seconds (> 0).
+
+    Returns
+    -------
+    bool
+        True when woken (or the word no longer held ``expected``); False on the timeout.
+        A signal may end the sleep early: callers re-check their condition either way.
+    """
+    timeout = max(float(timeout), 0.0)
+    seconds = int(timeout)
+    spec = _Timespec(seconds, int((timeout - seconds) * 1e9))
+    done = _syscall(_SYS_FUTEX, ctypes.c_void_p(address), ctypes.c_int(_FUTEX_WAIT),
+                    ctypes.c_uint32(expected & 0xFFFFFFFF), ctypes.byref(spec), None,
+                    ctypes.c_uint32(0))
+    if done == 0:
+        return True
+    code = ctypes.get_errno()
+    if code == errno.ETIMEDOUT:
+        return False
+    if code in (errno.EAGAIN, errno.EINTR):
+        return True
+    raise OSError(code, f"futex wait failed: {errno.errorcode.get(code, code)}")
+
+
+def wake(address: int) -> int:
+    """Wake every thread of every process waiting on the word at ``address``.
+
+    Returns
+    -------
+    int
+        How many were woken (0: nobody waited).
+    """
+    woken = _syscall(_SYS_FUTEX, ctypes.c_void_p(address), ctypes.c_int(_FUTEX_WAKE),
+                     ctypes.c_uint32(_EVERYONE), None, None, ctypes.c_uint32(0))
+    return max(int(woken), 0)
