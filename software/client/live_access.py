@@ -3,6 +3,7 @@ server's host: reads from the shared ring (:mod:`.follower`) and a producer hand
 (:mod:`.producer`)."""
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from .follower import attach_follower
@@ -12,6 +13,7 @@ __all__ = ["UNKNOWN", "LiveAccess"]
 
 #: The ring follower of a stream not asked for yet.
 UNKNOWN = object()
+_ATTACHING = threading.Lock()
 
 
 class LiveAccess:
@@ -25,7 +27,10 @@ class LiveAccess:
         from shared memory, or None: the socket serves (asked of the server once)."""
         follower = self._follower
         if follower is UNKNOWN:
-            follower = self._follower = attach_follower(self)
+            with _ATTACHING:           # one mapping per stream, whichever threads ask
+                follower = self._follower
+                if follower is UNKNOWN:
+                    follower = self._follower = attach_follower(self)
         return follower
 
     def _from_ring(self, row: Any, length: Any, start: Any) -> Any:
