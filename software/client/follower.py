@@ -28,10 +28,12 @@ import time
 from typing import Any, Callable
 
 import numpy as np
+from rpyc.core.async_ import AsyncResultTimeout
 
 from ..shm.ring import SHAREABLE, Ring
+from ..transport.serving import end_connection
 
-__all__ = ["RingFollower", "attach_follower"]
+__all__ = ["RingFollower", "attach_follower", "follow"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +74,8 @@ class RingFollower:
         self._lock = threading.Lock()
         #: Threads sleeping in :meth:`wait` now.
         self.waiting = 0
+        self._last: float | None = None        # when samples last came during a wait
+        self._period: float | None = None      # the pace they come at
         self.select(active)
 
     def select(self, active) -> None:
@@ -80,6 +84,7 @@ class RingFollower:
         rows = [self._index[n] for n in names]
         self.active = names
         self._rows = slice(None) if rows == list(range(len(self._index))) else rows
+        self._count = len(names)
         self._row_of = dict(zip(names, rows))
 
     def _selection(self, row) -> tuple[Any, int] | None:
@@ -92,7 +97,7 @@ class RingFollower:
             index = _integer(row)
             at = None if index is None or not 0 <= index < len(self.active) \
                 else self._row_of[self.active[index]]
-        return None if at is None else (slice(at, at + 1), 1)
+        return None if at is None else (at, 1)
 
     def read(self, row, length, start):
         """Samples ``[start, start + length)`` of the active channels (or of ``row``).
@@ -112,26 +117,25 @@ class RingFollower:
             error: dropped samples, a closed stream, arguments it would refuse).
         """
         ring = self.ring
-        length, start = _integer(length), _integer(start)
-        selection = self._selection(row)
-        if length is None or start is None or selection is None or start < 0 \
-                or not 0 < length <= ring.history:
-            return None
-        rows, count = selection
-        if self._limit is not None and count * length * 8 > self._limit:
+        if row is None and type(length) is int and type(start) is int:
+            rows, count = self._rows, self._count       # the common case, in few steps
+        else:
+            length, start = _integer(length), _integer(start)
+            selection = self._selection(row)
+            if length is None or start is None or selection is None:
+                return None
+            rows, count = selection
+        if start < 0 or not 0 < length <= ring.history \
+                or (self._limit is not None and count * length * 8 > self._limit):
             return None
         stop = start + length
         if stop > ring.head:
             return None if ring.closed else False
-        if start < ring.first_available:
-            return None
-        out = np.empty((count, length), dtype=ring.dtype)
-        if not ring.copy(rows, start, stop, out):
-            return None                        # overwritten while copying: the server says so
-        return out[0] if row is not None else out
+        # None: dropped, or overwritten while copying (the server then says so)
+        return ring.take(rows, start, stop)
 
     def wait(self, row, length, start, timeout: float | None,
-             check: Callable[[], None]):
+             check: Callable[[], None], spin: float = 0.0):
         """:meth:`read`, waiting until the samples are pushed (or ``timeout`` passes).
 
         Parameters
@@ -143,14 +147,21 @@ class RingFollower:
         check : callable
             Called between sleeps (every :data:`SLICE` s at most); raises when the
             connection ended (the server is gone).
+        spin : float
+            Seconds to poll instead of sleeping, from this long before the samples are
+            expected (the pace of the earlier arrivals) to this long after: a follower
+            that is running when they come returns them a few microseconds after the
+            push instead of waking up (tens to hundreds of microseconds on a busy
+            machine), for about ``2 * spin`` of CPU per arrival. 0: always sleep.
 
         Returns
         -------
         numpy.ndarray, False or None
             The samples; False when ``timeout`` passed; None: ask through RPyC.
         """
-        ring = self.ring
-        deadline = None if timeout is None else time.monotonic() + float(timeout)
+        ring, clock = self.ring, time.monotonic
+        deadline = None if timeout is None else clock() + float(timeout)
+        waited = False
         with self._lock:
             self.waiting += 1
         try:
@@ -158,19 +169,69 @@ class RingFollower:
                 seq = ring.seq                 # before the head: no publish is missed
                 got = self.read(row, length, start)
                 if got is not False:
+                    if waited and got is not None:
+                        self._arrived(clock())
                     return got
                 check()
-                wait = SLICE if deadline is None else min(SLICE,
-                                                          deadline - time.monotonic())
+                now = clock()
+                wait = SLICE if deadline is None else min(SLICE, deadline - now)
                 if wait <= 0:
                     return False
+                waited = True
+                if spin > 0 and self._period is not None:
+                    expected = self._last + self._period
+                    if now < expected - spin:          # sleep until shortly before it
+                        wait = min(wait, expected - spin - now)
+                    elif now < expected + spin:        # poll until it comes, or give up
+                        end = min(expected + spin, now + wait)
+                        while ring.seq == seq and clock() < end:
+                            pass
+                        continue
                 ring.wait(seq, wait)
         finally:
             with self._lock:
                 self.waiting -= 1
 
+    def _arrived(self, now: float) -> None:
+        """Samples came while waiting: learn the pace (for ``spin``)."""
+        last, self._last = self._last, now
+        if last is None:
+            return
+        gap, period = now - last, self._period
+        if period is None:
+            self._period = gap
+        else:                                  # a pause does not throw it far off
+            self._period = period + 0.25 * (min(max(gap, 0.5 * period), 2 * period) - period)
+
     def __repr__(self) -> str:
         return f"<RingFollower of {len(self.active)} channels, {self.ring!r}>"
+
+
+def follow(follower: RingFollower, found: Any, row, length: int, start: int,
+           timeout: float | None, spin: float, server_timeout: float):
+    """An iterator's wait in memory: :meth:`RingFollower.wait`, ended when the connection
+    of ``found`` (a :class:`~software.client.targets.Target`) ends; a wait that timed out
+    says "no data yet" (False) only when the server answers a ping within
+    ``server_timeout``.
+
+    Raises
+    ------
+    ServerGoneError
+        The connection ended, or the server did not answer the ping.
+    """
+    def check() -> None:
+        if found.ended:
+            raise found.gone_error()
+
+    data = follower.wait(row, length, start, timeout, check, spin)
+    if data is False:
+        try:
+            found.conn.ping("", timeout=server_timeout)
+        except AsyncResultTimeout as exc:
+            why = f"no answer within {server_timeout:g} s (not even to a ping)"
+            end_connection(found.conn, why)
+            raise found.gone_error(why=why) from exc
+    return data
 
 
 def attach_follower(stream: Any) -> RingFollower | None:

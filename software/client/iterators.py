@@ -24,11 +24,10 @@ from __future__ import annotations
 import threading
 import time
 
-from rpyc.core.async_ import AsyncResultTimeout
-
 from .. import errors
 from ..transport.serving import Heartbeat, end_connection
 from ..transport.wire import decode_segment
+from .follower import follow
 from .root import RemoteRoot
 from .stream import RemoteStream
 from .targets import Target
@@ -161,7 +160,8 @@ class _Iterator:
         self.exhausted = data is False
         return data
 
-    def next_or_wait(self, target, sleep: float = 0.1, timeout: float | None = None):
+    def next_or_wait(self, target, sleep: float = 0.1, timeout: float | None = None,
+                     spin: float = 0.0):
         """Return the next chunk, waiting for it to be read if needed.
 
         Woken by the server's callback, not by polling. With a plain ``rpyc.connect``
@@ -178,6 +178,10 @@ class _Iterator:
         timeout : float, optional
             Seconds to wait in all; None waits as long as it takes (or until the server
             is gone).
+        spin : float
+            A live stream followed from shared memory: seconds to poll instead of
+            sleeping around the moment the chunk is expected (see
+            :meth:`~software.client.follower.RingFollower.wait`). 0: sleep until woken.
 
         Returns
         -------
@@ -196,16 +200,19 @@ class _Iterator:
         """
         self.exhausted = False
         found = self._resolve(target)
+        if type(found.svc) in (RemoteStream, RemoteRoot):
+            follower = found.svc.ring_follower()     # same host, live: the shared ring
+            if follower is not None:
+                try:
+                    data = self._from_ring(found, follower, timeout, spin)
+                except EOFError as exc:
+                    raise found.gone_error(exc) from exc
+                if data is not None:
+                    return data
         with found.guard():
             return self._next_or_wait(found, sleep, timeout)
 
     def _next_or_wait(self, found: Target, sleep: float, timeout: float | None):
-        if type(found.svc) in (RemoteStream, RemoteRoot):
-            follower = found.svc.ring_follower()     # same host, live: the shared ring
-            if follower is not None:
-                data = self._from_ring(found, follower, timeout)
-                if data is not None:
-                    return data
         waiting = self._waiting
         if waiting is not None and (waiting.found is not found
                                     or waiting.position != self.position):
@@ -250,27 +257,15 @@ class _Iterator:
         self._waiting = None
         return self._advance(waiting.box[0])
 
-    def _from_ring(self, found: Target, follower, timeout: float | None):
+    def _from_ring(self, found: Target, follower, timeout: float | None, spin: float):
         """The next chunk from the shared ring, False on the timeout, None: ask the server
         (samples dropped, the stream closed...)."""
         if self._waiting is not None:
             self._drop_waiting()           # a request registered through the socket before
-
-        def check() -> None:
-            if found.ended:
-                raise found.gone_error()
-
-        data = follower.wait(self._ring_row, self.range, self.position, timeout, check)
-        if data is False:          # "no data yet" only while the server answers a ping
-            try:
-                found.conn.ping("", timeout=self.server_timeout)
-            except AsyncResultTimeout as exc:
-                why = f"no answer within {self.server_timeout:g} s (not even to a ping)"
-                end_connection(found.conn, why)
-                raise found.gone_error(why=why) from exc
-        if data is None or data is False:
-            return data
-        self.position += int(data.shape[-1])
+        data = follow(follower, found, self._ring_row, self.range, self.position, timeout,
+                      spin, self.server_timeout)
+        if data is not None and data is not False:
+            self.position += int(data.shape[-1])
         return data
 
     def _timed_out(self, found: Target, waiting: _Waiting):
@@ -293,7 +288,7 @@ class _Iterator:
                             "StreamSegmentIterator(_range, target=svc), or use it.over(svc)")
         return self.over(self.target)
 
-    def over(self, target, timeout: float | None = None):
+    def over(self, target, timeout: float | None = None, spin: float = 0.0):
         """Iterate over ``target`` from the current position to the end.
 
         Parameters
@@ -303,6 +298,8 @@ class _Iterator:
         timeout : float, optional
             Seconds to wait for each chunk; None waits as long as it takes (or until the
             server is gone).
+        spin : float
+            As for :meth:`next_or_wait`.
 
         Yields
         ------
@@ -318,7 +315,7 @@ class _Iterator:
             The server closed the connection, died, or stopped answering.
         """
         while True:
-            data = self.next_or_wait(target, timeout=timeout)
+            data = self.next_or_wait(target, timeout=timeout, spin=spin)
             if data is False:
                 if self.exhausted:
                     return

@@ -147,8 +147,11 @@ class Producer(_Handle):
         with self._lock:
             self._check()
             check_level(ring, self.name)
-            for done in range(0, block.shape[1], ring.history):   # a ring's length at most
-                ring.write(block[:, done:done + ring.history])
+            if block.shape[1] <= ring.history:
+                ring.write(block)
+            else:
+                for done in range(0, block.shape[1], ring.history):   # a ring's length at most
+                    ring.write(block[:, done:done + ring.history])
             return ring.head
 
     def append_stream_row_data(self, _row: Any, _new_data: Any) -> int:

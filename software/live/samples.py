@@ -124,6 +124,9 @@ def as_block(data: object, n_channels: int, dtype: np.dtype) -> np.ndarray:
     InvalidTypeError
         Not numbers, or a proxy of a remote array.
     """
+    if type(data) is np.ndarray and data.dtype == dtype and data.ndim == 2 \
+            and data.shape[0] == n_channels and data.size <= MAX_PUSH_VALUES:
+        return data                          # the common case, checked in a few steps
     array = _as_array(data)
     if array.ndim == 0 and n_channels == 1:
         array = array.reshape(1, 1)
@@ -153,7 +156,7 @@ def as_row(data: object, dtype: np.dtype) -> np.ndarray:
 
 def check_level(ring, name: str) -> None:
     """Refuse a push of every channel while rows pushed one at a time are not level."""
-    if int(ring.counts.max()) != ring.head:
+    if not ring.level:
         raise InvalidArgumentError(
             f"rows of {name!r} were pushed one at a time and are not level "
             f"(counts {ring.counts.min()}..{ring.counts.max()}); push the lagging "

@@ -258,8 +258,11 @@ class LiveStream(Source):
             ring = self.ring
             check_level(ring, self.name)
             n = block.shape[1]
-            for done in range(0, n, ring.history):   # at most a ring's length per write
-                ring.write(block[:, done:done + ring.history])
+            if n <= ring.history:
+                ring.write(block)
+            else:
+                for done in range(0, n, ring.history):   # at most a ring's length per write
+                    ring.write(block[:, done:done + ring.history])
             head = ring.head
             woken = self._watchlist.due(head)
         for waiters in woken:      # each view answers in its own thread

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import logging
 import platform
 import sys
 
-__all__ = ["AVAILABLE", "wait", "wake"]
+__all__ = ["AVAILABLE", "wait", "wake", "waker"]
 
 logger = logging.getLogger(__name__)
 
@@ -97,3 +98,16 @@ def wake(address: int) -> int:
     woken = _syscall(_SYS_FUTEX, ctypes.c_void_p(address), ctypes.c_int(_FUTEX_WAKE),
                      ctypes.c_uint32(_EVERYONE), None, None, ctypes.c_uint32(0))
     return max(int(woken), 0)
+
+
+def waker(address: int):
+    """:func:`wake` of the word at ``address``, its arguments made once (for hot paths).
+
+    Returns
+    -------
+    callable
+        Called with no argument; returns what the system call returned.
+    """
+    return functools.partial(_syscall, _SYS_FUTEX, ctypes.c_void_p(address),
+                             ctypes.c_int(_FUTEX_WAKE), ctypes.c_uint32(_EVERYONE), None, None,
+                             ctypes.c_uint32(0))

@@ -15,7 +15,7 @@ name in ``/dev/shm`` and cannot be shrunk under a reader) is laid out as::
     96   closed      1 once the stream closed
     104  writes      writes committed
     128  seq         (uint32) bumped after each publish: the futex word waiters sleep on
-    192  states      2 x (1 + n_channels) int64: [head, count of each row]
+    192  states      2 x (2 + n_channels) int64: [head, top, count of each row]
     data             n_channels x capacity samples, page aligned
 
 One writer at a time (the owner's lock, or the one producer holding the lease) writes
@@ -34,52 +34,29 @@ elsewhere it lives in the owner's memory. Imported by clients: no rpyc here.
 """
 from __future__ import annotations
 
-import fcntl
 import mmap
 import os
-import platform
 import secrets
-import stat
 import weakref
 
 import numpy as np
 
 from . import futex
+from .ring_file import MAGIC, SHAREABLE, TOKEN_BYTES, create, open_shared
 
 __all__ = ["DTYPES", "SHAREABLE", "Ring"]
 
 #: Sample types a live stream may hold (rigs produce int16).
 DTYPES = ("float64", "float32", "int16", "int32")
-#: Whether rings can be shared with other processes here (memfd, futex, x86-64 ordering).
-SHAREABLE = (futex.AVAILABLE and hasattr(os, "memfd_create")
-             and platform.machine().lower() in ("x86_64", "amd64"))
-
-MAGIC = b"MEFRING1"
-TOKEN_BYTES = 16
-_HEAD, _RESERVED, _GEN, _LEASE, _CLOSED, _WRITES = 8, 9, 10, 11, 12, 13
+_HEAD, _RESERVED, _GEN, _LEASE, _CLOSED, _WRITES = 8, 9, 10, 11, 12, 13   # int64 words
 _SEQ_OFFSET, _STATES_OFFSET = 128, 192
 
 
 def _layout(n_channels: int, capacity: int, dtype: np.dtype) -> tuple[int, int]:
     """(data offset, file size) of a ring."""
-    header = _STATES_OFFSET + 2 * (1 + n_channels) * 8
+    header = _STATES_OFFSET + 2 * (2 + n_channels) * 8
     data = -(-header // mmap.PAGESIZE) * mmap.PAGESIZE
     return data, data + n_channels * capacity * dtype.itemsize
-
-
-def _memory(size: int, shared: bool) -> tuple[mmap.mmap, int | None]:
-    """A mapping of ``size`` bytes: a sealed memfd when ``shared`` (and possible)."""
-    if shared and SHAREABLE:
-        fd = os.memfd_create("mefstream-ring", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-        try:
-            os.ftruncate(fd, size)
-            fcntl.fcntl(fd, fcntl.F_ADD_SEALS,
-                        fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
-            return mmap.mmap(fd, size), fd
-        except BaseException:
-            os.close(fd)
-            raise
-    return mmap.mmap(-1, size), None
 
 
 class Ring:
@@ -95,8 +72,14 @@ class Ring:
         One of :data:`DTYPES`.
     shared : bool
         Put the samples in a memory file other processes of this host can map
-        (:meth:`share`, :meth:`attach`); otherwise (or where :data:`SHAREABLE` is False)
-        in this process's memory. Either way pages are taken as samples arrive.
+        (:meth:`share`, :meth:`attach`; its memory is taken at once, see
+        :mod:`software.shm.ring_file`); otherwise (or where :data:`SHAREABLE` is False)
+        in this process's memory, taken as samples arrive.
+
+    Raises
+    ------
+    MemoryError
+        A shared ring does not fit in memory.
     """
 
     def __init__(self, n_channels: int, history: int, dtype: str = "float64",
@@ -104,7 +87,12 @@ class Ring:
         history, n_channels, dtype = int(history), int(n_channels), np.dtype(str(dtype))
         capacity = history + max(1, history // 4)
         offset, size = _layout(n_channels, capacity, dtype)
-        mm, self._fd = _memory(size, shared)
+        try:
+            mm, self._fd = create(size, shared)
+        except OSError as exc:
+            raise MemoryError(f"a ring of {n_channels} channels x {capacity} samples of "
+                              f"{dtype.name} ({size / 2**20:.1f} MiB) does not fit in memory "
+                              f"({exc}); keep a shorter history.") from exc
         # the memfd is closed with the ring if nobody called close()
         self._closer = None if self._fd is None else weakref.finalize(self, os.close, self._fd)
         self.token = secrets.token_bytes(TOKEN_BYTES)
@@ -132,19 +120,7 @@ class Ring:
         ValueError
             The file is not a ring of this version, or not of that size.
         """
-        flags = (os.O_RDWR if writable else os.O_RDONLY) | os.O_NONBLOCK | os.O_CLOEXEC
-        handle = os.open(f"/proc/{int(pid)}/fd/{int(fd)}", flags)
-        try:
-            info = os.fstat(handle)
-            if not stat.S_ISREG(info.st_mode) or info.st_size != int(size) or size < 4096:
-                raise ValueError(f"/proc/{pid}/fd/{fd} is not a ring of {size} bytes")
-            prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
-            mm = mmap.mmap(handle, int(size), mmap.MAP_SHARED, prot)
-        finally:
-            os.close(handle)
-        if mm[:8] != MAGIC:
-            mm.close()
-            raise ValueError(f"/proc/{pid}/fd/{fd} is not a mefstream ring")
+        mm = open_shared(pid, fd, size, writable)
         ring = cls.__new__(cls)
         ring._fd, ring._closer = None, None
         ring.token = bytes(mm[8:8 + TOKEN_BYTES])
@@ -163,15 +139,22 @@ class Ring:
         self.writable = writable
         self.history, self.capacity, self.dtype = history, capacity, dtype
         self.slack = capacity - history
-        self._words = np.frombuffer(mm, dtype=np.int64, count=16)
-        self._seq = np.frombuffer(mm, dtype=np.uint32, count=1, offset=_SEQ_OFFSET)
-        self._seq_address = self._seq.ctypes.data
-        self._states = np.frombuffer(mm, dtype=np.int64, count=2 * (1 + n),
-                                     offset=_STATES_OFFSET).reshape(2, 1 + n)
+        # header words through memoryviews: an item read or written is one aligned 8-byte
+        # (4-byte: seq) load or store, without numpy's overhead on the hot paths
+        self._q = memoryview(mm)[:_SEQ_OFFSET].cast("q")
+        self._seq = memoryview(mm)[_SEQ_OFFSET:_SEQ_OFFSET + 4].cast("I")
+        self._seq_address = np.frombuffer(mm, dtype=np.uint32, count=1,
+                                          offset=_SEQ_OFFSET).ctypes.data
+        self._states = np.frombuffer(mm, dtype=np.int64, count=2 * (2 + n),
+                                     offset=_STATES_OFFSET).reshape(2, 2 + n)
+        self._stride = 2 + n           # a state: head (smallest count), top (largest), counts
+        self._state_rows = (self._states[0], self._states[1])
+        self._sq = memoryview(mm)[_STATES_OFFSET:_STATES_OFFSET + 16 * (2 + n)].cast("q")
         self._data = np.frombuffer(mm, dtype=dtype, count=n * capacity,
                                    offset=offset).reshape(n, capacity)
         #: Whether other processes may map it (then each publish wakes their waiters).
         self.shared = shared
+        self._wake = futex.waker(self._seq_address) if shared else None
 
     # ---- what everyone reads ----------------------------------------------------------
 
@@ -188,42 +171,53 @@ class Ring:
     @property
     def head(self) -> int:
         """Samples every channel has (published)."""
-        return int(self._words[_HEAD])
+        return self._q[_HEAD]
 
     @property
     def reserved(self) -> int:
         """Highest count any row has or is being written to."""
-        return int(self._words[_RESERVED])
+        return self._q[_RESERVED]
 
     @property
     def first_available(self) -> int:
         """The oldest index every channel still holds."""
-        return max(0, int(self._words[_RESERVED]) - self.capacity)
+        return max(0, self._q[_RESERVED] - self.capacity)
 
     @property
     def counts(self) -> np.ndarray:
         """Samples of each row (committed; the writer's to read, not to change)."""
-        return self._states[int(self._words[_GEN]) & 1, 1:]
+        return self._states[self._q[_GEN] & 1, 2:]
+
+    @property
+    def level(self) -> bool:
+        """Whether every row has the same count (committed; a segment may be pushed)."""
+        base = (self._q[_GEN] & 1) * self._stride
+        return self._sq[base] == self._sq[base + 1]
+
+    @property
+    def top(self) -> int:
+        """The largest count of a row (committed)."""
+        return self._sq[(self._q[_GEN] & 1) * self._stride + 1]
 
     @property
     def seq(self) -> int:
         """The futex word: changes with every publish (read it before checking the head)."""
-        return int(self._seq[0])
+        return self._seq[0]
 
     @property
     def lease(self) -> int:
         """The producer lease allowed to write (0: the owner)."""
-        return int(self._words[_LEASE])
+        return self._q[_LEASE]
 
     @property
     def closed(self) -> bool:
         """Whether the owner closed the stream."""
-        return bool(self._words[_CLOSED])
+        return bool(self._q[_CLOSED])
 
     @property
     def writes(self) -> int:
         """Writes committed since the ring was made."""
-        return int(self._words[_WRITES])
+        return self._q[_WRITES]
 
     def wait(self, seq: int, timeout: float) -> bool:
         """Sleep until a publish changes :attr:`seq` from ``seq`` (at most ``timeout`` s).
@@ -246,7 +240,28 @@ class Ring:
         out[:, :first] = data[rows, lo:lo + first]
         if first < n:
             out[:, first:] = data[rows, :n - first]
-        return start >= int(self._words[_RESERVED]) - self.capacity
+        return start >= self._q[_RESERVED] - self.capacity
+
+    def take(self, rows, start: int, stop: int) -> np.ndarray | None:
+        """Samples ``[start, stop)`` of ``rows`` (a slice, a list, or one row index: 1-D)
+        in an array of their own, or None when a write overwrote some of them (see
+        :meth:`copy`). The caller checked that ``stop <= head``."""
+        capacity, data = self.capacity, self._data
+        if start < self._q[_RESERVED] - capacity:
+            return None
+        lo, n = start % capacity, stop - start
+        first = min(n, capacity - lo)
+        if isinstance(rows, list):             # advanced indexing makes the copy
+            out = data[rows, lo:lo + first]
+            if first < n:
+                out = np.concatenate((out, data[rows, :n - first]), axis=-1)
+        else:   # np.empty + copyto: far cheaper than .copy() of a large strided view
+            part = data[rows, lo:lo + first]
+            out = np.empty(part.shape[:-1] + (n,), dtype=self.dtype)
+            np.copyto(out[..., :first], part)
+            if first < n:
+                np.copyto(out[..., first:], data[rows, :n - first])
+        return out if start >= self._q[_RESERVED] - capacity else None
 
     # ---- the writer's side (one at a time) ------------------------------------------
 
@@ -259,6 +274,25 @@ class Ring:
         n = block.shape[-1]
         if n == 0:
             return
+        if not isinstance(rows, int):          # a segment: the four steps, inlined
+            q, sq, capacity = self._q, self._sq, self.capacity
+            gen = q[_GEN]
+            at = sq[(gen & 1) * self._stride + 2]
+            if at + n > q[_RESERVED]:
+                q[_RESERVED] = at + n                                  # reserve
+            lo = at % capacity
+            if lo + n <= capacity:
+                self._data[:, lo:lo + n] = block                       # fill
+            else:
+                self.fill(block, rows, at)
+            self._state_rows[(gen + 1) & 1].fill(at + n)               # commit
+            q[_GEN] = gen + 1
+            q[_WRITES] += 1
+            q[_HEAD] = at + n                                          # publish
+            self._seq[0] = (self._seq[0] + 1) & 0xFFFFFFFF
+            if self._wake is not None:
+                self._wake()
+            return
         at = self.reserve(rows, n)
         self.fill(block, rows, at)
         self.commit(rows, n)
@@ -267,10 +301,11 @@ class Ring:
     def reserve(self, rows, n: int) -> int:
         """Step 1 of a write: announce the samples about to be overwritten; returns the
         index the rows' samples start at."""
-        counts = self.counts
-        at = int(counts[rows] if isinstance(rows, int) else counts[rows][0])
-        if at + n > self._words[_RESERVED]:
-            self._words[_RESERVED] = at + n
+        q = self._q
+        row = rows if isinstance(rows, int) else (rows.start or 0)
+        at = self._sq[(q[_GEN] & 1) * self._stride + 2 + row]
+        if at + n > q[_RESERVED]:
+            q[_RESERVED] = at + n
         return at
 
     def fill(self, block: np.ndarray, rows, at: int) -> None:
@@ -278,40 +313,50 @@ class Ring:
         n = block.shape[-1]
         lo = at % self.capacity
         first = min(n, self.capacity - lo)
+        if first == n:
+            self._data[rows, lo:lo + n] = block
+            return
         self._data[rows, lo:lo + first] = block[..., :first]
-        if first < n:
-            self._data[rows, :n - first] = block[..., first:]
+        self._data[rows, :n - first] = block[..., first:]
 
     def commit(self, rows, n: int) -> None:
-        """Step 3: count the samples in the other state, then switch to it (one store)."""
-        gen = int(self._words[_GEN])
+        """Step 3: count the samples in the other state, then switch to it (one store).
+
+        ``rows`` is every row (``slice(None)``: all at the same count) or one row index.
+        """
+        q = self._q
+        gen = q[_GEN]
         nxt = self._states[(gen + 1) & 1]
-        nxt[:] = self._states[gen & 1]
-        counts = nxt[1:]
-        counts[rows] += n
-        nxt[0] = counts.min()
-        self._words[_GEN] = gen + 1
-        self._words[_WRITES] += 1
+        if isinstance(rows, int):
+            nxt[:] = self._states[gen & 1]
+            nxt[2 + rows] += n
+            nxt[0] = nxt[2:].min()
+            nxt[1] = max(nxt[1], nxt[2 + rows])
+        else:                                  # a segment: every row at the same count
+            nxt.fill(self._sq[(gen & 1) * self._stride + 2] + n)
+        q[_GEN] = gen + 1
+        q[_WRITES] += 1
 
     def publish(self) -> None:
         """Step 4: move the head to the committed one and wake every waiter."""
-        self._words[_HEAD] = self._states[int(self._words[_GEN]) & 1, 0]
-        self._seq[0] += np.uint32(1)
-        if self.shared:
-            futex.wake(self._seq_address)
+        q = self._q
+        q[_HEAD] = self._sq[(q[_GEN] & 1) * self._stride]
+        self._seq[0] = (self._seq[0] + 1) & 0xFFFFFFFF
+        if self._wake is not None:
+            self._wake()
 
     repair = publish   # a writer killed between commit and publish: publish for it
 
     def set_lease(self, lease: int) -> None:
         """Let producer ``lease`` write (0: only the owner)."""
-        self._words[_LEASE] = int(lease)
+        self._q[_LEASE] = int(lease)
 
     def mark_closed(self) -> None:
         """Tell every reader the stream closed, and wake them."""
-        self._words[_CLOSED] = 1
-        self._seq[0] += np.uint32(1)
-        if self.shared:
-            futex.wake(self._seq_address)
+        self._q[_CLOSED] = 1
+        self._seq[0] = (self._seq[0] + 1) & 0xFFFFFFFF
+        if self._wake is not None:
+            self._wake()
 
     # ---- sharing ----------------------------------------------------------------------
 
