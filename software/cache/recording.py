@@ -30,6 +30,7 @@ import numpy as np
 from ..mef3.metadata import RateGroup, SessionInfo
 from ..readers.pool import DEMAND, ReaderPool
 from .blocks import BlockCache
+from .records import SessionRecords
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,8 @@ class Recording:
         self._tasks: dict[Hashable, Future] = {}  # block key -> its reader task, in flight
         self._closed = False
         self._lock = threading.Lock()
+        #: The session's records, read once by a reader process on first use.
+        self.records = SessionRecords(pool, path, password)
 
     @property
     def closed(self) -> bool:

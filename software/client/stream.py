@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from .. import errors
+from .records import RecordMethods
 from .values import as_array, plain_argument, push_argument
 
 __all__ = ["RemoteRoot", "RemoteStream"]
@@ -56,7 +57,7 @@ class _Proxied:
         return method
 
 
-class RemoteStream(_Proxied):
+class RemoteStream(RecordMethods, _Proxied):
     """This connection's view of one session, handing out numpy arrays.
 
     Made by ``conn.root.open_file(path)`` on a :func:`~software.get_connection`
@@ -303,7 +304,8 @@ class RemoteStream(_Proxied):
 _STREAM_METHODS = frozenset({
     "get_info", "set_active_channels", "set_segment_size", "get_segment",
     "get_stream_segment", "get_row_segment", "get_time_segment",
-    "append_stream_segment_data", "append_stream_row_data"})
+    "append_stream_segment_data", "append_stream_row_data",
+    "get_records", "get_records_by_index", "append_marker", "watch_markers"})
 
 
 class RemoteRoot(_Proxied):

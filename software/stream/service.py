@@ -34,6 +34,7 @@ from ..validation import (
 from .answers import SegmentEncoder
 from .channels import check_selection, row_name
 from .options import ServiceOptions
+from .records import RecordsMixin
 from .requests import Requests
 from .source import FileSource, Source
 
@@ -42,7 +43,7 @@ __all__ = ["ServiceOptions", "StreamService"]
 logger = logging.getLogger(__name__)
 
 
-class StreamService(rpyc.Service):
+class StreamService(RecordsMixin, rpyc.Service):
     """One connection's view of one source (an opened MEF3 session, or a live stream).
 
     Parameters

@@ -1,0 +1,150 @@
+"""Records as the client hands them out: :class:`Record`, one per note, annotation or marker.
+
+The server sends each record as a plain tuple ``(time_uutc, index, type, text, duration,
+channel, fields)`` (see :meth:`software.stream.records.RecordsMixin.exposed_get_records`);
+:func:`as_records` turns an answer into a list of :class:`Record`::
+
+    for rec in svc.get_records(t0, t1):
+        print(rec.time_uutc, rec.index, rec.type, rec.text, rec.duration, rec.channel)
+    rec.annotation()     # the dict MefReader.get_annotations gives for it
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from ..errors import InvalidTypeError
+from .values import plain_argument as _plain
+
+__all__ = ["Record", "RecordMethods", "as_record", "as_records"]
+
+
+class Record(NamedTuple):
+    """One record of a session, or a marker of a live stream.
+
+    Attributes
+    ----------
+    time_uutc : int
+        When it happened (microseconds since the epoch).
+    index : int
+        Its sample index on the grid of the view's active channels.
+    type : str
+        MEF3 record type: ``Note``, ``EDFA`` (with a duration), ``Seiz``, ``SyLg``...
+    text : str
+        Its text (a seizure's annotation, a cursor's name; '' for a type without text).
+    duration : int or None
+        Duration in microseconds, None for a type without one (a ``Note``).
+    channel : str or None
+        The channel of a channel-level record; None for a session-level one or a marker.
+    fields : dict
+        Every field ``MefReader.get_annotations`` gives besides type and time.
+    """
+
+    time_uutc: int
+    index: int
+    type: str
+    text: str
+    duration: int | None
+    channel: str | None
+    fields: dict
+
+    @property
+    def end_uutc(self) -> int:
+        """When it ends: ``time_uutc + duration`` (``time_uutc`` without a duration)."""
+        return self.time_uutc + max(self.duration or 0, 0)
+
+    def annotation(self) -> dict:
+        """The record as ``MefReader.get_annotations`` gives it: ``type``, ``time`` and
+        the fields."""
+        return {"type": self.type, "time": self.time_uutc, **self.fields}
+
+
+def _fields(pairs: Any) -> dict:
+    out = {}
+    for key, value in pairs:
+        key = str(key)
+        if key == "channels" and isinstance(value, tuple):
+            value = [{str(k): v for k, v in channel} for channel in value]
+        out[key] = value
+    return out
+
+
+def as_record(wire: Any) -> Record:
+    """One wire record as a :class:`Record` (a Record is returned unchanged)."""
+    if isinstance(wire, Record):
+        return wire
+    time, index, kind, text, duration, channel, fields = wire
+    return Record(int(time), int(index), str(kind), str(text),
+                  None if duration is None else int(duration),
+                  None if channel is None else str(channel), _fields(fields))
+
+
+def as_records(answer: Any) -> list[Record]:
+    """An answer of ``get_records`` as a list of :class:`Record`."""
+    return [as_record(wire) for wire in answer]
+
+
+class RecordMethods:
+    """The record methods of :class:`~software.client.stream.RemoteStream` (records as
+    :class:`Record`); uses its ``_method`` (the server's bound method, fetched once)."""
+
+    def get_records(self, start_uutc: int | None = None,
+                    stop_uutc: int | None = None) -> list[Record]:
+        """The records (notes, annotations, markers) overlapping ``[start_uutc, stop_uutc)``.
+
+        Parameters
+        ----------
+        start_uutc, stop_uutc : int or None
+            Microseconds since the epoch; None: unbounded.
+
+        Returns
+        -------
+        list of Record
+            Sorted by time.
+        """
+        return as_records(self._method("get_records")(_plain(start_uutc), _plain(stop_uutc)))
+
+    def get_records_by_index(self, start: int, stop: int) -> list[Record]:
+        """The records whose sample index lies in ``[start, stop)`` (a chunk's records)."""
+        return as_records(self._method("get_records_by_index")(_plain(start), _plain(stop)))
+
+    def append_marker(self, text: str, index: int | None = None, duration: float = 0) -> int:
+        """Put a marker on a live stream.
+
+        Parameters
+        ----------
+        text : str
+            What happened.
+        index : int, optional
+            Its sample index (default: the head, the next sample to be pushed).
+        duration : float
+            Seconds it lasts (0: an instant).
+
+        Returns
+        -------
+        int
+            The marker's sample index.
+        """
+        return self._method("append_marker")(_plain(text), _plain(index), _plain(duration))
+
+    def watch_markers(self, callback: Callable[[Record], Any]) -> int:
+        """Call ``callback(record)`` for each marker added to this live stream from now on.
+
+        Parameters
+        ----------
+        callback : callable
+            Receives a :class:`Record`, in the connection's serving thread.
+
+        Returns
+        -------
+        int
+            The stream's head when watching began.
+        """
+        if not callable(callback):
+            raise InvalidTypeError(f"callback must be a function taking one Record; a value "
+                                   f"of type {type(callback).__name__} is not.")
+
+        def deliver(wire):  # in the connection's serving thread
+            return callback(as_record(wire))
+
+        return self._method("watch_markers")(deliver)
