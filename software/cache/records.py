@@ -60,7 +60,7 @@ class RecordTable:
         spans = np.fromiter((max(r[3] or 0, 0) for r in self.records), np.int64, n)
         self.ends = self.times + spans
         self.longest = int(spans.max()) if n else 0
-        self._sizes = np.cumsum(np.fromiter((_size(r) for r in self.records), np.int64, n))
+        self._sizes = np.fromiter((_size(r) for r in self.records), np.int64, n)
         #: Records per type.
         self.types = Counter(r[1] for r in self.records)
 
@@ -85,21 +85,25 @@ class RecordTable:
         if positions.size == 0:
             return
         count = int(positions.size)
-        sizes = self._sizes
-        nbytes = int(sizes[positions[-1]] - (sizes[positions[0] - 1] if positions[0] else 0))
+        total = np.cumsum(self._sizes[positions])
+        nbytes = int(total[-1])
         if count <= MAX_RECORDS and nbytes <= limit_bytes:
             return
-        fit = min(MAX_RECORDS, count)
-        first = int(positions[0])
-        base = int(sizes[first - 1]) if first else 0
-        fit = min(fit, max(1, int(np.searchsorted(sizes[first:first + fit] - base,
-                                                  limit_bytes, "right"))))
-        until = int(self.times[positions[fit - 1]]) + 1 if fit < count else stop
+        fit = min(MAX_RECORDS, int(np.searchsorted(total, limit_bytes, "right")))
+        # the window up to the first record that does not fit holds only those that do
+        until = int(self.times[positions[fit]])
+        if fit == 0:
+            hint = ("A single record is larger than that: start the server with a larger "
+                    "--max-request-mb.")
+        elif start is None or until > start:
+            hint = f"Ask for a shorter window, e.g. stop_uutc={until}, and go on from there."
+        else:
+            hint = ("Records that start before start_uutc and last into it fill an answer "
+                    "alone: start the window later.")
         raise InvalidRangeError(
             f"the window start_uutc={start}, stop_uutc={stop} holds {count} records "
             f"({nbytes / 2**20:.1f} MiB); one answer carries at most {MAX_RECORDS} records "
-            f"and {limit_bytes / 2**20:g} MiB. Ask for a shorter window, e.g. "
-            f"stop_uutc={until}, and go on from there.")
+            f"and {limit_bytes / 2**20:g} MiB. {hint}")
 
     def answer(self, positions: np.ndarray, group: RateGroup) -> tuple[tuple, ...]:
         """Wire tuples ``(time, index, type, text, duration, channel, fields)``."""

@@ -16,6 +16,7 @@ pusher's thread and only queues the record for the view's callback thread.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 
@@ -134,6 +135,22 @@ class RecordsMixin:
         records = found.select(t0, t1, self._first_available())
         found.check_size(records, limit, MAX_RECORDS, t0, t1)
         return tuple(records)
+
+    def exposed_get_record_counts(self) -> tuple[tuple[str, int], ...]:
+        """How many records the stream holds, by type (a live stream: its markers kept).
+
+        Returns
+        -------
+        tuple of (str, int) pairs
+            ``(type, count)``, most frequent first.
+        """
+        self._check_open()
+        found = self._record_source()
+        if isinstance(found, RecordTable):
+            counts = found.types
+        else:
+            counts = Counter(r[2] for r in found.select(None, None, self._first_available()))
+        return tuple(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
     def exposed_get_records_by_index(self, start, stop) -> tuple:
         """The records whose sample index lies in ``[start, stop)`` (a chunk's records).
