@@ -24,6 +24,7 @@ from .common import (
     select_channels,
     uutc_of,
 )
+from . import record_export
 from .formats import SINKS
 from .times import format_clock, format_duration
 
@@ -85,6 +86,10 @@ def run(args: argparse.Namespace) -> int:
         info = select_channels(stream, info, args.channels)
         first, stop = sample_range(args, info)
         fs, names = float(info["fs"]), tuple(info["channels"])
+        records = record_export.fetch(stream, info, first, stop)
+        if sink_class is SINKS[".mefd"]:
+            record_export.check_mef(records)
+        records_out = record_export.check_output(args.out, records, args.overwrite)
         step = max(1, int(round(args.segment_seconds * fs)))
         get = stream.get_stream_segment          # one round trip per call, not two
         if os.path.lexists(args.out):            # --overwrite, checked above
@@ -112,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
                         raise UsageError("--precision", str(exc)) from None
                     bar.update(count / fs)
                 sink.finish()
+            record_export.write(args.out, records, first)
         except OSError as exc:
             sink.abort()
             raise OSError(f"cannot write --out {args.out!r}: {exc.strerror or exc}") from None
@@ -122,4 +128,7 @@ def run(args: argparse.Namespace) -> int:
         conn.close()
     print(f"wrote {args.out}: {len(names)} channels x {stop - first:,} samples at {fs:g} Hz, "
           f"{format_duration((stop - first) / fs)} from {format_clock(uutc_of(info, first))}")
+    if records:
+        where = f"into {args.out}" if records_out is None else f"to {records_out}"
+        print(f"wrote {len(records):,} records {where}")
     return 0

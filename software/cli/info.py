@@ -1,4 +1,5 @@
-"""Describe a session: channels, rates, start and end (UTC), duration, units and gaps."""
+"""Describe a session: channels, rates, start and end (UTC), duration, units, gaps and
+records (counted by type)."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +8,8 @@ import json
 from .common import add_session_arguments, connect, open_session, select_channels
 from .times import format_clock, format_duration
 
-HELP = "describe a session: channels, rates, start/end (UTC), duration, units, gaps"
+HELP = ("describe a session: channels, rates, start/end (UTC), duration, units, gaps, "
+        "records")
 
 #: Gaps listed one per line; more are summed up.
 MAX_GAPS_LISTED = 20
@@ -22,8 +24,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print get_info() as JSON")
 
 
-def lines(info: dict) -> list[str]:
-    """The description, one ``label  text`` line each."""
+def lines(info: dict, records: dict | None = None) -> list[str]:
+    """The description, one ``label  text`` line each (``records``: counts by type)."""
     fs = float(info["fs"])
     n = int(info["n_samples"])
     names = list(info["channels"])
@@ -51,10 +53,20 @@ def lines(info: dict) -> list[str]:
                         f"({format_duration((b - a) / 1e6)})"))
     if len(gaps) > MAX_GAPS_LISTED:
         out.append(("", f"... and {len(gaps) - MAX_GAPS_LISTED} more (--json lists all)"))
+    if records is not None:
+        out.append(("records", record_counts(records)))
     if info.get("growing"):
         out.append(("growing", "yes: a live stream, the end moves"))
     width = max(len(label) for label, _ in out)
     return [f"{label:<{width}}  {text}".rstrip() for label, text in out]
+
+
+def record_counts(counts: dict) -> str:
+    """``12: 8 Note, 3 EDFA, 1 Seiz`` (or ``none``)."""
+    total = sum(counts.values())
+    if not total:
+        return "none"
+    return f"{total:,}: " + ", ".join(f"{n:,} {kind}" for kind, n in counts.items())
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,10 +75,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         stream, info = open_session(conn, args)
         info = select_channels(stream, info, args.channels)
+        counts = dict(stream.get_record_counts())
     finally:
         conn.close()
     if args.json:
-        print(json.dumps(info, indent=1, default=list))
+        print(json.dumps(dict(info, record_counts=counts), indent=1, default=list))
     else:
-        print("\n".join(lines(info)))
+        print("\n".join(lines(info, counts)))
     return 0

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 from ..errors import InvalidTypeError
 from .values import plain_argument as _plain
 
-__all__ = ["Record", "RecordMethods", "as_record", "as_records"]
+__all__ = ["Record", "RecordMethods", "all_records", "as_record", "as_records"]
 
 
 class Record(NamedTuple):
@@ -148,3 +148,47 @@ class RecordMethods:
             return callback(as_record(wire))
 
         return self._method("watch_markers")(deliver)
+
+
+#: Bounds of a window left open (None), for splitting it: beyond any MEF3 time stamp.
+_FAR = 2**62
+
+
+def all_records(stream, start_uutc: int | None = None,
+                stop_uutc: int | None = None) -> list[Record]:
+    """Every record overlapping ``[start_uutc, stop_uutc)``, in as many answers as needed.
+
+    One answer of ``get_records`` is bounded (:data:`software.cache.records.MAX_RECORDS`
+    records and the server's ``max_request_bytes``); a window it refuses is halved until
+    each part fits. Each record comes once: a part keeps the records that start in it
+    (the first also those that started before and last into it).
+
+    Parameters
+    ----------
+    stream : RemoteStream, proxy or StreamService
+        Anything with ``get_records``.
+    start_uutc, stop_uutc : int or None
+        The window; None: unbounded.
+
+    Returns
+    -------
+    list of Record
+        Sorted by time.
+    """
+    from ..errors import InvalidRangeError
+
+    get = stream.get_records
+
+    def fetch(a, b, first: bool) -> list[Record]:
+        try:
+            found = [as_record(r) for r in get(a, b)]
+        except InvalidRangeError:
+            lo = -_FAR if a is None else a
+            hi = _FAR if b is None else b
+            if hi - lo <= 1:
+                raise
+            mid = lo + (hi - lo) // 2
+            return fetch(a, mid, first) + fetch(mid, b, False)
+        return found if first else [r for r in found if r.time_uutc >= a]
+
+    return fetch(start_uutc, stop_uutc, True)
