@@ -282,3 +282,28 @@ def test_the_table_answers_windows_without_scanning():
     assert table.select(START + 500_000, START + 503_000).tolist() == [0, 501, 502, 503]
     assert table.select(None, START - 10**6 + 1).tolist() == [0]
     assert len(table.select(None, None)) == 1001
+
+
+def test_an_iterator_option_gives_each_chunk_with_its_records(rconn, records_server):
+    from software.client.iterators import StreamRowIterator, StreamSegmentIterator
+    svc = rconn.root.open_file("events.mefd")
+    every = [r for r in svc.get_records() if 0 <= r.index < 120 * 256]
+    seen, position = [], 0
+    for chunk, records in StreamSegmentIterator(2560, target=svc, records=True):
+        assert all(position <= r.index < position + chunk.shape[1] for r in records)
+        seen += records
+        position += chunk.shape[1]
+    assert seen == every
+    plain = StreamSegmentIterator(2560)                       # CREPE loops: unchanged
+    assert isinstance(plain.next(svc), np.ndarray)
+    rows = StreamRowIterator("a", 1024, start=512, records=True)
+    chunk, records = rows.next(svc)
+    assert chunk.shape == (1024,) and [r.text for r in records] == [
+        "spike train", "on sample 1000", "seizure onset"]          # [512, 1536)
+    raw = rpyc.connect("127.0.0.1", records_server.port)     # a plain proxy: Records too
+    try:
+        chunk, records = StreamSegmentIterator(2560, records=True).next(
+            raw.root.open_file("events.mefd"))
+        assert [r.text for r in records] == [r.text for r in every if r.index < 2560]
+    finally:
+        raw.close()

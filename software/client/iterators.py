@@ -16,6 +16,7 @@ from rpyc.core.netref import BaseNetref
 
 from .. import errors
 from ..transport.wire import decode_segment
+from .records import chunk_records
 from .stream import RemoteRoot, RemoteStream
 
 
@@ -60,8 +61,10 @@ class _Iterator:
 
     _method = ""
 
-    def __init__(self, _range: int, start: int, target=None) -> None:
+    def __init__(self, _range: int, start: int, target=None, records: bool = False) -> None:
         self.target = target
+        #: Whether each chunk comes as ``(chunk, records)`` (see :func:`chunk_records`).
+        self.records = bool(records)
         if int(_range) < 1:
             raise errors.InvalidRangeError(f"_range must be >= 1; {_range!r} is invalid.")
         if int(start) < 0:
@@ -120,9 +123,10 @@ class _Iterator:
         numpy.ndarray or False
             The chunk; False (and :attr:`exhausted` True) past the end.
         """
-        data = self._advance(self._call(self._resolve(target).call, None))
+        found = self._resolve(target)
+        data = self._advance(self._call(found.call, None))
         self.exhausted = data is False
-        return data
+        return self._with_records(found, data)
 
     def next_or_wait(self, target, sleep: float = 0.1, timeout: float | None = None):
         """Return the next chunk, waiting for it to be read if needed.
@@ -166,7 +170,7 @@ class _Iterator:
 
         value = self._call(found.call, deliver)
         if value is not False:
-            return self._advance(value)
+            return self._with_records(found, self._advance(value))
         # False: the data comes through deliver, or (a view switched to a shorter rate
         # since its length was kept) the position is past the end and nothing comes
         conn, served = found.conn, found.served
@@ -185,7 +189,14 @@ class _Iterator:
                 if self._at_end(found, ask=True):
                     self.exhausted = True
                     return False
-        return self._advance(box[0])
+        return self._with_records(found, self._advance(box[0]))
+
+    def _with_records(self, found: _Target, data):
+        """``data``, or ``(data, records)`` with the ``records`` option."""
+        if not self.records or data is False:
+            return data
+        return data, chunk_records(found.svc, self.position - int(data.shape[-1]),
+                                   self.position)
 
     def __iter__(self):
         if self.target is None:
@@ -236,6 +247,10 @@ class StreamSegmentIterator(_Iterator):
     target : rpyc.Connection, RemoteStream or StreamService, optional
         Makes the iterator a Python iterable: ``for seg in StreamSegmentIterator(2560,
         target=svc)``.
+    records : bool
+        Give each chunk as ``(chunk, records)``: the records (notes, annotations, a live
+        stream's markers) whose sample index lies in the chunk, as a list of
+        :class:`~software.client.records.Record` (one more round trip per chunk).
 
     Attributes
     ----------
@@ -245,8 +260,9 @@ class StreamSegmentIterator(_Iterator):
         True only when the last call found the end of the stream.
     """
 
-    def __init__(self, _range: int = 100, start: int = 0, target=None) -> None:
-        super().__init__(_range, start, target)
+    def __init__(self, _range: int = 100, start: int = 0, target=None, *,
+                 records: bool = False) -> None:
+        super().__init__(_range, start, target, records)
 
     _method = "get_stream_segment"
 
@@ -270,6 +286,8 @@ class StreamRowIterator(_Iterator):
         Grid index to start from.
     target : rpyc.Connection, RemoteStream or StreamService, optional
         Makes the iterator a Python iterable over that target.
+    records : bool
+        Give each chunk as ``(chunk, records)`` (see :class:`StreamSegmentIterator`).
 
     Attributes
     ----------
@@ -278,8 +296,8 @@ class StreamRowIterator(_Iterator):
     """
 
     def __init__(self, _channel: int | str = 0, _range: int = 100, start: int = 0,
-                 target=None) -> None:
-        super().__init__(_range, start, target)
+                 target=None, *, records: bool = False) -> None:
+        super().__init__(_range, start, target, records)
         self.channel = _channel
 
     _method = "get_row_segment"

@@ -16,7 +16,8 @@ from typing import Any, NamedTuple
 from ..errors import InvalidTypeError
 from .values import plain_argument as _plain
 
-__all__ = ["Record", "RecordMethods", "all_records", "as_record", "as_records"]
+__all__ = ["Record", "RecordMethods", "all_records", "as_record", "as_records",
+           "chunk_records"]
 
 
 class Record(NamedTuple):
@@ -192,3 +193,17 @@ def all_records(stream, start_uutc: int | None = None,
         return found if first else [r for r in found if r.time_uutc >= a]
 
     return fetch(start_uutc, stop_uutc, True)
+
+
+def chunk_records(svc, start: int, stop: int) -> list[Record]:
+    """The records whose sample index lies in ``[start, stop)`` (an iterator's chunk).
+
+    Parameters
+    ----------
+    svc : RemoteStream, RemoteRoot, proxy or in-process view
+        The view the chunk came from.
+    """
+    get = getattr(svc, "get_records_by_index", None)
+    if get is None:  # a StreamService used in-process
+        get = svc.exposed_get_records_by_index
+    return as_records(get(int(start), int(stop)))
