@@ -227,7 +227,9 @@ def test_the_root_serving_one_session_answers_records(records_root):
             wire = plain.root.get_records(at(0.5), at(1.5))
             assert isinstance(wire, tuple) and wire[0][:6] == (
                 at(1.0), 256, "Note", "eyes closed", None, None)
-            assert wire[0][6] == (("text", "eyes closed"),)
+            assert wire[0][6] == ()               # a Note's fields: rebuilt by Record
+            seizure = plain.root.get_records(at(80.0), at(80.0) + 1)[0]
+            assert dict(seizure[6])["annotation"] == "focal seizure"
         finally:
             plain.close()
 
@@ -272,6 +274,17 @@ def test_records_mef3_cannot_store_are_refused_before_anything_is_written(tmp_pa
                         ("x" * 5000, errors.InvalidArgumentError)):
         with pytest.raises(error, match="text"):
             check_marker_text(text)
+
+
+def test_the_client_rebuilds_the_fields_the_wire_leaves_out():
+    from software.client import records as client_records
+    from software.mef3 import records as mef3_records
+    assert client_records._DERIVED == mef3_records.DERIVED_FIELDS
+    for record in (mef3_records.marker_record(START, "x", 0),
+                   mef3_records.marker_record(START, "y", 5)):
+        wire = (record[0], 0) + record[1:5] + (mef3_records.wire_fields(*record[1:4],
+                                                                        record[5]),)
+        assert wire[6] == () and client_records.as_record(wire).fields == dict(record[5])
 
 
 def test_the_table_answers_windows_without_scanning():

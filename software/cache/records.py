@@ -6,7 +6,9 @@
         pymef metadata -> plain tuples, see software.mef3.records) --> RecordTable (kept
         by the Recording while it is open)
     every get_records --> RecordTable.select(start, stop): two binary searches + a mask
-        --> answer(group): one tuple per record with its index on the view's grid
+        --> answer(group): one tuple per record with its index on the view's grid (the
+            fields of a Note, SyLg or EDFA left out: the client rebuilds them from the
+            text and duration; brine's cost is per object, and they are most records)
 
 A window holds the records that overlap it: a record at ``time`` with duration ``d`` is
 in ``[start, stop)`` when ``time < stop`` and ``time + d > start`` (``time >= start`` for
@@ -24,6 +26,7 @@ import numpy as np
 
 from ..errors import InvalidRangeError
 from ..mef3.metadata import RateGroup
+from ..mef3.records import wire_fields
 from ..readers.pool import DEMAND, ReaderPool
 from ..readers.worker import _records_task
 
@@ -56,6 +59,9 @@ class RecordTable:
     def __init__(self, records: Sequence[tuple]) -> None:
         self.records = tuple(records)
         n = len(self.records)
+        # what crosses per record (fields the client rebuilds left out), built once
+        self._wire = tuple((r[0], r[1], r[2], r[3], r[4], wire_fields(r[1], r[2], r[3], r[5]))
+                           for r in self.records)
         self.times = np.fromiter((r[0] for r in self.records), np.int64, n)
         spans = np.fromiter((max(r[3] or 0, 0) for r in self.records), np.int64, n)
         self.ends = self.times + spans
@@ -110,9 +116,9 @@ class RecordTable:
         if positions.size == 0:
             return ()
         indices = grid_indices(self.times[positions], group).tolist()
-        records = self.records
+        wire = self._wire
         return tuple((r[0], i, r[1], r[2], r[3], r[4], r[5])
-                     for r, i in zip((records[p] for p in positions.tolist()), indices))
+                     for r, i in zip((wire[p] for p in positions.tolist()), indices))
 
     def by_index(self, group: RateGroup, start: int, stop: int) -> np.ndarray:
         """Positions of the records whose grid index lies in ``[start, stop)``."""

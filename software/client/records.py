@@ -70,13 +70,22 @@ def _fields(pairs: Any) -> dict:
     return out
 
 
+#: Types whose fields the server leaves out (``()``): their text and duration, in this
+#: order (``software.mef3.records.DERIVED_FIELDS``).
+_DERIVED = {"Note": ("text",), "SyLg": ("text",), "EDFA": ("duration", "text")}
+
+
 def as_record(wire: Any) -> Record:
     """One wire record as a :class:`Record` (a Record is returned unchanged)."""
     if isinstance(wire, Record):
         return wire
     time, index, kind, text, duration, channel, fields = wire
-    return Record(int(time), int(index), str(kind), str(text),
-                  None if duration is None else int(duration),
+    kind, text = str(kind), str(text)
+    duration = None if duration is None else int(duration)
+    if not fields and kind in _DERIVED:
+        values = {"text": text, "duration": duration}
+        fields = tuple((name, values[name]) for name in _DERIVED[kind])
+    return Record(int(time), int(index), kind, text, duration,
                   None if channel is None else str(channel), _fields(fields))
 
 

@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable
 
 from ..errors import InvalidRangeError
-from ..mef3.records import marker_record
+from ..mef3.records import marker_record, wire_fields
 
 __all__ = ["DEFAULT_CAPACITY", "MarkerHistory"]
 
@@ -96,7 +96,8 @@ class MarkerHistory:
         """
         time = self.uutc(index)
         record = marker_record(time, text, duration_us, channel)
-        wire = (record[0], int(index)) + record[1:]
+        wire = (record[0], int(index)) + record[1:5] + (
+            wire_fields(record[1], record[2], record[3], record[5]),)
         with self._lock:
             at = bisect.bisect_right(self._indices, index)
             self._indices.insert(at, int(index))

@@ -21,7 +21,8 @@ from collections.abc import Iterable, Mapping
 
 from ..errors import InvalidArgumentError, InvalidTypeError
 
-__all__ = ["DURATION_FIELD", "MEF3_TYPES", "TEXT_FIELD", "check_marker_text",
+__all__ = ["DERIVED_FIELDS", "DURATION_FIELD", "MEF3_TYPES", "TEXT_FIELD", "check_marker_text",
+           "derived_fields", "wire_fields",
            "check_storable", "fields_dict", "marker_record", "record_from_dict",
            "records_of", "session_records"]
 
@@ -108,6 +109,26 @@ def session_records(session) -> tuple[tuple, ...]:
     """:func:`records_of` an open :class:`~software.mef3.access.MefSessionFile` (reader
     process): its metadata holds the records pymef read at open."""
     return records_of(session._md)
+
+
+#: Types whose fields are only their text (and duration), in pymef's order: on the wire
+#: their fields are left out (``()``) and rebuilt by the client.
+DERIVED_FIELDS = {"Note": ("text",), "SyLg": ("text",), "EDFA": ("duration", "text")}
+
+
+def derived_fields(kind: str, text: str, duration: int | None) -> tuple | None:
+    """The fields of a record of a :data:`DERIVED_FIELDS` type, from its text and duration
+    (None for another type)."""
+    names = DERIVED_FIELDS.get(kind)
+    if names is None:
+        return None
+    values = {"text": text, "duration": duration}
+    return tuple((name, values[name]) for name in names)
+
+
+def wire_fields(kind: str, text: str, duration: int | None, fields: tuple) -> tuple:
+    """``fields`` as they cross the wire: ``()`` when the client can rebuild them."""
+    return () if fields == derived_fields(kind, text, duration) else fields
 
 
 def fields_dict(fields: Iterable) -> dict:

@@ -111,8 +111,10 @@ class RecordsMixin:
             rounding), ``type`` a MEF3 record type (``Note``, ``EDFA``, ``Seiz``...),
             ``duration`` in microseconds or None, ``channel`` None for a session-level
             record, ``fields`` every ``(name, value)`` of ``MefReader.get_annotations``
-            besides type and time. A live stream's markers are ``Note`` (``EDFA`` with a
-            duration) records.
+            besides type and time, or ``()`` for a ``Note``, ``SyLg`` or ``EDFA`` whose
+            fields are just its text (and duration; rebuilt by
+            :class:`~software.client.records.Record`). A live stream's markers are
+            ``Note`` (``EDFA`` with a duration) records.
 
         Raises
         ------

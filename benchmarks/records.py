@@ -1,0 +1,219 @@
+"""Records: get_records of a one-hour window of a 24 h session with 10,000 records, and how
+soon a follower sees a live marker compared with a sample chunk of the same stream.
+
+    python -m benchmarks.records [--windows 300] [--records 10000] [--markers 300]
+
+Row ``get_records (warm)``: a server subprocess (``start.py``, 2 readers) serves
+``records/day.mefd`` (24 h, 2 channels at 64 Hz, 10,000 session-level Notes and EDFAs at
+random times, written once and cached under ``benchmarks/data/records``); a client
+(``get_connection``) asks ``get_records(t, t + 1 h)`` for random ``t``: time per call,
+median and p99, after one call has read the records into the server. Reference, in the
+same run: what a script does without the service, ``MefReader`` opened once and
+``get_annotations()`` filtered to the window per call. Row ``cold``: the first call of a
+fresh server (a reader process reads the records).
+
+Row ``marker -> follower``: a live stream (32 ch x 1 kHz float32) served by a server in this
+process, a producer thread pushing 10-sample chunks; a follower in another process watches
+markers (``watch_markers``) and follows the samples (``next_or_wait``). Every 20 pushes
+the producer appends a marker (at the head) and then pushes the samples: push -> follower
+latency of the markers beside that of the sample chunks, median and p99, and their ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+
+from benchmarks.common import (
+    DATA_DIR,
+    ROOT,
+    ServerProcess,
+    ensure_recording,
+    machine_info,
+    markdown_table,
+    warmup_dataset,
+)
+
+START = 1_600_000_000_000_000
+HOUR = 3_600_000_000
+
+
+def ensure_day(root: str, n_records: int, log=print) -> str:
+    """``day.mefd``: 24 h x 2 channels at 64 Hz (zeros) with ``n_records`` records."""
+    from software.mef3.record_writer import write_records
+    from software.mef3.writer import write_session
+    path = os.path.join(root, "day.mefd")
+    marker = path + f".{n_records}.done"
+    if os.path.exists(marker):
+        return path
+    log(f"writing {path} (24 h, {n_records} records) ...")
+    t0 = time.perf_counter()
+    n = 24 * 3600 * 64
+    write_session(path, {"a": np.zeros(n), "b": np.zeros(n)}, 64.0, START, overwrite=True)
+    rng = np.random.default_rng(1)
+    times = np.sort(START + rng.integers(0, 24 * HOUR, n_records))
+    records = []
+    for k, t in enumerate(times.tolist()):
+        text = f"event {k}"
+        if k % 2:
+            d = int(rng.integers(1, 30_000_000))
+            records.append((t, "EDFA", text, d, None, (("duration", d), ("text", text))))
+        else:
+            records.append((t, "Note", text, None, None, (("text", text),)))
+    write_records(path, records)
+    open(marker, "w").close()
+    log(f"  written in {time.perf_counter() - t0:.1f} s")
+    return path
+
+
+def direct_windows(path: str, starts: list[int]) -> list[float]:
+    """MefReader opened once; get_annotations() filtered to each window."""
+    from mef_tools.io import MefReader
+    reader = MefReader(path)
+    out = []
+    for t in starts:
+        t0 = time.perf_counter()
+        found = [a for a in reader.get_annotations()
+                 if a["time"] < t + HOUR and a["time"] + a.get("duration", 0) > t
+                 or t <= a["time"] < t + HOUR]
+        out.append(time.perf_counter() - t0)
+        assert found is not None
+    return out
+
+
+def file_rows(args) -> list[list[str]]:
+    root = os.path.join(DATA_DIR, "records")
+    os.makedirs(root, exist_ok=True)
+    ensure_recording(warmup_dataset(root), log=print)
+    path = ensure_day(root, args.records)
+    rng = np.random.default_rng(7)
+    starts = (START + rng.integers(0, 23 * HOUR, args.windows)).tolist()
+    with ServerProcess(root, prefetch=1, cache_mb=64) as server:
+        with server.connect() as conn:
+            svc = conn.root.open_file("day.mefd")
+            t0 = time.perf_counter()
+            first = svc.get_records(starts[0], starts[0] + HOUR)
+            cold = time.perf_counter() - t0
+            warm, sizes, wire = [], [], []
+            proxy = svc.proxy
+            for t in starts:
+                a = time.perf_counter()
+                found = svc.get_records(t, t + HOUR)
+                b = time.perf_counter()
+                proxy.get_records(t, t + HOUR)
+                c = time.perf_counter()
+                warm.append(b - a)
+                wire.append(c - b)
+                sizes.append(len(found))
+    direct = direct_windows(path, starts)
+    ms = lambda v: f"{v * 1e3:.2f} ms"  # noqa: E731
+    med, p99 = np.median(warm), np.percentile(warm, 99)
+    dmed = np.median(direct)
+    print(f"records per one-hour window: median {int(np.median(sizes))}, first call found "
+          f"{len(first)}")
+    return [
+        ["get_records 1 h window, warm (Records)", f"{ms(med)} (p99 {ms(p99)})",
+         f"direct get_annotations + filter {ms(dmed)}", f"{dmed / med:.0f}x faster",
+         "<= 10 ms", "yes" if med <= 0.010 else "NO"],
+        ["get_records 1 h window, warm (wire tuples)",
+         f"{ms(np.median(wire))} (p99 {ms(np.percentile(wire, 99))})", "", "", "", ""],
+        ["get_records, cold (reader reads 10,000 records)", ms(cold), "", "", "", ""],
+    ]
+
+
+# ---- markers ------------------------------------------------------------------------------
+
+def follower(port: int, total: int) -> None:
+    """Run in another process: follow samples and markers, print arrival times."""
+    sys.path.insert(0, ROOT)
+    from software import get_connection
+    from software.client.iterators import StreamSegmentIterator
+    conn = get_connection(port, host="127.0.0.1")
+    svc = conn.root
+    marks = []
+    svc.watch_markers(lambda r: marks.append((r.index, time.monotonic())))
+    it = StreamSegmentIterator(10, start=0)
+    chunks = []
+    print("ready", flush=True)
+    while it.position < total:
+        data = it.next_or_wait(svc, timeout=30)
+        if data is False:
+            break
+        chunks.append((it.position, time.monotonic()))
+    time.sleep(0.5)          # the last markers' callbacks (not a synchronisation)
+    for index, at in marks:
+        print(f"marker {index} {at!r}", flush=True)
+    for index, at in chunks:
+        print(f"chunk {index} {at!r}", flush=True)
+    conn.close()
+
+
+def marker_rows(args) -> list[list[str]]:
+    from software import MefStreamServer
+    from software.live.source import LiveStream
+    stream = LiveStream("bench", [f"c{k}" for k in range(32)], 1000.0, "float32",
+                        history_seconds=30)
+    pushes = args.markers * 20
+    total = pushes * 10
+    with MefStreamServer(port=0, workers=1, cache_mb=8, live=stream) as srv:
+        proc = subprocess.Popen([sys.executable, "-m", "benchmarks.records", "--follower",
+                                 str(srv.port), str(total)], cwd=ROOT, stdout=subprocess.PIPE,
+                                text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        pushed_chunk, pushed_marker = {}, {}
+        block = np.zeros((32, 10), np.float32)
+        for k in range(pushes):
+            time.sleep(0.002)                       # a producer's pace (not synchronising)
+            if k % 20 == 10:
+                index = stream.head
+                pushed_marker[index] = time.monotonic()
+                stream.append_marker(f"stim {k}")
+            pushed_chunk[stream.head + 10] = time.monotonic()
+            stream.append_stream_segment_data(block)
+        out, _ = proc.communicate(timeout=120)
+    marks, chunks = [], []
+    for line in out.splitlines():
+        kind, index, at = line.split()
+        if kind == "marker" and int(index) in pushed_marker:
+            marks.append(float(at) - pushed_marker[int(index)])
+        elif kind == "chunk" and int(index) in pushed_chunk:
+            chunks.append(float(at) - pushed_chunk[int(index)])
+    ms = lambda v: f"{v * 1e3:.2f} ms"  # noqa: E731
+    mm, cm = np.median(marks), np.median(chunks)
+    return [["marker push -> follower (watch_markers)",
+             f"{ms(mm)} (p99 {ms(np.percentile(marks, 99))}), {len(marks)} markers",
+             f"sample chunk push -> follower {ms(cm)} (p99 {ms(np.percentile(chunks, 99))})",
+             f"{mm / cm:.2f}", "<= chunk latency", "yes" if mm <= cm * 1.1 else "NO"]]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--windows", type=int, default=300)
+    parser.add_argument("--records", type=int, default=10_000)
+    parser.add_argument("--markers", type=int, default=300)
+    parser.add_argument("--only", choices=("file", "markers"), default=None)
+    parser.add_argument("--follower", nargs=2, type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.follower:
+        follower(*args.follower)
+        return
+    for label, value in machine_info():
+        print(f"{label}: {value}")
+    rows = []
+    if args.only in (None, "file"):
+        rows += file_rows(args)
+    if args.only in (None, "markers"):
+        rows += marker_rows(args)
+    print(markdown_table(["row", "measured", "reference (same run)", "ratio", "target",
+                          "met"], rows))
+
+
+if __name__ == "__main__":
+    if __package__ in (None, ""):
+        os.execv(sys.executable, [sys.executable, "-m", "benchmarks.records", *sys.argv[1:]])
+    main()
