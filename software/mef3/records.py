@@ -17,14 +17,15 @@ writers may use its tables and checks.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 
 from ..errors import InvalidArgumentError, InvalidTypeError
 
-__all__ = ["DERIVED_FIELDS", "DURATION_FIELD", "MEF3_TYPES", "TEXT_FIELD", "check_marker_text",
-           "derived_fields", "wire_fields",
-           "check_storable", "fields_dict", "marker_record", "record_from_dict",
-           "records_of", "session_records"]
+__all__ = ["DERIVED_FIELDS", "DURATION_FIELD", "MEF3_TYPES", "TEXT_FIELD",
+           "check_marker_duration", "check_marker_text", "check_storable", "derived_fields",
+           "fields_dict", "marker_record", "marker_text", "record_from_dict", "records_of",
+           "session_records", "wire_fields"]
 
 #: Record types pymef reads and writes with their fields (``MefSession.write_mef_records``).
 MEF3_TYPES = ("Note", "SyLg", "EDFA", "LNTP", "CSti", "ESti", "Seiz", "Curs", "Epoc")
@@ -36,6 +37,8 @@ DURATION_FIELD = {"EDFA": "duration", "Seiz": "duration", "Epoc": "duration",
                   "CSti": "stimulus_duration"}
 #: Longest marker text in UTF-8 bytes (a MEF3 Note holds any length; answers stay small).
 MAX_TEXT_BYTES = 4096
+#: Longest marker duration, in seconds (a day).
+MAX_MARKER_SECONDS = 86400.0
 
 
 def _plain(value):
@@ -208,6 +211,34 @@ def check_marker_text(text: object) -> str:
         raise InvalidArgumentError(f"text is {size} UTF-8 bytes long; a marker holds at most "
                                    f"{MAX_TEXT_BYTES}. Shorten it.")
     return text
+
+
+def check_marker_duration(value: object) -> float:
+    """A marker's duration in seconds: a finite number in ``[0, MAX_MARKER_SECONDS]``.
+
+    Raises
+    ------
+    InvalidTypeError
+        Not a number.
+    InvalidArgumentError
+        Negative, not finite, or longer than a day.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(
+            value, "__float__"):
+        raise InvalidTypeError(f"duration must be a number of seconds (>= 0); a value of "
+                               f"type {type(value).__name__} is not. Pass e.g. duration=0.5.")
+    seconds = float(value)
+    if not (math.isfinite(seconds) and 0 <= seconds <= MAX_MARKER_SECONDS):
+        raise InvalidArgumentError(f"duration={value!r} must be between 0 and "
+                                   f"{MAX_MARKER_SECONDS:g} seconds; pass e.g. duration=0.5.")
+    return seconds
+
+
+def marker_text(text: str) -> str:
+    """``text`` cut to :data:`MAX_TEXT_BYTES` UTF-8 bytes (a file record made a marker)."""
+    raw = text.encode("utf-8", errors="replace")
+    return text if len(raw) <= MAX_TEXT_BYTES else raw[:MAX_TEXT_BYTES].decode(
+        "utf-8", errors="ignore")
 
 
 def marker_record(time: int, text: str, duration_us: int, channel: str | None = None

@@ -15,13 +15,13 @@ pusher's thread and only queues the record for the view's callback thread.
 """
 from __future__ import annotations
 
-import math
 from collections import Counter
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 
 from ..cache.records import MAX_RECORDS, RecordTable
 from ..errors import InvalidArgumentError, InvalidRangeError, ReaderError, StreamError
+from ..mef3.records import check_marker_duration
 from ..validation import as_index, as_uutc
 from .delivery import async_callback
 from .source import FileSource
@@ -29,10 +29,6 @@ from .source import FileSource
 __all__ = ["RecordsMixin"]
 
 _EMPTY = RecordTable(())
-#: Longest marker duration accepted, in seconds (a day).
-MAX_MARKER_SECONDS = 86400.0
-
-
 def _optional_uutc(name: str, value) -> int | None:
     return None if value is None else as_uutc(name, value)
 
@@ -45,27 +41,6 @@ def _done(value) -> Future:
 
 def _same(value):
     return value
-
-
-def as_duration(value) -> float:
-    """A marker's duration in seconds: a finite number in ``[0, MAX_MARKER_SECONDS]``.
-
-    Raises
-    ------
-    InvalidArgumentError
-        Negative, not finite, longer than a day, or not a number.
-    """
-    if isinstance(value, bool):
-        raise InvalidArgumentError(f"duration={value!r} must be a number of seconds (>= 0).")
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        raise InvalidArgumentError(f"duration must be a number of seconds (>= 0); a value of "
-                                   f"type {type(value).__name__} is not.") from None
-    if not (math.isfinite(seconds) and 0 <= seconds <= MAX_MARKER_SECONDS):
-        raise InvalidArgumentError(f"duration={value!r} must be between 0 and "
-                                   f"{MAX_MARKER_SECONDS:g} seconds; pass e.g. duration=0.5.")
-    return seconds
 
 
 class RecordsMixin:
@@ -218,7 +193,7 @@ class RecordsMixin:
                               "Markers go into a live stream (python start.py --live NAME "
                               "...).")
         index = None if index is None else as_index("index", index)
-        return int(push(text, index, as_duration(duration)))
+        return int(push(text, index, check_marker_duration(duration)))
 
     def exposed_watch_markers(self, callback) -> int:
         """Call ``callback(record)`` for every marker added to this live stream from now on.
