@@ -118,7 +118,8 @@ class RecordMethods:
         """The records whose sample index lies in ``[start, stop)`` (a chunk's records)."""
         return as_records(self._method("get_records_by_index")(_plain(start), _plain(stop)))
 
-    def append_marker(self, text: str, index: int | None = None, duration: float = 0) -> int:
+    def append_marker(self, text: str, index: int | None = None, duration: float = 0,
+                      type: str | None = None) -> int:
         """Put a marker on a live stream.
 
         Parameters
@@ -129,13 +130,16 @@ class RecordMethods:
             Its sample index (default: the head, the next sample to be pushed).
         duration : float
             Seconds it lasts (0: an instant).
+        type : str, optional
+            ``Note`` (default), ``EDFA`` (default with a duration) or ``SyLg``.
 
         Returns
         -------
         int
             The marker's sample index.
         """
-        return self._method("append_marker")(_plain(text), _plain(index), _plain(duration))
+        return self._method("append_marker")(_plain(text), _plain(index), _plain(duration),
+                                             _plain(type))
 
     def watch_markers(self, callback: Callable[[Record], Any]) -> int:
         """Call ``callback(record)`` for each marker added to this live stream from now on.

@@ -72,7 +72,7 @@ class MarkerHistory:
     # ---- adding -----------------------------------------------------------------------
 
     def add(self, index: int, text: str, duration_us: int, first_available: int, head: int,
-            channel: str | None = None) -> tuple:
+            channel: str | None = None, kind: str | None = None) -> tuple:
         """Keep a marker at ``index`` (checked by the caller) and tell the watchers.
 
         Parameters
@@ -87,6 +87,8 @@ class MarkerHistory:
             The stream's ring now: markers before ``first_available`` are dropped.
         channel : str, optional
             The channel it concerns (None: the whole stream).
+        kind : str, optional
+            Its record type (checked); default Note, or EDFA with a duration.
 
         Returns
         -------
@@ -95,7 +97,7 @@ class MarkerHistory:
             fields)``.
         """
         time = self.uutc(index)
-        record = marker_record(time, text, duration_us, channel)
+        record = marker_record(time, text, duration_us, channel, kind)
         wire = (record[0], int(index)) + record[1:5] + (
             wire_fields(record[1], record[2], record[3], record[5]),)
         with self._lock:

@@ -23,7 +23,8 @@ from collections.abc import Iterable, Mapping
 from ..errors import InvalidArgumentError, InvalidTypeError
 
 __all__ = ["DERIVED_FIELDS", "DURATION_FIELD", "MEF3_TYPES", "TEXT_FIELD",
-           "check_marker_duration", "check_marker_text", "check_storable", "derived_fields",
+           "MARKER_TYPES", "check_marker_duration", "check_marker_text", "check_marker_type",
+           "check_storable", "derived_fields",
            "fields_dict", "marker_record", "marker_text", "record_from_dict", "records_of",
            "session_records", "wire_fields"]
 
@@ -241,9 +242,38 @@ def marker_text(text: str) -> str:
         "utf-8", errors="ignore")
 
 
-def marker_record(time: int, text: str, duration_us: int, channel: str | None = None
-                  ) -> tuple:
-    """The record of a marker as the recorder writes it: a Note, or an EDFA with a duration.
+#: Record types a marker may be (its text, and a duration for an EDFA).
+MARKER_TYPES = ("Note", "EDFA", "SyLg")
+
+
+def check_marker_type(kind: object, duration_us: int) -> str:
+    """The record type of a marker: ``kind``, or Note / EDFA by its duration when None.
+
+    Raises
+    ------
+    InvalidArgumentError
+        A type MEF3 cannot store, a type whose fields a marker does not have (a seizure's
+        channels...), or a duration given to a type without one.
+    """
+    if kind is None:
+        return "EDFA" if duration_us > 0 else "Note"
+    if not isinstance(kind, str) or kind not in MEF3_TYPES:
+        check_storable(kind)             # raises: names the types MEF3 stores
+    if kind not in MARKER_TYPES:
+        raise InvalidArgumentError(
+            f"type={kind!r} is a MEF3 record type with fields a marker does not have; a "
+            f"marker is a {', '.join(MARKER_TYPES)} record (text, and a duration for an "
+            f"EDFA).")
+    if duration_us > 0 and kind != "EDFA":
+        raise InvalidArgumentError(f"type={kind!r} has no duration; pass type='EDFA' (or "
+                                   f"no type) for a marker that lasts, or duration=0.")
+    return str(kind)
+
+
+def marker_record(time: int, text: str, duration_us: int, channel: str | None = None,
+                  kind: str | None = None) -> tuple:
+    """The record of a marker as the recorder writes it: a Note (or ``kind``), an EDFA when
+    it has a duration.
 
     Returns
     -------
@@ -251,7 +281,8 @@ def marker_record(time: int, text: str, duration_us: int, channel: str | None = 
         ``(time_uutc, type, text, duration, channel, fields)``, the fields as
         ``MefReader.get_annotations`` reads them back.
     """
-    if duration_us > 0:
+    kind = kind or ("EDFA" if duration_us > 0 else "Note")
+    if kind == "EDFA":
         return (int(time), "EDFA", text, int(duration_us), channel,
                 (("duration", int(duration_us)), ("text", text)))
-    return (int(time), "Note", text, None, channel, (("text", text),))
+    return (int(time), kind, text, None, channel, (("text", text),))

@@ -156,7 +156,7 @@ class RecordsMixin:
         found.check_size(records, limit, MAX_RECORDS, a, b)
         return tuple(records)
 
-    def exposed_append_marker(self, text, index=None, duration=0) -> int:
+    def exposed_append_marker(self, text, index=None, duration=0, type=None) -> int:
         """Put a marker on a live stream's sample clock (a stimulus, a detection...).
 
         Allowed to the connections that may push samples into it.
@@ -169,7 +169,10 @@ class RecordsMixin:
             Sample index it belongs to, from ``first_available`` to the head; default the
             head (the next sample to be pushed).
         duration : float
-            Seconds it lasts (0: an instant; recorded as a ``Note``, else an ``EDFA``).
+            Seconds it lasts (0: an instant).
+        type : str, optional
+            Its MEF3 record type: ``Note`` (default without a duration), ``EDFA`` (default
+            with one) or ``SyLg``.
 
         Returns
         -------
@@ -183,8 +186,8 @@ class RecordsMixin:
         PushRefusedError
             This connection may not push into the stream.
         InvalidArgumentError, InvalidTypeError, InvalidRangeError
-            No text, a bad duration, or an index outside the stream's history; nothing
-            is appended.
+            No text, a bad duration, a type a marker cannot be, or an index outside the
+            stream's history; nothing is appended.
         """
         self._check_open()
         push = getattr(self._source, "push_marker", None)
@@ -193,7 +196,9 @@ class RecordsMixin:
                               "Markers go into a live stream (python start.py --live NAME "
                               "...).")
         index = None if index is None else as_index("index", index)
-        return int(push(text, index, check_marker_duration(duration)))
+        kind = None if type is None else str(type) if isinstance(type, str) else type
+        return int(push(text if not isinstance(text, str) else str(text), index,
+                        check_marker_duration(duration), kind))
 
     def exposed_watch_markers(self, callback) -> int:
         """Call ``callback(record)`` for every marker added to this live stream from now on.
