@@ -280,6 +280,8 @@ def test_the_client_rebuilds_the_fields_the_wire_leaves_out():
     from software.client import records as client_records
     from software.mef3 import records as mef3_records
     assert client_records._DERIVED == mef3_records.DERIVED_FIELDS
+    from software.stream.records import RECORDS_TAG
+    assert client_records.RECORDS_TAG == RECORDS_TAG
     for record in (mef3_records.marker_record(START, "x", 0),
                    mef3_records.marker_record(START, "y", 5)):
         wire = (record[0], 0) + record[1:5] + (mef3_records.wire_fields(*record[1:4],

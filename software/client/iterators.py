@@ -16,7 +16,7 @@ from rpyc.core.netref import BaseNetref
 
 from .. import errors
 from ..transport.wire import decode_segment
-from .records import chunk_records
+from .records import RECORDS_TAG, as_records, chunk_records
 from .stream import RemoteRoot, RemoteStream
 
 
@@ -163,8 +163,12 @@ class _Iterator:
             return False
         arrived = threading.Event()
         box: list = []
+        marks: list = []
 
         def deliver(value):
+            if type(value) is tuple and len(value) == 2 and value[0] == RECORDS_TAG:
+                marks.append(value[1])       # the chunk's records: sent just before it
+                return
             box.append(value)
             arrived.set()
 
@@ -189,12 +193,15 @@ class _Iterator:
                 if self._at_end(found, ask=True):
                     self.exhausted = True
                     return False
-        return self._with_records(found, self._advance(box[0]))
+        return self._with_records(found, self._advance(box[0]), marks[0] if marks else None)
 
-    def _with_records(self, found: _Target, data):
-        """``data``, or ``(data, records)`` with the ``records`` option."""
+    def _with_records(self, found: _Target, data, wire=None):
+        """``data``, or ``(data, records)`` with the ``records`` option (asked for when they
+        did not come with the chunk: one more round trip)."""
         if not self.records or data is False:
             return data
+        if wire is not None:
+            return data, as_records(wire)
         return data, chunk_records(found.svc, self.position - int(data.shape[-1]),
                                    self.position)
 
@@ -263,6 +270,8 @@ class StreamSegmentIterator(_Iterator):
     def __init__(self, _range: int = 100, start: int = 0, target=None, *,
                  records: bool = False) -> None:
         super().__init__(_range, start, target, records)
+        if self.records:   # a chunk that comes by callback brings its records along
+            self._method = "get_stream_segment_marked"
 
     _method = "get_stream_segment"
 

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 from ..errors import InvalidTypeError
 from .values import plain_argument as _plain
 
-__all__ = ["Record", "RecordMethods", "all_records", "as_record", "as_records",
+__all__ = ["RECORDS_TAG", "Record", "RecordMethods", "all_records", "as_record", "as_records",
            "chunk_records"]
 
 
@@ -69,6 +69,10 @@ def _fields(pairs: Any) -> dict:
         out[key] = value
     return out
 
+
+#: First item of the callback value that carries a chunk's records, sent just before the
+#: chunk (``software.stream.records.RECORDS_TAG``).
+RECORDS_TAG = "mefstream-records"
 
 #: Types whose fields the server leaves out (``()``): their text and duration, in this
 #: order (``software.mef3.records.DERIVED_FIELDS``).

@@ -5,6 +5,7 @@ takes from :class:`RecordsMixin`.
 
     get_records(t0, t1) ------+--> file: Recording.records (read once by a reader) -> RecordTable
     get_records_by_index(a, b)+--> live: LiveStream.markers (MarkerHistory)
+    get_stream_segment_marked -+   (the chunk's records sent just before the chunk)
                                    --> wire tuples (time, index, type, text, duration,
                                        channel, fields), index on the view's grid
     append_marker(text, index, duration) --> live view (push rules) --> LiveStream
@@ -15,6 +16,7 @@ pusher's thread and only queues the record for the view's callback thread.
 """
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -26,8 +28,12 @@ from ..validation import as_index, as_uutc
 from .delivery import async_callback
 from .source import FileSource
 
-__all__ = ["RecordsMixin"]
+__all__ = ["RECORDS_TAG", "RecordsMixin"]
 
+logger = logging.getLogger(__name__)
+
+#: First item of the callback value that carries a chunk's records (before the chunk).
+RECORDS_TAG = "mefstream-records"
 _EMPTY = RecordTable(())
 def _optional_uutc(name: str, value) -> int | None:
     return None if value is None else as_uutc(name, value)
@@ -155,6 +161,43 @@ class RecordsMixin:
         records = found.by_index(a, b, self._first_available())
         found.check_size(records, limit, MAX_RECORDS, a, b)
         return tuple(records)
+
+    def exposed_get_stream_segment_marked(self, _range, _startIndex, _callback=None):
+        """``get_stream_segment`` whose callback first receives the chunk's records.
+
+        What an iterator with ``records=True`` calls: a chunk that was not ready is sent
+        as two callbacks, in order, from this view's callback thread: ``(RECORDS_TAG,
+        records)`` (those whose index lies in the chunk, as :meth:`exposed_get_records_by_index`
+        gives them when the chunk is sent), then the chunk. A chunk ready at once is
+        returned as ``get_stream_segment`` returns it (ask for its records then).
+
+        Parameters
+        ----------
+        _range, _startIndex, _callback
+            As for ``get_stream_segment``.
+        """
+        self._check_open()
+        if _callback is None:
+            return self.exposed_get_stream_segment(_range, _startIndex)
+        start = as_index("_startIndex", _startIndex)
+        length = as_index("_range", _range, minimum=1)
+        send = async_callback(_callback)
+
+        def both(value):  # in the view's callback thread, when the chunk goes out
+            stop = start + length
+            if not self._source.growing:
+                stop = min(stop, self._group.n_samples)
+            try:
+                records = self.exposed_get_records_by_index(start, stop) if stop > start \
+                    else ()
+            except StreamError:
+                logger.exception("records of samples [%d, %d) of %s", start, stop,
+                                 self._display_path)
+                records = ()
+            send((RECORDS_TAG, records))
+            return send(value)
+
+        return self.exposed_get_stream_segment(_range, _startIndex, both)
 
     def exposed_append_marker(self, text, index=None, duration=0, type=None) -> int:
         """Put a marker on a live stream's sample clock (a stimulus, a detection...).
