@@ -165,16 +165,22 @@ class RecordsMixin:
     def exposed_get_stream_segment_marked(self, _range, _startIndex, _callback=None):
         """``get_stream_segment`` whose callback first receives the chunk's records.
 
-        What an iterator with ``records=True`` calls: a chunk that was not ready is sent
-        as two callbacks, in order, from this view's callback thread: ``(RECORDS_TAG,
-        records)`` (those whose index lies in the chunk, as :meth:`exposed_get_records_by_index`
-        gives them when the chunk is sent), then the chunk. A chunk ready at once is
-        returned as ``get_stream_segment`` returns it (ask for its records then).
+        What an iterator with ``records=True`` calls. With a callback, every chunk goes as
+        two callbacks, in order: ``(RECORDS_TAG, records)`` (those whose index lies in the
+        chunk, as :meth:`exposed_get_records_by_index` gives them when the chunk is sent),
+        then the chunk; from this view's callback thread, or at once from this thread
+        when the chunk is ready. Without a callback it is ``get_stream_segment``.
 
         Parameters
         ----------
         _range, _startIndex, _callback
             As for ``get_stream_segment``.
+
+        Returns
+        -------
+        tuple or False
+            False with a callback (everything comes through it); without one, as
+            ``get_stream_segment``.
         """
         self._check_open()
         if _callback is None:
@@ -197,7 +203,10 @@ class RecordsMixin:
             send((RECORDS_TAG, records))
             return send(value)
 
-        return self.exposed_get_stream_segment(_range, _startIndex, both)
+        value = self.exposed_get_stream_segment(_range, _startIndex, both)
+        if value is not False:   # ready at once: records and chunk by callback all the same
+            both(value)          # (a reply cannot carry both: an answer in shared memory
+        return False             # must be a whole reply or a callback's only argument)
 
     def exposed_append_marker(self, text, index=None, duration=0, type=None) -> int:
         """Put a marker on a live stream's sample clock (a stimulus, a detection...).
