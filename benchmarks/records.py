@@ -12,11 +12,13 @@ same run: what a script does without the service, ``MefReader`` opened once and
 ``get_annotations()`` filtered to the window per call. Row ``cold``: the first call of a
 fresh server (a reader process reads the records).
 
-Row ``marker -> follower``: a live stream (32 ch x 1 kHz float32) served by a server in this
-process, a producer thread pushing 10-sample chunks; a follower in another process watches
-markers (``watch_markers``) and follows the samples (``next_or_wait``). Every 20 pushes
-the producer appends a marker (at the head) and then pushes the samples: push -> follower
-latency of the markers beside that of the sample chunks, median and p99, and their ratio.
+Rows ``marker -> follower``: a live stream (32 ch x 1 kHz float32) served by a server in
+this process, the producer pushing 10-sample chunks every 2 ms; a follower in another
+process follows the samples (``next_or_wait``) and sees the markers either through
+``watch_markers`` (a callback per marker) or with their chunk (an iterator with
+``records=True``). Every 20 pushes the producer appends a marker (at the head) and then
+pushes the samples: push -> follower latency of the markers beside that of the sample
+chunks of a plain follower (the watch run's), median and p99, and their ratio.
 """
 from __future__ import annotations
 
@@ -128,23 +130,31 @@ def file_rows(args) -> list[list[str]]:
 
 # ---- markers ------------------------------------------------------------------------------
 
-def follower(port: int, total: int) -> None:
-    """Run in another process: follow samples and markers, print arrival times."""
+def follower(port: int, total: int, mode: str) -> None:
+    """Run in another process: follow samples and markers, print arrival times.
+
+    ``watch``: markers through ``watch_markers``, samples with a plain iterator; ``iter``:
+    one iterator with ``records=True`` (a marker arrives with its chunk).
+    """
     sys.path.insert(0, ROOT)
     from software import get_connection
     from software.client.iterators import StreamSegmentIterator
     conn = get_connection(port, host="127.0.0.1")
     svc = conn.root
     marks = []
-    svc.watch_markers(lambda r: marks.append((r.index, time.monotonic())))
-    it = StreamSegmentIterator(10, start=0)
+    if mode == "watch":
+        svc.watch_markers(lambda r: marks.append((r.index, time.monotonic())))
+    it = StreamSegmentIterator(10, start=0, records=mode == "iter")
     chunks = []
     print("ready", flush=True)
     while it.position < total:
-        data = it.next_or_wait(svc, timeout=30)
-        if data is False:
+        got = it.next_or_wait(svc, timeout=30)
+        if got is False:
             break
-        chunks.append((it.position, time.monotonic()))
+        now = time.monotonic()
+        chunks.append((it.position, now))
+        if mode == "iter":
+            marks += [(r.index, now) for r in got[1]]
     time.sleep(0.5)          # the last markers' callbacks (not a synchronisation)
     for index, at in marks:
         print(f"marker {index} {at!r}", flush=True)
@@ -153,7 +163,8 @@ def follower(port: int, total: int) -> None:
     conn.close()
 
 
-def marker_rows(args) -> list[list[str]]:
+def marker_run(args, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """Latencies (seconds) of the markers and of the sample chunks of one follower."""
     from software import MefStreamServer
     from software.live.source import LiveStream
     stream = LiveStream("bench", [f"c{k}" for k in range(32)], 1000.0, "float32",
@@ -162,8 +173,8 @@ def marker_rows(args) -> list[list[str]]:
     total = pushes * 10
     with MefStreamServer(port=0, workers=1, cache_mb=8, live=stream) as srv:
         proc = subprocess.Popen([sys.executable, "-m", "benchmarks.records", "--follower",
-                                 str(srv.port), str(total)], cwd=ROOT, stdout=subprocess.PIPE,
-                                text=True)
+                                 str(srv.port), str(total), mode], cwd=ROOT,
+                                stdout=subprocess.PIPE, text=True)
         assert proc.stdout.readline().strip() == "ready"
         pushed_chunk, pushed_marker = {}, {}
         block = np.zeros((32, 10), np.float32)
@@ -176,6 +187,7 @@ def marker_rows(args) -> list[list[str]]:
             pushed_chunk[stream.head + 10] = time.monotonic()
             stream.append_stream_segment_data(block)
         out, _ = proc.communicate(timeout=120)
+        stream.close()
     marks, chunks = [], []
     for line in out.splitlines():
         kind, index, at = line.split()
@@ -183,12 +195,26 @@ def marker_rows(args) -> list[list[str]]:
             marks.append(float(at) - pushed_marker[int(index)])
         elif kind == "chunk" and int(index) in pushed_chunk:
             chunks.append(float(at) - pushed_chunk[int(index)])
+    return np.array(marks), np.array(chunks)
+
+
+def marker_rows(args) -> list[list[str]]:
     ms = lambda v: f"{v * 1e3:.2f} ms"  # noqa: E731
-    mm, cm = np.median(marks), np.median(chunks)
-    return [["marker push -> follower (watch_markers)",
-             f"{ms(mm)} (p99 {ms(np.percentile(marks, 99))}), {len(marks)} markers",
-             f"sample chunk push -> follower {ms(cm)} (p99 {ms(np.percentile(chunks, 99))})",
-             f"{mm / cm:.2f}", "<= chunk latency", "yes" if mm <= cm * 1.1 else "NO"]]
+    p99 = lambda v: f"{ms(np.median(v))} (p99 {ms(np.percentile(v, 99))})"  # noqa: E731
+    watched, plain = marker_run(args, "watch")
+    iterated, chunks = marker_run(args, "iter")
+    base = np.median(plain)
+    rows = []
+    for how, marks in (("watch_markers", watched), ("iterator records=True", iterated)):
+        ratio = np.median(marks) / base
+        rows.append([f"marker push -> follower ({how})",
+                     f"{p99(marks)}, {len(marks)} markers",
+                     f"sample chunk push -> plain follower {p99(plain)}", f"{ratio:.2f}",
+                     "<= chunk latency", "yes" if ratio <= 1.1 else "NO"])
+    rows.append(["sample chunk push -> follower (iterator records=True)",
+                 f"{p99(chunks)}, {len(chunks)} chunks",
+                 f"plain follower {p99(plain)}", f"{np.median(chunks) / base:.2f}", "", ""])
+    return rows
 
 
 def main() -> None:
@@ -197,10 +223,10 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=10_000)
     parser.add_argument("--markers", type=int, default=300)
     parser.add_argument("--only", choices=("file", "markers"), default=None)
-    parser.add_argument("--follower", nargs=2, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--follower", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.follower:
-        follower(*args.follower)
+        follower(int(args.follower[0]), int(args.follower[1]), args.follower[2])
         return
     for label, value in machine_info():
         print(f"{label}: {value}")
