@@ -193,7 +193,8 @@ class _Iterator:
                 if self._at_end(found, ask=True):
                     self.exhausted = True
                     return False
-        return self._with_records(found, self._advance(box[0]), marks[0] if marks else None)
+        # by callback, a chunk's records come just before it, or none lie in it
+        return self._with_records(found, self._advance(box[0]), marks[0] if marks else ())
 
     def _with_records(self, found: _Target, data, wire=None):
         """``data``, or ``(data, records)`` with the ``records`` option (asked for when they

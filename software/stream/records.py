@@ -165,11 +165,12 @@ class RecordsMixin:
     def exposed_get_stream_segment_marked(self, _range, _startIndex, _callback=None):
         """``get_stream_segment`` whose callback first receives the chunk's records.
 
-        What an iterator with ``records=True`` calls. With a callback, every chunk goes as
-        two callbacks, in order: ``(RECORDS_TAG, records)`` (those whose index lies in the
-        chunk, as :meth:`exposed_get_records_by_index` gives them when the chunk is sent),
-        then the chunk; from this view's callback thread, or at once from this thread
-        when the chunk is ready. Without a callback it is ``get_stream_segment``.
+        What an iterator with ``records=True`` calls. With a callback, every chunk goes by
+        the callback, preceded by ``(RECORDS_TAG, records)`` when records lie in it (those
+        :meth:`exposed_get_records_by_index` gives when the chunk is sent); from this
+        view's callback thread, or at once from this thread when the chunk is ready. A
+        chunk that comes alone holds no record. Without a callback it is
+        ``get_stream_segment``.
 
         Parameters
         ----------
@@ -200,7 +201,8 @@ class RecordsMixin:
                 logger.exception("records of samples [%d, %d) of %s", start, stop,
                                  self._display_path)
                 records = ()
-            send((RECORDS_TAG, records))
+            if records:          # most chunks hold none: nothing more is sent for them
+                send((RECORDS_TAG, records))
             return send(value)
 
         value = self.exposed_get_stream_segment(_range, _startIndex, both)
