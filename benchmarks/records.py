@@ -17,8 +17,9 @@ this process, the producer pushing 10-sample chunks every 2 ms; a follower in an
 process follows the samples (``next_or_wait``) and sees the markers either through
 ``watch_markers`` (a callback per marker) or with their chunk (an iterator with
 ``records=True``). Every 20 pushes the producer appends a marker (at the head) and then
-pushes the samples: push -> follower latency of the markers beside that of the sample
-chunks of a plain follower (the watch run's), median and p99, and their ratio.
+pushes the samples. Both followers run at once on the same stream (side by side): push ->
+follower latency of the markers beside that of the sample chunks of the plain follower,
+median and p99, and their ratio.
 """
 from __future__ import annotations
 
@@ -163,19 +164,23 @@ def follower(port: int, total: int, mode: str) -> None:
     conn.close()
 
 
-def marker_run(args, mode: str) -> tuple[np.ndarray, np.ndarray]:
-    """Latencies (seconds) of the markers and of the sample chunks of one follower."""
+def marker_run(args) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Latencies (seconds) of the markers and of the sample chunks of two followers of the
+    same stream at the same time: ``watch`` and ``iter`` (see :func:`follower`)."""
     from software import MefStreamServer
     from software.live.source import LiveStream
     stream = LiveStream("bench", [f"c{k}" for k in range(32)], 1000.0, "float32",
                         history_seconds=30)
     pushes = args.markers * 20
     total = pushes * 10
+    modes = ("watch", "iter")
     with MefStreamServer(port=0, workers=1, cache_mb=8, live=stream) as srv:
-        proc = subprocess.Popen([sys.executable, "-m", "benchmarks.records", "--follower",
-                                 str(srv.port), str(total), mode], cwd=ROOT,
-                                stdout=subprocess.PIPE, text=True)
-        assert proc.stdout.readline().strip() == "ready"
+        procs = {mode: subprocess.Popen([sys.executable, "-m", "benchmarks.records",
+                                         "--follower", str(srv.port), str(total), mode],
+                                        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+                 for mode in modes}
+        for proc in procs.values():
+            assert proc.stdout.readline().strip() == "ready"
         pushed_chunk, pushed_marker = {}, {}
         block = np.zeros((32, 10), np.float32)
         for k in range(pushes):
@@ -186,23 +191,27 @@ def marker_run(args, mode: str) -> tuple[np.ndarray, np.ndarray]:
                 stream.append_marker(f"stim {k}")
             pushed_chunk[stream.head + 10] = time.monotonic()
             stream.append_stream_segment_data(block)
-        out, _ = proc.communicate(timeout=120)
+        outs = {mode: proc.communicate(timeout=120)[0] for mode, proc in procs.items()}
         stream.close()
-    marks, chunks = [], []
-    for line in out.splitlines():
-        kind, index, at = line.split()
-        if kind == "marker" and int(index) in pushed_marker:
-            marks.append(float(at) - pushed_marker[int(index)])
-        elif kind == "chunk" and int(index) in pushed_chunk:
-            chunks.append(float(at) - pushed_chunk[int(index)])
-    return np.array(marks), np.array(chunks)
+    result = {}
+    for mode, out in outs.items():
+        marks, chunks = [], []
+        for line in out.splitlines():
+            kind, index, at = line.split()
+            if kind == "marker" and int(index) in pushed_marker:
+                marks.append(float(at) - pushed_marker[int(index)])
+            elif kind == "chunk" and int(index) in pushed_chunk:
+                chunks.append(float(at) - pushed_chunk[int(index)])
+        result[mode] = (np.array(marks), np.array(chunks))
+    return result
 
 
 def marker_rows(args) -> list[list[str]]:
     ms = lambda v: f"{v * 1e3:.2f} ms"  # noqa: E731
     p99 = lambda v: f"{ms(np.median(v))} (p99 {ms(np.percentile(v, 99))})"  # noqa: E731
-    watched, plain = marker_run(args, "watch")
-    iterated, chunks = marker_run(args, "iter")
+    runs = marker_run(args)
+    watched, plain = runs["watch"]
+    iterated, chunks = runs["iter"]
     base = np.median(plain)
     rows = []
     for how, marks in (("watch_markers", watched), ("iterator records=True", iterated)):
