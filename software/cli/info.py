@@ -25,7 +25,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def lines(info: dict, records: dict | None = None) -> list[str]:
-    """The description, one ``label  text`` line each (``records``: counts by type)."""
+    """The description, one ``label  text`` line each (``records``: counts by type; a
+    ``records`` line when there are some)."""
     fs = float(info["fs"])
     n = int(info["n_samples"])
     names = list(info["channels"])
@@ -53,7 +54,7 @@ def lines(info: dict, records: dict | None = None) -> list[str]:
                         f"({format_duration((b - a) / 1e6)})"))
     if len(gaps) > MAX_GAPS_LISTED:
         out.append(("", f"... and {len(gaps) - MAX_GAPS_LISTED} more (--json lists all)"))
-    if records is not None:
+    if records:                      # a session without records: no line
         out.append(("records", record_counts(records)))
     if info.get("growing"):
         out.append(("growing", "yes: a live stream, the end moves"))
