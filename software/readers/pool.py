@@ -44,7 +44,7 @@ from concurrent.futures.process import BrokenProcessPool
 from ..errors import ReaderError, ServiceClosedError
 from .landing import LandingArea
 from .processes import ReaderProcesses
-from .worker import _forget_task, _inspect_task, _read_into_task, _read_task
+from .worker import _envelope_task, _forget_task, _inspect_task, _read_into_task, _read_task
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +124,11 @@ class ReaderPool:
     def inspect(self, path: str, password: str | None) -> Future:
         """Open ``path`` in a reader process; the future yields its :class:`SessionInfo`."""
         return self._submit(DEMAND, _inspect_task, path, password)
+
+    def block_envelopes(self, path: str, password: str | None, max_groups: int) -> Future:
+        """A future of every channel's block minima and maxima, read from the block tables
+        by a reader (see :mod:`software.mef3.envelope`), at demand priority."""
+        return self._submit(DEMAND, _envelope_task, path, password, int(max_groups))
 
     def read(self, path: str, password: str | None, names: Sequence[str], start: int,
              stop: int, priority: int = DEMAND, consume=None) -> Future:

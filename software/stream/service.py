@@ -33,6 +33,7 @@ from ..validation import (
 )
 from .answers import SegmentEncoder
 from .channels import check_selection, row_name
+from .envelope import EnvelopeMixin
 from .options import ServiceOptions
 from .records import RecordsMixin
 from .requests import Requests
@@ -43,7 +44,7 @@ __all__ = ["ServiceOptions", "StreamService"]
 logger = logging.getLogger(__name__)
 
 
-class StreamService(RecordsMixin, rpyc.Service):
+class StreamService(RecordsMixin, EnvelopeMixin, rpyc.Service):
     """One connection's view of one source (an opened MEF3 session, or a live stream).
 
     Parameters
