@@ -16,10 +16,10 @@ from .common import (
     add_session_arguments,
     argument,
     connect,
-    open_session,
     sample_index,
     select_channels,
 )
+from .target import open_target
 from .times import parse_seconds
 
 HELP = "draw a window of a session (traces, clock time, scale bar, gaps) into a PNG"
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from ..plot.window import save
     conn = connect(args)
     try:
-        stream, info = open_session(conn, args)
+        stream, info = open_target(conn, args)
         info = select_channels(stream, info, args.channels)
         start = None
         if args.start is not None:
