@@ -22,10 +22,17 @@ import logging
 import threading
 from collections.abc import Callable
 
-from ..errors import InvalidRangeError
-from ..mef3.records import marker_record, wire_fields
+from ..errors import InvalidRangeError, UnknownChannelError
+from ..mef3.records import (
+    check_marker_duration,
+    check_marker_text,
+    check_marker_type,
+    marker_record,
+    wire_fields,
+)
+from ..validation import as_index
 
-__all__ = ["DEFAULT_CAPACITY", "MarkerHistory"]
+__all__ = ["DEFAULT_CAPACITY", "MarkerHistory", "MarkerSide"]
 
 logger = logging.getLogger(__name__)
 
@@ -190,3 +197,67 @@ class MarkerHistory:
     def __repr__(self) -> str:
         return (f"<MarkerHistory {len(self._indices)}/{self.capacity} markers, "
                 f"{self.added} added, {self.dropped} dropped>")
+
+
+class MarkerSide:
+    """The producer's side of markers, mixed into :class:`~software.live.source.LiveStream`.
+
+    Uses the stream's ``_lock`` (a marker at the head is kept before any sample at the
+    head is pushed, so a follower finds it with the chunk that holds that sample, and a
+    watcher hears of it before that chunk), ``ring``, ``channels``, ``markers`` and
+    ``_check_pushable``.
+    """
+
+    markers: MarkerHistory
+
+    def append_marker(self, text: str, index: int | None = None, duration: float = 0,
+                      type: str | None = None, *, channel: str | None = None) -> int:
+        """Put a marker on the stream's sample clock (a stimulus onset, a detection...).
+
+        Parameters
+        ----------
+        text : str
+            What happened (non-empty, no NUL, at most 4096 UTF-8 bytes).
+        index : int, optional
+            Its sample index, from ``first_available`` to the head; default the head (the
+            next sample to be pushed).
+        duration : float
+            Seconds it lasts (0: an instant).
+        type : str, optional
+            ``Note`` (default), ``EDFA`` (default with a duration) or ``SyLg``.
+        channel : str, optional
+            The channel it concerns (a replayed channel-level record); None: the stream.
+
+        Returns
+        -------
+        int
+            The marker's sample index.
+
+        Raises
+        ------
+        InvalidArgumentError, InvalidTypeError
+            No text, a bad duration or type, an unknown channel; nothing is kept.
+        InvalidRangeError
+            ``index`` lies outside the stream's history (before ``first_available`` or
+            past the head).
+        ServiceClosedError
+            The stream was closed.
+        """
+        text = check_marker_text(text)
+        duration_us = int(round(check_marker_duration(duration) * 1e6))
+        kind = check_marker_type(type, duration_us)
+        at = None if index is None else as_index("index", index)
+        if channel is not None and channel not in self.channels:
+            raise UnknownChannelError(f"channel={channel!r} is not a channel of this stream; "
+                                      f"channels: {', '.join(self.channels)}.")
+        with self._lock:
+            self._check_pushable()
+            head, first = self.ring.head, self.ring.first_available
+            at = head if at is None else at
+            if not first <= at <= head:
+                raise InvalidRangeError(
+                    f"index={at} lies outside the stream's history: a marker goes on a "
+                    f"sample from first_available={first} to the head={head} (the next "
+                    f"sample); pass index=None for the head.")
+            self.markers.add(at, text, duration_us, first, head, channel, kind)
+        return at

@@ -47,6 +47,10 @@ class ReplayMarkers:
         self._table = None
         self.pushed = 0
 
+    def load(self) -> None:
+        """Read the file's records now (the first time; the replay's thread, no lock held)."""
+        self._records()
+
     def _records(self):
         if self._table is None:
             try:

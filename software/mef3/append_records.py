@@ -24,6 +24,7 @@ import shutil
 import struct
 from collections.abc import Sequence
 
+from ..errors import InvalidArgumentError
 from .records import check_storable, fields_dict
 
 __all__ = ["RecordFiles"]
@@ -69,8 +70,9 @@ class RecordFiles:
         for record in records:
             check_storable(record[1], record[5])
             if record[4] is not None:
-                raise ValueError(f"record {record!r} names channel {record[4]!r}; an "
-                                 f"appending session writes session-level records only")
+                raise InvalidArgumentError(
+                    f"a record of channel {record[4]!r} cannot go into an appending session, "
+                    f"which writes session-level records only; pass channel None.")
 
     def sync_spare(self) -> None:
         """Make the spare's record files equal the live copy's (O(the last append))."""
