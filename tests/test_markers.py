@@ -299,6 +299,25 @@ def test_a_chunk_that_comes_by_callback_brings_its_markers_without_a_round_trip(
     stream.close()
 
 
+def test_a_marked_request_can_be_withdrawn_with_its_callback():
+    stream = LiveStream("rig", ["a"], FS, start_uutc=START)
+    with live_server(stream) as srv, get_connection(srv.port, host="127.0.0.1") as conn:
+        called = []
+
+        def callback(value):
+            called.append(value)
+
+        assert conn.root.get_stream_segment_marked(10, 0, callback) is False
+        assert conn.root.withdraw(callback) == 1                 # the wrapper found
+        stream.append_marker("m")
+        stream.append_stream_segment_data(ramp(1, 0, 10))
+        assert conn.root.get_stream_segment_marked(10, 0, callback) is False  # ready: sent
+        wait_until(lambda: len(called) == 2)                     # records, then the chunk
+        assert called[0][0] == "mefstream-records" and len(called[0][1]) == 1
+        assert conn.root.withdraw(callback) == 0
+    stream.close()
+
+
 def test_a_watcher_stops_with_its_view():
     stream = LiveStream("rig", ["a"], FS, start_uutc=START)
     with live_server(stream) as srv:

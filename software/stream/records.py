@@ -27,6 +27,7 @@ from ..mef3.records import check_marker_duration
 from ..validation import as_index, as_uutc
 from .delivery import async_callback
 from .source import FileSource
+from .waiting import callback_key
 
 __all__ = ["RECORDS_TAG", "RecordsMixin"]
 
@@ -189,8 +190,10 @@ class RecordsMixin:
         start = as_index("_startIndex", _startIndex)
         length = as_index("_range", _range, minimum=1)
         send = async_callback(_callback)
+        key = callback_key(_callback)
 
         def both(value):  # in the view's callback thread, when the chunk goes out
+            self._marked_wrappers().pop(key, None)
             stop = start + length
             if not self._source.growing:
                 stop = min(stop, self._group.n_samples)
@@ -205,10 +208,32 @@ class RecordsMixin:
                 send((RECORDS_TAG, records))
             return send(value)
 
-        value = self.exposed_get_stream_segment(_range, _startIndex, both)
+        self._marked_wrappers()[key] = both      # withdraw(_callback) finds it
+        try:
+            value = self.exposed_get_stream_segment(_range, _startIndex, both)
+        except BaseException:
+            self._marked_wrappers().pop(key, None)
+            raise
         if value is not False:   # ready at once: records and chunk by callback all the same
             both(value)          # (a reply cannot carry both: an answer in shared memory
         return False             # must be a whole reply or a callback's only argument)
+
+    def _marked_wrappers(self) -> dict:
+        """Client callback key -> the wrapper a marked request was registered with."""
+        wrappers = self.__dict__.get("_marked")
+        if wrappers is None:
+            wrappers = self.__dict__.setdefault("_marked", {})
+        return wrappers
+
+    def exposed_withdraw(self, _callback) -> int:
+        """``withdraw`` (see :class:`~software.stream.withdrawal.Withdrawal`), which also
+        takes back a ``get_stream_segment_marked`` request registered with ``_callback``.
+        """
+        withdrawn = super().exposed_withdraw(_callback)
+        wrapper = self._marked_wrappers().pop(callback_key(_callback), None)
+        if wrapper is not None and not self._closed:
+            withdrawn += self._requests.withdraw(wrapper)
+        return withdrawn
 
     def exposed_append_marker(self, text, index=None, duration=0, type=None) -> int:
         """Put a marker on a live stream's sample clock (a stimulus, a detection...).
