@@ -389,13 +389,26 @@ while True:
 
 
 def check_record_files(path: str) -> None:
-    """The session's record files: header CRCs valid, the index's body CRC too."""
+    """The session's record files: header CRCs valid, the index's body CRC too, each index
+    entry pointing at its record (same type and time), records back to back to the end."""
     base = os.path.join(path, os.path.basename(path)[:-5])
     for ext in ("rdat", "ridx"):
         raw = open(f"{base}.{ext}", "rb").read()
         head, body = struct.unpack_from("<II", raw, 0)
         assert head == crc_update(raw[4:1024])
         assert body in (0, crc_update(raw[1024:])) and (ext == "rdat" or body != 0)
+    data, index = (open(f"{base}.{ext}", "rb").read() for ext in ("rdat", "ridx"))
+    n = struct.unpack_from("<q", index, 32)[0]
+    assert n == struct.unpack_from("<q", data, 32)[0] == (len(index) - 1024) // 24
+    at = 1024
+    for k in range(n):
+        kind, offset, time = struct.unpack_from("<5s3xqq", index, 1024 + 24 * k)
+        assert offset == at                              # where the record is
+        crc, kind2, _, _, _, size, time2 = struct.unpack_from("<I5sBBbIq", data, offset)
+        assert (kind2, time2) == (kind, time)
+        assert crc == crc_update(data[offset + 4:offset + 24 + size])   # not torn
+        at = offset + 24 + size
+    assert at == len(data)
 
 
 @pytest.mark.timeout(300)
