@@ -19,7 +19,10 @@ process follows the samples (``next_or_wait``) and sees the markers either throu
 ``records=True``). Every 20 pushes the producer appends a marker (at the head) and then
 pushes the samples. Both followers run at once on the same stream (side by side): push ->
 follower latency of the markers beside that of the sample chunks of the plain follower,
-median and p99, and their ratio.
+median and p99, and their ratio; then the chunks that hold a marker in each follower (a
+busier moment: the other follower's marker goes out too), and the producer's own
+``append_marker`` call, which an iterator's marker latency includes (it is timed from the
+marker's push, its chunk from the samples' push after it).
 """
 from __future__ import annotations
 
@@ -174,6 +177,7 @@ def marker_run(args) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     pushes = args.markers * 20
     total = pushes * 10
     modes = ("watch", "iter")
+    calls: list[float] = []          # the producer's append_marker calls
     with MefStreamServer(port=0, workers=1, cache_mb=8, live=stream) as srv:
         procs = {mode: subprocess.Popen([sys.executable, "-m", "benchmarks.records",
                                          "--follower", str(srv.port), str(total), mode],
@@ -189,20 +193,26 @@ def marker_run(args) -> dict[str, tuple[np.ndarray, np.ndarray]]:
                 index = stream.head
                 pushed_marker[index] = time.monotonic()
                 stream.append_marker(f"stim {k}")
+                calls.append(time.monotonic() - pushed_marker[index])
             pushed_chunk[stream.head + 10] = time.monotonic()
             stream.append_stream_segment_data(block)
         outs = {mode: proc.communicate(timeout=120)[0] for mode, proc in procs.items()}
         stream.close()
     result = {}
+    holding = {index + 10 for index in pushed_marker}       # chunks that hold a marker
     for mode, out in outs.items():
-        marks, chunks = [], []
+        marks, chunks, marked = [], [], []
         for line in out.splitlines():
             kind, index, at = line.split()
             if kind == "marker" and int(index) in pushed_marker:
                 marks.append(float(at) - pushed_marker[int(index)])
             elif kind == "chunk" and int(index) in pushed_chunk:
                 chunks.append(float(at) - pushed_chunk[int(index)])
+                if int(index) in holding:
+                    marked.append(float(at) - pushed_chunk[int(index)])
         result[mode] = (np.array(marks), np.array(chunks))
+        result[mode + " marked"] = (np.array(marked), np.array(marked))
+    result["calls"] = (np.array(calls), np.array(calls))
     return result
 
 
@@ -223,6 +233,12 @@ def marker_rows(args) -> list[list[str]]:
     rows.append(["sample chunk push -> follower (iterator records=True)",
                  f"{p99(chunks)}, {len(chunks)} chunks",
                  f"plain follower {p99(plain)}", f"{np.median(chunks) / base:.2f}", "", ""])
+    rows.append(["sample chunks that hold a marker: iterator records=True",
+                 p99(runs["iter marked"][0]), f"plain follower {p99(runs['watch marked'][0])}",
+                 f"{np.median(runs['iter marked'][0]) / np.median(runs['watch marked'][0]):.2f}",
+                 "", ""])
+    rows.append(["the producer's append_marker call (before its samples are pushed)",
+                 p99(runs["calls"][0]), "", "", "", ""])
     return rows
 
 
