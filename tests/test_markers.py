@@ -318,6 +318,19 @@ def test_a_marked_request_can_be_withdrawn_with_its_callback():
     stream.close()
 
 
+def test_an_iterator_with_records_that_times_out_withdraws_its_request():
+    stream = LiveStream("rig", ["a"], FS, start_uutc=START)
+    with live_server(stream) as srv, get_connection(srv.port, host="127.0.0.1") as conn:
+        it = StreamSegmentIterator(10, start=0, records=True)
+        assert it.next_or_wait(conn.root, timeout=0.3) is False      # nothing pushed yet
+        wait_until(lambda: stream.waiting == 0)                       # withdrawn
+        stream.append_marker("late but kept")
+        stream.append_stream_segment_data(ramp(1, 0, 10))
+        chunk, records = it.next_or_wait(conn.root, timeout=30)
+        assert [r.text for r in records] == ["late but kept"] and chunk.shape == (1, 10)
+    stream.close()
+
+
 def test_a_watcher_stops_with_its_view():
     stream = LiveStream("rig", ["a"], FS, start_uutc=START)
     with live_server(stream) as srv:
