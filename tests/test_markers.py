@@ -293,7 +293,10 @@ def test_a_chunk_that_comes_by_callback_brings_its_markers_without_a_round_trip(
         stream.append_stream_segment_data(ramp(1, 10, 10))       # ready at once: the same
         chunk, records = it.next_or_wait(conn.root, timeout=30)
         assert [(r.index, r.text) for r in records] == [(10, "on 10")] and asked == []
-        stream.append_stream_segment_data(ramp(1, 20, 10))
+        stream.append_stream_segment_data(ramp(1, 20, 10))       # ready, no marker:
+        chunk, records = it.next_or_wait(conn.root, timeout=30)  # returned, holds none
+        assert chunk.shape == (1, 10) and records == [] and asked == []
+        stream.append_stream_segment_data(ramp(1, 30, 10))
         chunk, records = it.next(conn.root)                      # no callback: asked
         assert chunk.shape == (1, 10) and len(asked) == 1
     stream.close()

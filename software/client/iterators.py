@@ -67,6 +67,8 @@ class _Iterator:
     """Shared machinery of the two CREPE iterators."""
 
     _method = ""
+    #: Whether the data method is ``get_stream_segment_marked`` (records come with it).
+    _marked = False
     #: Seconds of silence after which the server of a plain connection is deemed gone.
     server_timeout = SERVER_TIMEOUT
 
@@ -214,8 +216,9 @@ class _Iterator:
                 return False
             waiting = _Waiting(found, self.position)
             value = self._call(found.call, waiting.deliver)
-            if value is not False:
-                return self._with_records(found, self._advance(value))
+            if value is not False:   # returned at once: by a marked call, it holds none
+                return self._with_records(found, self._advance(value),
+                                          () if self._marked else None)
             self._waiting = waiting
         # False: the data comes through deliver, or (a view switched to a shorter rate
         # since its length was kept) the position is past the end and nothing comes
@@ -343,8 +346,9 @@ class StreamSegmentIterator(_Iterator):
     def __init__(self, _range: int = 100, start: int = 0, target=None, *,
                  records: bool = False) -> None:
         super().__init__(_range, start, target, records)
-        if self.records:   # a chunk that comes by callback brings its records along
+        if self.records:   # a chunk brings its records along (no round trip more)
             self._method = "get_stream_segment_marked"
+            self._marked = True
 
     _method = "get_stream_segment"
 

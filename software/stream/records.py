@@ -164,14 +164,15 @@ class RecordsMixin:
         return tuple(records)
 
     def exposed_get_stream_segment_marked(self, _range, _startIndex, _callback=None):
-        """``get_stream_segment`` whose callback first receives the chunk's records.
+        """``get_stream_segment`` whose answer comes with the chunk's records.
 
-        What an iterator with ``records=True`` calls. With a callback, every chunk goes by
-        the callback, preceded by ``(RECORDS_TAG, records)`` when records lie in it (those
-        :meth:`exposed_get_records_by_index` gives when the chunk is sent); from this
-        view's callback thread, or at once from this thread when the chunk is ready. A
-        chunk that comes alone holds no record. Without a callback it is
-        ``get_stream_segment``.
+        What an iterator with ``records=True`` calls. With a callback: a chunk sent by
+        the callback is preceded, in a callback of its own, by ``(RECORDS_TAG, records)``
+        when records lie in it (those :meth:`exposed_get_records_by_index` gives when the
+        chunk is sent); a chunk ready at once is returned when none lies in it, else sent
+        by the callback the same way (a reply cannot carry both: an answer in shared
+        memory must be a whole reply or a callback's only argument). So a chunk that
+        comes alone holds no record. Without a callback it is ``get_stream_segment``.
 
         Parameters
         ----------
@@ -181,8 +182,7 @@ class RecordsMixin:
         Returns
         -------
         tuple or False
-            False with a callback (everything comes through it); without one, as
-            ``get_stream_segment``.
+            The chunk (it holds no record), or False when it comes through the callback.
         """
         self._check_open()
         if _callback is None:
@@ -192,18 +192,21 @@ class RecordsMixin:
         send = async_callback(_callback)
         key = callback_key(_callback)
 
-        def both(value):  # in the view's callback thread, when the chunk goes out
-            self._marked_wrappers().pop(key, None)
+        def records_now() -> tuple:
             stop = start + length
             if not self._source.growing:
                 stop = min(stop, self._group.n_samples)
             try:
-                records = self.exposed_get_records_by_index(start, stop) if stop > start \
+                return self.exposed_get_records_by_index(start, stop) if stop > start \
                     else ()
             except StreamError:
                 logger.exception("records of samples [%d, %d) of %s", start, stop,
                                  self._display_path)
-                records = ()
+                return ()
+
+        def both(value, records=None):  # in the view's callback thread, as the chunk goes
+            self._marked_wrappers().pop(key, None)
+            records = records_now() if records is None else records
             if records:          # most chunks hold none: nothing more is sent for them
                 send((RECORDS_TAG, records))
             return send(value)
@@ -214,9 +217,14 @@ class RecordsMixin:
         except BaseException:
             self._marked_wrappers().pop(key, None)
             raise
-        if value is not False:   # ready at once: records and chunk by callback all the same
-            both(value)          # (a reply cannot carry both: an answer in shared memory
-        return False             # must be a whole reply or a callback's only argument)
+        if value is False:
+            return False
+        records = records_now()                  # ready at once
+        if not records:
+            self._marked_wrappers().pop(key, None)
+            return value
+        both(value, records)
+        return False
 
     def _marked_wrappers(self) -> dict:
         """Client callback key -> the wrapper a marked request was registered with."""
