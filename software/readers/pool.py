@@ -47,7 +47,7 @@ from ..errors import ReaderError, ServiceClosedError
 from .landing import LandingArea
 from .processes import ReaderProcesses
 from .worker import _forget_task, _inspect_task, _read_into_task, _read_task
-from .worker import _read_stored_into_task, _read_stored_task
+from .worker import _read_into_task_stored, _read_task_stored
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ class ReaderPool:
             Samples as MEF3 stores them instead (int32 without the conversion factor,
             :mod:`software.mef3.samples`): half the bytes to land and to cache.
         """
-        fn = _read_stored_task if stored else _read_task
+        fn = _read_task_stored if stored else _read_task
         return self._submit(int(priority), fn, path, password, tuple(names),
                             int(start), int(stop), consume=consume)
 
@@ -247,11 +247,11 @@ class ReaderPool:
 
     def _landing_slot(self, fn, args: tuple) -> tuple:
         """``(area, offset, shape)`` for a read that fits the landing area, else Nones."""
-        if fn is not _read_task and fn is not _read_stored_task:
+        if fn is not _read_task and fn is not _read_task_stored:
             return None, None, None
         area = self._landing
         shape = (len(args[2]), args[4] - args[3])
-        itemsize = 4 if fn is _read_stored_task else 8
+        itemsize = 4 if fn is _read_task_stored else 8
         offset = area.reserve(itemsize * shape[0] * shape[1]) if area is not None else None
         with self._lock:
             if offset is None:
@@ -262,7 +262,7 @@ class ReaderPool:
 
     def _attempt(self, result: Future, fn, args: tuple, attempt: int, consume=None) -> None:
         area, offset, shape = self._landing_slot(fn, args)
-        into = _read_stored_into_task if fn is _read_stored_task else _read_into_task
+        into = _read_into_task_stored if fn is _read_task_stored else _read_into_task
         task, task_args = (fn, args) if area is None else (into, args + (area.path, offset))
         try:
             try:
@@ -302,7 +302,7 @@ class ReaderPool:
                     landed = value is None  # else the reader could not map the area
                     if landed:
                         value = area.view(offset, shape, np.int32 if into is
-                                          _read_stored_into_task else np.float64)
+                                          _read_into_task_stored else np.float64)
                     if consume is not None:
                         value = consume(value)
                     elif landed:  # the region is reused once we return: the caller's copy

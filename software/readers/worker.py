@@ -96,23 +96,23 @@ def _read_into_task(path: str, password: str | None, names: tuple[str, ...], sta
         reader_release(area, offset, out.nbytes)
 
 
-def _read_stored_task(path: str, password: str | None, names: tuple[str, ...], start: int,
+def _read_task_stored(path: str, password: str | None, names: tuple[str, ...], start: int,
                       stop: int) -> np.ndarray:
     """Runs in a reader process: grid samples ``[start, stop)`` of ``names`` as stored
     (int32, see :mod:`software.mef3.samples`)."""
     return _session(path, password).read_stored(names, start, stop)
 
 
-def _read_stored_into_task(path: str, password: str | None, names: tuple[str, ...],
+def _read_into_task_stored(path: str, password: str | None, names: tuple[str, ...],
                            start: int, stop: int, area: str, offset: int) -> np.ndarray | None:
-    """Runs in a reader process: :func:`_read_stored_task` into landing area ``area``.
+    """Runs in a reader process: :func:`_read_task_stored` into landing area ``area``.
 
     Returns None, or the samples themselves when the area cannot be mapped.
     """
     try:
         out = reader_view(area, offset, (len(names), stop - start), STORED_DTYPE)
     except OSError:
-        return _read_stored_task(path, password, names, start, stop)
+        return _read_task_stored(path, password, names, start, stop)
     try:
         _session(path, password).read_stored(names, start, stop, out=out)
     finally:
