@@ -122,3 +122,22 @@ def test_the_cache_holds_four_bytes_per_sample(stored_server):
         decode_segment(svc.get_stream_segment(2560, 0))
         values = list(cache._data.values())
         assert values and cache.nbytes == sum(v.size for v in values) * 4
+
+
+@pytest.mark.parametrize("landing_mb", [0, 64])
+def test_stored_reads_through_the_pipe_and_the_landing_area(stored_root, landing_mb):
+    """``ReaderPool.read(stored=True)``: int32 as stored, whichever way the samples cross;
+    times the factor it is MefReader's read. Kills: a stored task that returns float64, a
+    landing view of the wrong dtype."""
+    from software.mef3.samples import scale_into
+    from software.readers.pool import ReaderPool
+    path = f"{stored_root}/p3.mefd"
+    ref = reference(path, NAMES)
+    with ReaderPool(workers=1, landing_mb=landing_mb) as pool:
+        got = pool.read(path, None, NAMES, GAP[0] - 100, GAP[1] + 100,
+                        stored=True).result(timeout=60)
+        assert got.dtype == np.int32
+        assert (pool.reads_landed, pool.reads_piped) == ((1, 0) if landing_mb else (0, 1))
+    factors = np.full((3, 1), 1e-3)
+    assert bits_equal(scale_into(got, factors, np.empty(got.shape)),
+                      ref[:, GAP[0] - 100:GAP[1] + 100])
