@@ -130,7 +130,8 @@ class ReaderPool:
 
     def read(self, path: str, password: str | None, names: Sequence[str], start: int,
              stop: int, priority: int = DEMAND, consume=None, stored: bool = False) -> Future:
-        """Read grid samples ``[start, stop)``; the future yields a float64 ndarray.
+        """Read grid samples ``[start, stop)``; the future yields a float64 ndarray
+        (int32 with ``stored``).
 
         Parameters
         ----------
