@@ -28,7 +28,7 @@ from concurrent.futures import Future
 import numpy as np
 
 from ..mef3.metadata import RateGroup, SessionInfo
-from ..mef3.samples import STORED_DTYPE, scale_into
+from ..mef3.samples import STORED_NAN
 from ..readers.pool import DEMAND, ReaderPool
 from .blocks import BlockCache
 
@@ -73,6 +73,9 @@ class Recording:
         self.identity: tuple | None = None
         self._tasks: dict[Hashable, Future] = {}  # block key -> its reader task, in flight
         self._factor_columns: dict[tuple[str, ...], np.ndarray] = {}
+        #: keys of blocks holding STORED_NAN (MEF3 NaN or no data): the only ones an
+        #: answer must look through for NaN (set before the block is cached)
+        self._nan_blocks: set = set()
         self._closed = False
         self._lock = threading.Lock()
 
@@ -105,7 +108,8 @@ class Recording:
         waits = [v for v in values if type(v) is Future and not v.done()]
         factors = self._factors(names)
         if not waits:
-            _resolve(result, Blocks(len(names), start, stop, size, first, values, factors))
+            _resolve(result, Blocks(len(names), start, stop, size, first, values, factors,
+                                    self._nan_keys(keys)))
             return result
         claimed = set(mine)  # their tasks were just submitted at demand priority
         self._promote(keys[i] for i, v in enumerate(values)
@@ -119,11 +123,18 @@ class Recording:
                 last = remaining[0] == 0
             if last:
                 _resolve(result, Blocks(len(names), start, stop, size, first, values,
-                                        factors))
+                                        factors, self._nan_keys(keys)))
 
         for fut in waits:
             fut.add_done_callback(one_done)
         return result
+
+    def _nan_keys(self, keys: list) -> tuple[int, ...]:
+        """Positions in ``keys`` of blocks that hold STORED_NAN (usually none)."""
+        nan_blocks = self._nan_blocks
+        if not nan_blocks:
+            return ()
+        return tuple(i for i, key in enumerate(keys) if key in nan_blocks)
 
     def _factors(self, names: tuple[str, ...]) -> np.ndarray:
         """The channels' conversion factors as a float64 column (cached per selection)."""
@@ -200,6 +211,12 @@ class Recording:
                 hi = min(lo + size, stop - start)
                 for row, name in enumerate(names):
                     items.append(((self._key, name, block), data[row, lo:hi].copy()))
+            # the marker is the smallest int32: a block holds one iff its minimum is it
+            marked = [key for key, value in items if value.size
+                      and value.min() == STORED_NAN]
+            if marked:
+                with self._lock:
+                    self._nan_blocks.update(marked)
             self._cache.fulfil_many(items)
             if self._closed:  # closed while reading: waiters got their data; keep nothing
                 self._cache.discard(key for key, _ in items)
@@ -233,6 +250,8 @@ class Recording:
                 return
             self._closed = True
         dropped = self._cache.discard_where(lambda k: k[0] is self._key)
+        with self._lock:
+            self._nan_blocks.clear()
         self._pool.forget(self.path)
         logger.info("closed %s (%d cached blocks dropped)", self.path, dropped)
 
@@ -247,18 +266,21 @@ class Blocks:
     Holds the cached block arrays (never their read futures: those refer back to the
     request through their callbacks, and an answer would then live until the cyclic
     garbage collector ran; measured: ~17 assembled 7.5 MiB answers alive during a pass).
-    The blocks hold int32 samples as MEF3 stores them; assembling multiplies them by
-    each channel's factor (:func:`~software.mef3.samples.scale_into`).
+    The blocks hold int32 samples as MEF3 stores them (:mod:`software.mef3.samples`):
+    assembling casts them into the float64 answer, multiplies each row by its channel's
+    factor (``MefReader``'s own ``float64(stored) * ufact``, so bit-equal) and sets NaN
+    where a block that holds the marker has it.
     """
 
-    __slots__ = ("shape", "_start", "_size", "_first", "_values", "_factors")
+    __slots__ = ("shape", "_start", "_size", "_first", "_values", "_factors", "_nan_at")
 
     def __init__(self, n: int, start: int, stop: int, size: int, first: int,
-                 values: list, factors: np.ndarray) -> None:
+                 values: list, factors: np.ndarray, nan_at: tuple[int, ...] = ()) -> None:
         self.shape = (n, stop - start)
         self._start, self._size, self._first = start, size, first
         self._values = values
         self._factors = factors
+        self._nan_at = nan_at   # positions in values of blocks holding the marker
 
     def assemble(self, out=None) -> np.ndarray:
         """The float64 answer, built into ``out(shape)`` if that gives an array."""
@@ -266,24 +288,29 @@ class Blocks:
         dest = out(self.shape) if out is not None else None
         if dest is None:
             dest = np.empty(self.shape, dtype=np.float64)
-        values, start, size = self._values, self._start, self._size
+        values, start, size, factors = self._values, self._start, self._size, self._factors
         stop = start + length
-        if len(values) == n:  # within one block: the int32 rows end to end, then scaled
+        if len(values) == n and dest.flags.c_contiguous:  # within one block: end to end
             a = start - self._first * size
-            # concatenate skips np.stack's per-row expand_dims (half of a small answer's copy)
-            stored = np.concatenate([v[a:a + length] for v in values]).reshape(n, length)
-            scale_into(stored, self._factors, dest)
-            values.clear()
-            return dest
-        stored = np.empty((n, min(size, length)), dtype=STORED_DTYPE)
-        for i in range(0, len(values), n):   # one block of every channel at a time
+            # concatenate skips np.stack's per-row expand_dims; it casts int32 -> float64
+            np.concatenate([v[a:a + length] for v in values], out=dest.reshape(-1))
+            np.multiply(dest, factors, out=dest)
+        else:
+            for i in range(0, len(values), n):   # one block of every channel at a time
+                block = self._first + i // n
+                lo = max(start, block * size)
+                hi = min(stop, (block + 1) * size)
+                a, b = lo - block * size, hi - block * size
+                part = dest[:, lo - start:hi - start]
+                np.stack([v[a:b] for v in values[i:i + n]], out=part)
+                np.multiply(part, factors, out=part)   # while the block is in the cache
+        for i in self._nan_at:
             block = self._first + i // n
             lo = max(start, block * size)
             hi = min(stop, (block + 1) * size)
             a, b = lo - block * size, hi - block * size
-            part = stored[:, :b - a]
-            np.stack([v[a:b] for v in values[i:i + n]], out=part)
-            scale_into(part, self._factors, dest[:, lo - start:hi - start])
+            row = dest[i % n, lo - start:hi - start]
+            row[values[i][a:b] == STORED_NAN] = np.nan
         values.clear()  # the cache keeps the blocks it still wants
         return dest
 
