@@ -205,15 +205,15 @@ class Recording:
         def store(data) -> None:  # runs in the reader pool's result thread
             # int32 as stored (software.mef3.samples), maybe a view of the pool's landing
             # area: the cache keeps copies
-            items = []
+            items, marked = [], []
             for block in range(first, last + 1):
                 lo = block * size - start
                 hi = min(lo + size, stop - start)
                 for row, name in enumerate(names):
                     items.append(((self._key, name, block), data[row, lo:hi].copy()))
-            # the marker is the smallest int32: a block holds one iff its minimum is it
-            marked = [key for key, value in items if value.size
-                      and value.min() == STORED_NAN]
+                if hi > lo:  # the marker is the smallest int32: a row holds it iff its min
+                    for row in np.nonzero(data[:, lo:hi].min(axis=1) == STORED_NAN)[0]:
+                        marked.append((self._key, names[row], block))
             if marked:
                 with self._lock:
                     self._nan_blocks.update(marked)
