@@ -109,6 +109,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds a session stays cached after its last client closed "
                              "it, so that the next tool reads from the cache (0: close at "
                              "once; default %(default)s)")
+    parser.add_argument("--max-waiting", type=int, default=settings.MAX_WAITING,
+                        help="callback requests one connection may have waiting for their "
+                             "answer (default %(default)s)")
     parser.add_argument("--tls-cert", default=None, help="server certificate (PEM): enables TLS")
     parser.add_argument("--tls-key", default=None, help="private key of --tls-cert (PEM)")
     parser.add_argument("--tls-ca", default=None,
@@ -239,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                                  reader_nice=args.reader_nice,
                                  callback_timeout=args.callback_timeout,
                                  read_timeout=args.read_timeout,
+                                 max_waiting=args.max_waiting,
                                  keep_warm_seconds=args.keep_warm_seconds)
     except Exception as exc:  # a bad session, password or port: say so and exit
         logger.error("cannot start: %s", exc)

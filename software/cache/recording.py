@@ -28,7 +28,7 @@ from concurrent.futures import Future
 import numpy as np
 
 from ..mef3.metadata import RateGroup, SessionInfo
-from ..mef3.samples import STORED_NAN
+from ..mef3.samples import STORED_NAN, scale_into
 from ..readers.pool import DEMAND, ReaderPool
 from .blocks import BlockCache
 
@@ -55,6 +55,10 @@ class Recording:
     run_seconds : float
         Longest stretch one reader task decodes, in seconds (whole blocks, at least one).
     """
+
+    #: Called as ``listener(names, group, first_block, data)`` with every read that lands
+    #: (in the reader pool's result thread), or None.
+    decoded_listener = None
 
     def __init__(self, path: str, password: str | None, info: SessionInfo, pool: ReaderPool,
                  cache: BlockCache, block_seconds: float = 10.0,
@@ -218,6 +222,10 @@ class Recording:
                 with self._lock:
                     self._nan_blocks.update(marked)
             self._cache.fulfil_many(items)
+            listener = self.decoded_listener  # the min/max pyramid (software.cache.pyramid)
+            if listener is not None:  # it takes physical units: scaled as answers are
+                listener(names, group, first,
+                         scale_into(data, self._factors(names), np.empty(data.shape)))
             if self._closed:  # closed while reading: waiters got their data; keep nothing
                 self._cache.discard(key for key, _ in items)
             logger.debug("blocks %d-%d of %s read (%d channels)", first, last, self.path,

@@ -41,13 +41,12 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 
-import numpy as np
 
 from ..errors import ReaderError, ServiceClosedError
 from .landing import LandingArea
 from .processes import ReaderProcesses
-from .worker import _forget_task, _inspect_task, _read_into_task, _read_task
-from .worker import _read_into_task_stored, _read_task_stored
+from .worker import _envelope_task, _forget_task, _inspect_task, _read_task
+from .worker import LANDED, _read_task_stored
 
 logger = logging.getLogger(__name__)
 
@@ -128,10 +127,14 @@ class ReaderPool:
         """Open ``path`` in a reader process; the future yields its :class:`SessionInfo`."""
         return self._submit(DEMAND, _inspect_task, path, password)
 
+    def block_envelopes(self, path: str, password: str | None, max_groups: int) -> Future:
+        """A future of every channel's block minima and maxima, read from the block tables
+        by a reader (see :mod:`software.mef3.envelope`), at demand priority."""
+        return self._submit(DEMAND, _envelope_task, path, password, int(max_groups))
+
     def read(self, path: str, password: str | None, names: Sequence[str], start: int,
              stop: int, priority: int = DEMAND, consume=None, stored: bool = False) -> Future:
-        """Read grid samples ``[start, stop)``; the future yields a float64 ndarray
-        (int32 with ``stored``).
+        """Read grid samples ``[start, stop)``; the future yields a float64 ndarray.
 
         Parameters
         ----------
@@ -149,8 +152,7 @@ class ReaderPool:
             of shared memory that is reused once ``consume`` returns: copy what you keep.
             Without it the future yields an array of its own.
         stored : bool
-            Samples as MEF3 stores them instead (int32 without the conversion factor,
-            :mod:`software.mef3.samples`): half the bytes to land and to cache.
+            MEF3's stored int32 samples instead, half the bytes (:mod:`software.mef3.samples`).
         """
         fn = _read_task_stored if stored else _read_task
         return self._submit(int(priority), fn, path, password, tuple(names),
@@ -248,12 +250,12 @@ class ReaderPool:
 
     def _landing_slot(self, fn, args: tuple) -> tuple:
         """``(area, offset, shape)`` for a read that fits the landing area, else Nones."""
-        if fn is not _read_task and fn is not _read_task_stored:
+        if fn not in LANDED:
             return None, None, None
         area = self._landing
         shape = (len(args[2]), args[4] - args[3])
-        itemsize = 4 if fn is _read_task_stored else 8
-        offset = area.reserve(itemsize * shape[0] * shape[1]) if area is not None else None
+        nbytes = LANDED[fn][1].itemsize * shape[0] * shape[1]
+        offset = area.reserve(nbytes) if area is not None else None
         with self._lock:
             if offset is None:
                 self.reads_piped += 1
@@ -263,8 +265,8 @@ class ReaderPool:
 
     def _attempt(self, result: Future, fn, args: tuple, attempt: int, consume=None) -> None:
         area, offset, shape = self._landing_slot(fn, args)
-        into = _read_into_task_stored if fn is _read_task_stored else _read_into_task
-        task, task_args = (fn, args) if area is None else (into, args + (area.path, offset))
+        task, task_args = (fn, args) if area is None else \
+            (LANDED[fn][0], args + (area.path, offset))
         try:
             try:
                 inner, generation = self._submit_raw(task, *task_args)
@@ -302,8 +304,7 @@ class ReaderPool:
                     value = fut.result()
                     landed = value is None  # else the reader could not map the area
                     if landed:
-                        value = area.view(offset, shape, np.int32 if into is
-                                          _read_into_task_stored else np.float64)
+                        value = area.view(offset, shape, LANDED[fn][1])
                     if consume is not None:
                         value = consume(value)
                     elif landed:  # the region is reused once we return: the caller's copy

@@ -73,6 +73,13 @@ def _inspect_task(path: str, password: str | None) -> SessionInfo:
     return _session(path, password).info
 
 
+def _envelope_task(path: str, password: str | None, max_groups: int) -> dict:
+    """Runs in a reader process: every channel's block minima and maxima (no decoding)."""
+    from ..mef3.envelope import block_envelopes  # imported in reader processes only
+
+    return block_envelopes(_session(path, password), max_groups)
+
+
 def _read_task(path: str, password: str | None, names: tuple[str, ...], start: int,
                stop: int) -> np.ndarray:
     """Runs in a reader process: grid samples ``[start, stop)`` of ``names``."""
@@ -117,6 +124,11 @@ def _read_into_task_stored(path: str, password: str | None, names: tuple[str, ..
         _session(path, password).read_stored(names, start, stop, out=out)
     finally:
         reader_release(area, offset, out.nbytes)
+
+
+#: Reads that can land in a landing area: task -> (its landing variant, sample dtype).
+LANDED = {_read_task: (_read_into_task, np.dtype(np.float64)),
+          _read_task_stored: (_read_into_task_stored, STORED_DTYPE)}
 
 
 def _forget_task(path: str) -> None:
