@@ -25,6 +25,7 @@ from ..readers.pool import ReaderPool
 from ..validation import as_password
 from .blocks import BlockCache
 from .recording import Recording
+from .warm import WarmSessions, session_identity
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +47,14 @@ class SessionRegistry:
         Cache block length handed to each :class:`Recording`.
     open_timeout : float
         Seconds to wait for a reader process to read a session's metadata.
+    keep_warm_seconds : float
+        How long a session stays open (blocks cached) after its last user released it,
+        to be reused if it is opened again unchanged (:mod:`software.cache.warm`).
     """
 
     def __init__(self, data_root: str, pool: ReaderPool, cache: BlockCache,
                  block_seconds: float = 10.0,
-                 open_timeout: float = 60.0) -> None:
+                 open_timeout: float = 60.0, keep_warm_seconds: float = 0.0) -> None:
         self.data_root = os.path.realpath(data_root)
         self._pool = pool
         self._cache = cache
@@ -59,6 +63,7 @@ class SessionRegistry:
         self._lock = threading.Lock()
         self._open: dict[str, tuple[Recording, bytes, int]] = {}
         self._opening: dict[str, Future] = {}
+        self.warm = WarmSessions(keep_warm_seconds)
 
     def display_path(self, real_path: str) -> str:
         """The path relative to the data root, as clients should see it."""
@@ -150,6 +155,10 @@ class SessionRegistry:
 
     def _open_new(self, real: str, password: str | None, path: object) -> Recording:
         """Read the metadata of ``real`` in a reader process and make its Recording."""
+        warm = self.warm.take(real, _digest(password))
+        if warm is not None:
+            return warm
+        identity = session_identity(real) if self.warm.keep_seconds > 0 else None
         inspecting = self._pool.inspect(real, password)
         warming = self._pool.open_everywhere(real, password)
         try:
@@ -160,6 +169,7 @@ class SessionRegistry:
             raise
         recording = Recording(real, password, info, self._pool, self._cache,
                               self._block_seconds)
+        recording.identity = identity
         # the other readers opened it meanwhile, so that the first read does not wait for
         # that (up to ~50 ms per reader); their errors are the reads' to report
         wait(warming, timeout=self._open_timeout)
@@ -176,7 +186,7 @@ class SessionRegistry:
                 self._open[recording.path] = (rec, digest, users - 1)
                 return
             del self._open[recording.path]
-        recording.close()
+        self.warm.park(recording, digest)   # closes it unless kept warm
 
     def open_paths(self) -> tuple[str, ...]:
         """Display paths of every open session."""
@@ -185,6 +195,7 @@ class SessionRegistry:
 
     def close(self) -> None:
         """Close every session (idempotent)."""
+        self.warm.close()
         with self._lock:
             entries = list(self._open.values())
             self._open.clear()

@@ -41,10 +41,12 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 
+
 from ..errors import ReaderError, ServiceClosedError
 from .landing import LandingArea
 from .processes import ReaderProcesses
-from .worker import _envelope_task, _forget_task, _inspect_task, _read_into_task, _read_task
+from .worker import _envelope_task, _forget_task, _inspect_task, _read_task
+from .worker import LANDED, _read_task_stored
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +133,7 @@ class ReaderPool:
         return self._submit(DEMAND, _envelope_task, path, password, int(max_groups))
 
     def read(self, path: str, password: str | None, names: Sequence[str], start: int,
-             stop: int, priority: int = DEMAND, consume=None) -> Future:
+             stop: int, priority: int = DEMAND, consume=None, stored: bool = False) -> Future:
         """Read grid samples ``[start, stop)``; the future yields a float64 ndarray.
 
         Parameters
@@ -149,8 +151,11 @@ class ReaderPool:
             result thread; the future then yields what it returns. The array may be a view
             of shared memory that is reused once ``consume`` returns: copy what you keep.
             Without it the future yields an array of its own.
+        stored : bool
+            MEF3's stored int32 samples instead, half the bytes (:mod:`software.mef3.samples`).
         """
-        return self._submit(int(priority), _read_task, path, password, tuple(names),
+        fn = _read_task_stored if stored else _read_task
+        return self._submit(int(priority), fn, path, password, tuple(names),
                             int(start), int(stop), consume=consume)
 
     def open_everywhere(self, path: str, password: str | None) -> list[Future]:
@@ -245,11 +250,12 @@ class ReaderPool:
 
     def _landing_slot(self, fn, args: tuple) -> tuple:
         """``(area, offset, shape)`` for a read that fits the landing area, else Nones."""
-        if fn is not _read_task:
+        if fn not in LANDED:
             return None, None, None
         area = self._landing
         shape = (len(args[2]), args[4] - args[3])
-        offset = area.reserve(8 * shape[0] * shape[1]) if area is not None else None
+        nbytes = LANDED[fn][1].itemsize * shape[0] * shape[1]
+        offset = area.reserve(nbytes) if area is not None else None
         with self._lock:
             if offset is None:
                 self.reads_piped += 1
@@ -260,7 +266,7 @@ class ReaderPool:
     def _attempt(self, result: Future, fn, args: tuple, attempt: int, consume=None) -> None:
         area, offset, shape = self._landing_slot(fn, args)
         task, task_args = (fn, args) if area is None else \
-            (_read_into_task, args + (area.path, offset))
+            (LANDED[fn][0], args + (area.path, offset))
         try:
             try:
                 inner, generation = self._submit_raw(task, *task_args)
@@ -298,7 +304,7 @@ class ReaderPool:
                     value = fut.result()
                     landed = value is None  # else the reader could not map the area
                     if landed:
-                        value = area.view(offset, shape)
+                        value = area.view(offset, shape, LANDED[fn][1])
                     if consume is not None:
                         value = consume(value)
                     elif landed:  # the region is reused once we return: the caller's copy

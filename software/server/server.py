@@ -91,6 +91,9 @@ class MefStreamServer:
         Live streams served beside the file service (``open_live(name)``).
     read_timeout : float
         Seconds a call without callback waits for its data before failing.
+    keep_warm_seconds : float
+        Seconds a session stays open, its blocks cached, after its last client closed it,
+        so that the next tool to open it (unchanged on disk) reads from the cache.
     max_waiting : int
         Callback requests one connection may have waiting for their answer (one client
         that floods the server reaches its own limit, never the others').
@@ -112,14 +115,16 @@ class MefStreamServer:
                  password: str | None = None, rpyc_config: dict | None = None,
                  authenticator=None, reader_nice: int = 0,
                  callback_timeout: float = 30.0, read_timeout: float = 120.0,
-                 live=None, live_streams=(), max_waiting: int = 10_000) -> None:
+                 live=None, live_streams=(), max_waiting: int = 10_000,
+                 keep_warm_seconds: float = 0.0) -> None:
         # every value checked once, before anything is spawned
         opts = self.server_options = ServerOptions(
             host=host, port=port, data_root=data_root, workers=workers, prefetch=prefetch,
             cache_mb=cache_mb, segment_seconds=segment_seconds,
             max_request_mb=max_request_mb, block_seconds=block_seconds,
             reader_nice=reader_nice, callback_timeout=callback_timeout,
-            read_timeout=read_timeout, max_waiting=max_waiting)
+            read_timeout=read_timeout, max_waiting=max_waiting,
+            keep_warm_seconds=keep_warm_seconds)
         self.host = opts.host
         self.data_root = opts.data_root
         self.counters = Counters()
@@ -127,7 +132,8 @@ class MefStreamServer:
         self.pool = ReaderPool(opts.workers, nice=opts.reader_nice)
         self.cache = BlockCache(int(opts.cache_mb * 2**20))
         self.registry = SessionRegistry(self.data_root, self.pool, self.cache,
-                                        block_seconds=opts.block_seconds)
+                                        block_seconds=opts.block_seconds,
+                                        keep_warm_seconds=opts.keep_warm_seconds)
         self._session = session
         self._pinned = None
         self._owned_live = None
