@@ -200,7 +200,7 @@ class ReaderPool(Attempts):
         """
         with self._lock:
             self._queue.promote(future, priority,
-                                threading.get_ident() if owner is None else owner)
+                                threading.current_thread() if owner is None else owner)
 
     def queued(self) -> int:
         """Tasks waiting in the server for a reader (not yet handed to the executor)."""
@@ -241,7 +241,7 @@ class ReaderPool(Attempts):
             closed = self._closed
             if not closed:
                 self._queue.push(result, priority,
-                                 threading.get_ident() if owner is None else owner,
+                                 threading.current_thread() if owner is None else owner,
                                  (result, fn, args, consume))
         if closed:
             result.set_exception(ServiceClosedError("the reader pool is closed; restart "
