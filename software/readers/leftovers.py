@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 
 def sweep_leftovers(shared_memory: bool = True, directory: str | None = None,
-                    shm_directory: str = SHM_DIR) -> int:
+                    shm_directory: str | None = None) -> int:
     """Remove what dead servers and readers left; returns how many things.
 
     Parameters
@@ -32,14 +32,14 @@ def sweep_leftovers(shared_memory: bool = True, directory: str | None = None,
         Also the ``/dev/shm`` areas of dead owners (landing and connection areas).
     directory : str, optional
         The temporary directory to sweep (default: ``tempfile.gettempdir()``).
-    shm_directory : str
-        Where the shared-memory areas are.
+    shm_directory : str, optional
+        Where the shared-memory areas are (default ``/dev/shm``).
     """
     removed = 0
     for prefix in (SHADOW_PREFIX, BOARD_PREFIX, RENDEZVOUS_PREFIX):
         removed += sweep_owned(prefix, directory)
     if shared_memory:
-        removed += sweep_stale(shm_directory)
+        removed += sweep_stale(shm_directory or SHM_DIR)
     if removed:
         logger.info("removed %d leftover(s) of servers or readers that died", removed)
     return removed
