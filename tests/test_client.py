@@ -272,10 +272,7 @@ def test_a_server_without_limits_keeps_the_default():
 
 
 def test_the_real_server_tells_its_limit(data_root):
-    if not hasattr(RootService, "exposed_get_limits"):
-        pytest.skip("RootService.exposed_get_limits is added by the server branch of "
-                    "issue 9; not merged here (test_the_frame_limit_follows_the_server "
-                    "covers the client with a root service that has it)")
+    assert hasattr(RootService, "exposed_get_limits")   # it exists: never skipped
     with MefStreamServer(port=0, data_root=data_root, workers=1, max_request_mb=300) as srv, \
             get_connection(srv.port, host="127.0.0.1") as conn:
         assert conn._channel.max_frame >= 300 * 2**20
