@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from contextlib import closing
 
 from rpyc.core import brine
@@ -193,18 +194,63 @@ def announce(name: str, port: int, registry: str | tuple[str, int] = "127.0.0.1"
     return Announcement(name.strip(), port, where, host, float(interval), float(timeout))
 
 
-def _client(registry: str | tuple[str, int], timeout: float) -> TCPRegistryClient:
-    host, port = parse_address(registry, REGISTRY_PORT, name="registry")
-    return TCPRegistryClient(host, port, timeout=timeout,
-                             logger=logging.getLogger(f"{__name__}.rpyc"))
-
-
 def _unreachable(registry, exc: BaseException) -> ConnectionError:
     host, port = parse_address(registry, REGISTRY_PORT, name="registry")
     return ConnectionRefusedError(
         f"no RPyC registry answered at {host}:{port} ({exc}); start one with "
         f"'python -m software registry --host {host} --port {port}' or pass the right "
         f"registry='host:port'.")
+
+
+def _ask(registry: str | tuple[str, int], command: str, args: tuple,
+         timeout: float) -> object:
+    """Send one request to the registry and return its answer.
+
+    Raises
+    ------
+    ConnectionRefusedError
+        Nothing accepts connections there (or it cannot be reached in ``timeout``).
+    TimeoutError
+        The registry accepted the connection but did not answer within ``timeout``
+        seconds (overloaded, or not an RPyC registry): not the same as "nothing
+        registered", which is an empty answer.
+    ConnectionError
+        It closed the connection without answering.
+    """
+    host, port = parse_address(registry, REGISTRY_PORT, name="registry")
+    timeout = max(float(timeout), 0.05)
+    deadline = time.monotonic() + timeout
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except OSError as exc:
+        raise _unreachable(registry, exc) from exc
+    with closing(sock):
+        received = bytearray()
+        try:
+            sock.sendall(brine.dump(("RPYC", command, args)))
+            while True:
+                sock.settimeout(max(deadline - time.monotonic(), 0.001))
+                data = sock.recv(MAX_DGRAM_SIZE - len(received))
+                if not data:
+                    raise ConnectionError(
+                        f"the registry at {host}:{port} closed the connection without "
+                        f"answering {command}; is it an RPyC registry?")
+                received += data
+                try:
+                    return brine.load(bytes(received))
+                except Exception:  # noqa: BLE001 - not whole yet
+                    if len(received) >= MAX_DGRAM_SIZE:
+                        raise ConnectionError(f"the registry at {host}:{port} answered "
+                                              f"{command} with garbage") from None
+        except (socket.timeout, TimeoutError):
+            raise TimeoutError(
+                f"the registry at {host}:{port} accepted the connection but did not answer "
+                f"within {timeout:g} s (overloaded, or not an RPyC registry); this says "
+                f"nothing about what is registered. Try again, or pass a longer "
+                f"timeout=.") from None
+        except ConnectionResetError as exc:
+            raise ConnectionError(f"the registry at {host}:{port} reset the connection "
+                                  f"({exc})") from None
 
 
 def lookup(name: str, registry: str | tuple[str, int] = "127.0.0.1",
@@ -229,13 +275,16 @@ def lookup(name: str, registry: str | tuple[str, int] = "127.0.0.1",
     ------
     ConnectionRefusedError
         No registry answered at ``registry``.
+    TimeoutError
+        The registry is there but did not answer in time (slow or overloaded).
     """
-    client = _client(registry, timeout)
+    found = _ask(registry, "QUERY", (str(name),), timeout)
     try:
-        found = client.discover(str(name))
-    except OSError as exc:
-        raise _unreachable(registry, exc) from exc
-    return [(str(h), int(p)) for h, p in found]
+        return [(str(h), int(p)) for h, p in found]
+    except (TypeError, ValueError):
+        where = format_address(parse_address(registry, REGISTRY_PORT, name="registry"))
+        raise ConnectionError(f"the registry at {where} answered a lookup with {found!r}, "
+                              f"not a list of addresses") from None
 
 
 def list_services(registry: str | tuple[str, int] = "127.0.0.1",
@@ -259,18 +308,20 @@ def list_services(registry: str | tuple[str, int] = "127.0.0.1",
     ------
     ConnectionRefusedError
         No registry answered at ``registry``.
+    TimeoutError
+        The registry is there but did not answer in time (slow or overloaded).
     PermissionError
         The registry does not allow listing (rpyc's ``rpyc_registry`` without ``-l``).
     """
-    client = _client(registry, timeout)
-    try:
-        names = client.list()
-    except OSError as exc:
-        raise _unreachable(registry, exc) from exc
+    where = format_address(parse_address(registry, REGISTRY_PORT, name="registry"))
+    names = _ask(registry, "LIST", ((None,),), timeout)
     if names is None:
-        raise PermissionError(f"the registry at {format_address((client.ip, client.port))} does not "
-                              f"allow listing; start it with 'python -m software registry' "
-                              f"(listing on) or look services up by name.")
+        raise PermissionError(f"the registry at {where} does not allow listing; start it "
+                              f"with 'python -m software registry' (listing on) or look "
+                              f"services up by name.")
+    if not isinstance(names, tuple):
+        raise ConnectionError(f"the registry at {where} answered a listing with "
+                              f"{names!r}")
     out = {}
     for service in sorted(str(n) for n in names):
         servers = lookup(service, registry, timeout)
