@@ -208,7 +208,7 @@ BAD_INPUT = [
     (["export", "main.mefd", "--out", "{tmp}/a.txt"], "--out", "extension"),
     (["export", "nowhere.mefd", "--out", "{tmp}/a.npz"], "PATH", "nowhere.mefd"),
     (["export", "../outside.mefd", "--out", "{tmp}/a.npz"], "PATH", ""),
-    (["info", "secret.mefd", "--password", "wrong"], "PATH", "password"),
+    (["info", "secret.mefd", "--password", "wrong"], "--password", "as --password"),
     (["plot", "main.mefd", "--seconds", "-3"], "--seconds", "-3"),
     (["plot", "main.mefd", "--out", "{tmp}/w.jpeg2"], "--out", "extension"),
     (["info", "main.mefd", "--tls-cert", "{tmp}/missing.pem"], "--tls-cert", "not a file"),

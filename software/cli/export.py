@@ -20,6 +20,7 @@ from .common import (
     add_session_arguments,
     connect,
     open_session,
+    positive_seconds,
     sample_range,
     select_channels,
     uutc_of,
@@ -61,8 +62,7 @@ def check_output(args: argparse.Namespace) -> type:
         raise UsageError("--out", f"{args.out!r} exists; pass --overwrite to replace it")
     if not 0 <= args.precision <= 9:
         raise UsageError("--precision", f"{args.precision} must be between 0 and 9 digits")
-    if not args.segment_seconds > 0:
-        raise UsageError("--segment-seconds", f"{args.segment_seconds:g} must be > 0")
+    positive_seconds("--segment-seconds", args.segment_seconds, maximum=86400.0)
     args.out = out
     return SINKS[ext]
 

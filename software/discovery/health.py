@@ -46,9 +46,9 @@ def first_answering(servers: Sequence[tuple[str, int]], service: str, registry: 
         try:
             with socket.create_connection((host, int(port)), timeout=wait):
                 return host, int(port)
-        except OSError as exc:
+        except (OSError, ValueError, OverflowError) as exc:   # ValueError: a bad host
             reason = "no answer" if isinstance(exc, TimeoutError) else \
-                (exc.strerror or type(exc).__name__)
+                (getattr(exc, "strerror", None) or type(exc).__name__)
             failures.append(f"{format_address((host, int(port)))} ({reason})")
     raise ConnectionRefusedError(
         f"{len(failures)} server(s) are registered as {service!r} at the registry "

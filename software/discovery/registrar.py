@@ -208,6 +208,8 @@ def _ask(registry: str | tuple[str, int], command: str, args: tuple,
 
     Raises
     ------
+    InvalidArgumentError
+        ``registry`` is not an address (or its host not a host name).
     ConnectionRefusedError
         Nothing accepts connections there (or it cannot be reached in ``timeout``).
     TimeoutError
@@ -224,6 +226,9 @@ def _ask(registry: str | tuple[str, int], command: str, args: tuple,
         sock = socket.create_connection((host, port), timeout=timeout)
     except OSError as exc:
         raise _unreachable(registry, exc) from exc
+    except (UnicodeError, ValueError, OverflowError) as exc:   # not a host name at all
+        raise InvalidArgumentError(f"registry={format_address((host, port))!r}: {host!r} is "
+                                   f"not a host name or address ({exc}).") from None
     with closing(sock):
         received = bytearray()
         try:
