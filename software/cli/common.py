@@ -20,6 +20,8 @@ INPUT_ERRORS = (errors.InvalidArgumentError, errors.InvalidTypeError,
                 errors.OutsideDataRootError, errors.WrongPasswordError)
 
 _REMOTE_TRACEBACK = "\n\n========= Remote Traceback"
+#: Seconds closing a connection waits for the server's goodbye.
+CLOSE_WAIT = 2.0
 
 
 class UsageError(Exception):
@@ -137,9 +139,22 @@ def connect(args: argparse.Namespace):
                                    f"server's, 18861 by default)")
     where = f"{args.host}:{args.port if args.port is not None else 18861}"
     try:
-        return get_connection(args.port, host=args.host, timeout=args.timeout,
+        conn = get_connection(args.port, host=args.host, timeout=args.timeout,
                               keyfile=args.tls_key, certfile=args.tls_cert,
                               ca_certs=args.tls_ca)
+        close = conn.close
+
+        def close_bounded(*a, **k):
+            # rpyc says goodbye with a request that waits behind a pending answer (a
+            # read interrupted by Ctrl-C): up to its 300 s timeout. Give it CLOSE_WAIT.
+            config = getattr(conn, "_config", None)
+            if isinstance(config, dict):
+                config["sync_request_timeout"] = min(
+                    float(config.get("sync_request_timeout") or CLOSE_WAIT), CLOSE_WAIT)
+            return close(*a, **k)
+
+        conn.close = close_bounded
+        return conn
     except ConnectionRefusedError:
         raise ConnectionError(
             f"no mefstream server answered on {where} within {args.timeout:g} s; start one "

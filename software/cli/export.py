@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 
 import numpy as np
@@ -87,11 +86,8 @@ def run(args: argparse.Namespace) -> int:
         fs, names = float(info["fs"]), tuple(info["channels"])
         step = max(1, int(round(args.segment_seconds * fs)))
         get = stream.get_stream_segment          # one round trip per call, not two
-        if os.path.lexists(args.out):            # --overwrite, checked above
-            if os.path.isdir(args.out):
-                shutil.rmtree(args.out)
-            else:
-                os.remove(args.out)
+        # an existing --out (with --overwrite) is replaced by the finished export only:
+        # every sink writes beside it and renames at the end
         try:
             sink = sink_class(args.out, names, fs, uutc_of(info, first), stop - first,
                               info["units"], args.precision)
