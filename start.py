@@ -235,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
                                  callback_timeout=args.callback_timeout,
                                  read_timeout=args.read_timeout)
     except Exception as exc:  # a bad session, password or port: say so and exit
-        logger.error("cannot start: %s", exc)
+        from software.cli.common import for_cli
+        logger.error("cannot start: %s", for_cli(str(exc)))   # fixes as options: --port
         return 2
     with server, contextlib.ExitStack() as announced:
         if args.registry:
