@@ -160,3 +160,18 @@ def test_a_read_is_served_within_a_few_tasks_of_anothers_300_callbacks(fair_serv
         a.close()
         b.close()
     assert N_MAIN >= 300 * 128
+
+
+def test_what_the_queue_keeps_of_owners_stays_bounded():
+    """Owners (connection threads) come and go: their bookkeeping is dropped once they
+    have nothing waiting, and the order stays round-robin."""
+    from software.readers import fair
+    queue = FairQueue()
+    for i in range(3 * fair._PRUNE_AT):
+        queue.push(i, DEMAND, object(), i)               # a new owner each time
+        assert queue.pop() == (i, i)
+    assert len(queue._last) <= fair._PRUNE_AT + 1
+    queue.push("a1", DEMAND, "A", "a1")
+    queue.push("a2", DEMAND, "A", "a2")
+    queue.push("b1", DEMAND, "B", "b1")
+    assert [queue.pop()[1] for _ in range(3)] == ["a1", "b1", "a2"]

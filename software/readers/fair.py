@@ -45,6 +45,7 @@ class FairQueue:
         self._seq = itertools.count()
         self._served: dict[int, int] = {}                    # priority -> round served
         self._last: dict[tuple[int, Hashable], int] = {}     # (priority, owner) -> round
+        self._prune_at = _PRUNE_AT
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -56,9 +57,10 @@ class FairQueue:
         served = self._served.get(priority, 0)
         turn = max(self._last.get((priority, owner), 0), served) + 1
         self._last[(priority, owner)] = turn
-        if len(self._last) > _PRUNE_AT:   # owners caught up carry no information
+        if len(self._last) > self._prune_at:   # owners caught up carry no information
             self._last = {k: v for k, v in self._last.items()
                           if v > self._served.get(k[0], 0)}
+            self._prune_at = max(_PRUNE_AT, 2 * len(self._last))   # amortised
         return turn
 
     def push(self, key: Hashable, priority: int, owner: Hashable, item: object) -> None:
