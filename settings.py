@@ -42,6 +42,8 @@ READER_NICE = _env("READER_NICE", 0, int)
 CALLBACK_TIMEOUT = _env("CALLBACK_TIMEOUT", 30.0, float)
 #: Seconds a call without callback waits for its data before failing.
 READ_TIMEOUT = _env("READ_TIMEOUT", 120.0, float)
+#: Callback requests one connection may have waiting for their answer.
+MAX_WAITING = _env("MAX_WAITING", 10_000, int)
 #: Directory clients may open sessions under (relative paths resolve against it).
 DATA_ROOT = _env("DATA_ROOT", ".", str)
 #: Name of the demo session written under DATA_ROOT when it holds no session.

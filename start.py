@@ -104,6 +104,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--read-timeout", type=float, default=settings.READ_TIMEOUT,
                         help="seconds a call without callback waits for its data "
                              "(default %(default)s)")
+    parser.add_argument("--max-waiting", type=int, default=settings.MAX_WAITING,
+                        help="callback requests one connection may have waiting for their "
+                             "answer (default %(default)s)")
     parser.add_argument("--tls-cert", default=None, help="server certificate (PEM): enables TLS")
     parser.add_argument("--tls-key", default=None, help="private key of --tls-cert (PEM)")
     parser.add_argument("--tls-ca", default=None,
@@ -233,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
                                  password=args.password, authenticator=authenticator,
                                  reader_nice=args.reader_nice,
                                  callback_timeout=args.callback_timeout,
-                                 read_timeout=args.read_timeout)
+                                 read_timeout=args.read_timeout,
+                                 max_waiting=args.max_waiting)
     except Exception as exc:  # a bad session, password or port: say so and exit
         from software.cli.common import for_cli
         logger.error("cannot start: %s", for_cli(str(exc)))   # fixes as options: --port

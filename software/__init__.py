@@ -31,7 +31,7 @@ _HOME = {
         "InvalidTypeError", "MixedRateError", "NoFileOpenError", "NotMefSessionError",
         "OutsideDataRootError", "PushRefusedError",
         "ReaderError", "ServiceClosedError", "SessionError", "SessionExistsError", "StreamError",
-        "UnknownChannelError", "WrongPasswordError")},
+        "UnknownChannelError", "WaitingLimitError", "WrongPasswordError")},
 }
 
 __all__ = sorted(_HOME)

@@ -82,9 +82,13 @@ class NoFileOpenError(StreamError, AttributeError):
     """A method of an open file was asked of the root service: call ``open_file`` first."""
 
 
+class WaitingLimitError(StreamError, RuntimeError):
+    """This connection has as many callback requests waiting as the server allows."""
+
+
 #: Every exception class a client may receive, for RPyC's ``import_custom_exceptions``.
 EXCEPTIONS = (StreamError, InvalidArgumentError, InvalidTypeError, InvalidRangeError,
               DroppedSamplesError, PushRefusedError, UnknownChannelError, MixedRateError,
               SessionError, NotMefSessionError, OutsideDataRootError, WrongPasswordError,
               CorruptSessionError, ReaderError, ServiceClosedError, NoFileOpenError,
-              SessionExistsError)
+              SessionExistsError, WaitingLimitError)

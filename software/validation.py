@@ -201,5 +201,5 @@ def check_request_size(n_channels: int, n_samples: int, limit_bytes: int) -> Non
         raise InvalidRangeError(
             f"the request asks for {n_channels} channels x {n_samples} samples = "
             f"{size / 2**20:.1f} MiB, above the per-request limit of "
-            f"{limit_bytes / 2**20:.0f} MiB; ask for at most {max_samples} samples at a "
+            f"{limit_bytes / 2**20:.4g} MiB; ask for at most {max_samples} samples at a "
             f"time with these channels (or fewer channels).")

@@ -333,10 +333,11 @@ def test_non_callable_callback_is_refused(svc, main_ref):
     lambda s: s.set_segment_size(10**6),
 ], ids=["stream", "stream+callback", "row", "row-by-name-near-end", "time", "segment-size"])
 def test_too_large_requests_are_refused_at_once(svc, server, main_ref, call):
+    """To plain clients (``svc.proxy``); a RemoteStream asks again in pieces (test_pieces)."""
     before = dict(server.cache.stats())
     started = time.monotonic()
     with pytest.raises(software.InvalidRangeError) as caught:
-        call(svc)
+        call(svc.proxy)
     assert time.monotonic() - started < 2.0        # refused, not attempted
     text = message(caught.value)
     assert "per-request limit of 256 MiB" in text and "at most" in text   # limit and fix
@@ -349,9 +350,11 @@ def test_the_limit_applies_to_what_is_asked_not_to_what_is_left(svc, main_ref):
     """A huge _range near the end is refused too: the same call never works on a short file
     and fails on a long one. Ranges within the limit still return what is left."""
     n = main_ref.shape[1]
-    assert same(decode_segment(svc.get_stream_segment(5_000_000, n - 10)), main_ref[:, -10:])
+    plain = svc.proxy     # a RemoteStream asks again in pieces (test_pieces)
+    assert same(decode_segment(plain.get_stream_segment(5_000_000, n - 10)), main_ref[:, -10:])
     with pytest.raises(software.InvalidRangeError):
-        svc.get_stream_segment(6_000_000, n - 10)
+        plain.get_stream_segment(6_000_000, n - 10)
+    assert same(svc.get_stream_segment(6_000_000, n - 10), main_ref[:, -10:])
 
 
 # ---- paths -----------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """CallbackDeliverer: one delivery thread per view whatever thread puts (issue 9, fault 4),
-per-thread order kept, close() ends the thread, and the server's counters are fed."""
+per-thread order kept, close() ends the thread, the server's counters are fed, jobs run in
+turn, withdrawn requests are skipped and an answer that cannot be built sends its error."""
 from __future__ import annotations
 
 import sys
@@ -8,8 +9,10 @@ from concurrent.futures import Future
 
 import pytest
 
+from software import decode_segment, errors
 from software.stream.counters import Counters
 from software.stream.delivery import CallbackDeliverer
+from software.stream.waiting import Tickets, WaitingBudget
 from tests.util import wait_until
 
 #: Seconds a thread that should end at once may take on a loaded two-core machine.
@@ -124,3 +127,32 @@ def test_close_twice_and_put_after_close_do_nothing():
     deliverer.close()
     deliverer.put(lambda v: pytest.fail("delivered after close"), done(1), lambda v: v)
     assert deliverer._thread is None
+
+
+def test_jobs_run_in_turn_withdrawn_requests_are_skipped_and_encode_errors_sent():
+    counters = Counters()
+    tickets = Tickets(WaitingBudget(10), counters)
+    received: list = []
+    gate, finished = threading.Event(), threading.Event()
+
+    def dropped(value):
+        raise errors.DroppedSamplesError("samples [0, 10) were dropped")
+
+    with CallbackDeliverer("callbacks-jobs", counters=counters) as deliverer:
+        keep = tickets.register(received.append)
+        gone = tickets.register(print)
+        late = tickets.register(received.append)
+        deliverer.call_soon(lambda: gate.wait(BOUND))       # the thread is busy meanwhile
+        deliverer.put(received.append, done("first"), lambda v: v, keep)
+        deliverer.call_soon(lambda: received.append("job"))
+        deliverer.put(print, done("withdrawn"), lambda v: v, gone)
+        deliverer.put(received.append, done("late"), dropped, late)
+        deliverer.call_soon(finished.set)
+        assert tickets.withdraw(print) == 1 and tickets.withdraw(print) == 0
+        assert counters.get("waiting_requests") == 2
+        gate.set()
+        assert finished.wait(BOUND)
+    assert received[:2] == ["first", "job"] and len(received) == 3
+    with pytest.raises(errors.DroppedSamplesError):
+        decode_segment(received[2])                        # the error went to the client
+    assert counters.get("waiting_requests") == 0 and tickets.count == 0

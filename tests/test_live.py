@@ -157,7 +157,7 @@ def test_a_disconnect_with_callbacks_pending_leaves_nothing_behind():
         conn.close()
         wait_until(lambda: stream.waiting == 0)
         stream.append_stream_segment_data(ramp(1, 0, 500))
-        assert len(stream._waiting) == 0 or all(w[2].cancelled() for w in stream._waiting)
+        assert len(stream._watchlist) == 0 and stream.waiting == 0
         with client(srv.port) as other:
             assert decode_segment(other.root.get_stream_segment(5, 100)).tolist() == \
                 ramp(1, 100, 5).tolist()
@@ -306,6 +306,8 @@ def test_pushes_that_do_not_fit_are_refused_and_nothing_is_appended(dtype):
     if dtype.startswith("int"):
         bad += [np.array([[1.0, np.nan], [2.0, 3.0]]), np.array([[1.5, 2], [2, 3]]),
                 np.array([[1e12, 2], [2, 3]])]
+    if dtype == "float32":       # beyond float32's range: it would be stored as inf
+        bad += [np.array([[1.0, 2.0], [3.0, -1e39]]), encode_segment(np.full((2, 1), 4e38))]
     for data in bad:
         with pytest.raises((errors.InvalidArgumentError, errors.InvalidTypeError)):
             stream.append_stream_segment_data(data)
@@ -320,6 +322,11 @@ def test_pushes_that_do_not_fit_are_refused_and_nothing_is_appended(dtype):
     got = decode_segment(svc.exposed_get_stream_segment(5, 0))
     assert got.dtype == np.dtype(dtype)
     assert got.tolist() == [[1, 2, 5, 7, 8], [3, 4, 6, 9, 10]]
+    if dtype == "float32":       # what float32 holds goes in: its largest, inf, NaN
+        big = float(np.finfo(np.float32).max)
+        assert stream.append_stream_segment_data([[big, np.inf], [-big, np.nan]]) == 7
+        last = decode_segment(svc.exposed_get_stream_segment(2, 5))
+        assert last[0].tolist() == [big, np.inf] and last[1, 0] == -big and np.isnan(last[1, 1])
 
 
 def test_live_streams_beside_the_file_service(data_root):
@@ -330,7 +337,8 @@ def test_live_streams_beside_the_file_service(data_root):
         root = conn.root
         assert root.list_live_streams() == ("one", "two")
         svc = root.open_live("two")
-        assert root.open_live("two") == svc
+        again = root.open_live("two")        # the same view (a proxy, or a wrapper of it)
+        assert getattr(again, "proxy", again) == getattr(svc, "proxy", svc)
         assert svc.append_stream_segment_data(((1, 2), (3, 4))) == 2
         assert decode_segment(svc.get_stream_segment(2, 0)).tolist() == [[1, 2], [3, 4]]
         assert dict(svc.get_info())["dtype"] == "int16"
@@ -380,3 +388,37 @@ def test_a_session_at_the_root_answers_arrays_through_get_connection(data_root):
             assert raw.tolist() == seg.tolist()
         finally:
             conn.close()
+
+
+def test_the_default_segment_of_a_short_history_follows_the_history():
+    """A live default segment longer than the history always failed while get_info
+    reported it; now it is cut to the history, and a longer one is refused at once."""
+    stream = LiveStream("rig", ["a", "b"], FS, history_seconds=2)
+    with served(stream, segment_seconds=60) as srv, client(srv.port) as conn:
+        svc = conn.root.proxy
+        info = dict(svc.get_info())
+        assert info["segment_samples"] == 2000 and info["segment_seconds"] == 2.0
+        got: list = []
+        arrived = threading.Event()
+        assert svc.get_segment(1, lambda v: (got.append(decode_segment(v).tolist()),
+                                             arrived.set())) is False
+        for start in range(0, 4000, 500):
+            stream.append_stream_segment_data(ramp(2, start, 500))
+        assert arrived.wait(10) and got == [ramp(2, 2000, 2000).tolist()]
+        with pytest.raises(errors.InvalidRangeError) as caught:
+            svc.set_segment_size(2.5)
+        assert "seconds=2.5" in str(caught.value) and "at most 2 s" in str(caught.value)
+        assert svc.set_segment_size(1.5) >= 1
+
+
+@pytest.mark.parametrize("how", ["stream", "launcher"])
+def test_a_pure_live_server_starts_no_reader_process(how):
+    from software.live import launch
+    from tests.test_replay import parse
+    stream = LiveStream("rig", ["a"], FS)
+    live = stream if how == "stream" else launch.server_live(
+        parse(["--live", "rig", "--channels", "a", "--fs", "1000"]))
+    with served(live) as srv, client(srv.port) as conn:
+        assert conn.root.append_stream_segment_data(np.arange(10.0)[None, :]) == 10
+        assert conn.root.get_stream_segment(10, 0).tolist() == [list(range(10))]
+        assert srv.pool.pids() == [] and dict(srv.stats())["reads"] == 0

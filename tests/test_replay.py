@@ -59,15 +59,21 @@ def test_chunks_are_at_most_10_ms_and_1000_samples():
 
 
 def test_a_looped_replay_equals_the_file_in_every_stretch(data_root, main_path, ref):
+    """Read once the replay is paused past the loop, from a history far longer than what
+    was pushed: nothing is overwritten however slowly the client reads (it used to read
+    while a 400x replay wrapped its ring: 4 failures in 8 runs on a loaded machine)."""
     n = ref.shape[1]
-    with replay_server(data_root, main_path, speed=400.0, loop=True,
-                       history_seconds=400) as srv:
+    with replay_server(data_root, main_path, speed=100.0, loop=True,
+                       history_seconds=2000) as srv:
         conn = get_connection(srv.port, host="127.0.0.1")
         try:
             svc = conn.root
             info = dict(svc.get_info())
             assert info["growing"] and info["channels"] == NAMES and info["fs"] == 256.0
-            assert info["speed"] == 400.0 and info["paused"] is False
+            assert info["speed"] == 100.0 and info["paused"] is False
+            wait_until(lambda: dict(svc.get_info())["n_samples"] >= n + 3000, timeout=60)
+            svc.pause()
+            assert dict(svc.get_info())["first_available"] == 0
             data = take(svc, 0, n + 3000)
             assert same(data[:, :n], ref)                  # NaN in the gap, as the file
             assert same(data[:, n:], ref[:, :3000])        # the loop starts again
@@ -146,6 +152,7 @@ def test_the_launcher_builds_a_live_stream_and_refuses_bad_options(capsys):
     assert launch.server_live(parse([])) is None
     for bad in (["--live", "rig"], ["--live", "x", "--channels", "a,a", "--fs", "1"],
                 ["--replay"], ["x.mefd", "--replay", "--speed", "0"],
+                ["x.mefd", "--replay", "--speed", "1e-4"],
                 ["--live", "x", "--channels", "a", "--fs", "1", "--dtype", "int8"]):
         with pytest.raises(SystemExit):
             parse(bad)
@@ -187,3 +194,45 @@ def test_a_launched_replay_serves_the_file_at_the_root(data_root, main_path, ref
     finally:
         proc.stdin.close()
         assert proc.wait(60) == 0
+
+
+def test_a_speed_out_of_range_is_refused_and_the_replay_goes_on(data_root, main_path, ref):
+    """set_speed(1e-13) used to kill the replay thread for good (OverflowError)."""
+    with replay_server(data_root, main_path, speed=50.0, history_seconds=400) as srv:
+        conn = get_connection(srv.port, host="127.0.0.1")
+        try:
+            svc = conn.root
+            for bad in (1e-13, 0.0009, 2e6):
+                with pytest.raises(InvalidRangeError) as caught:
+                    svc.set_speed(bad)
+                assert f"x={bad:g}" in str(caught.value)
+            assert "0.001" in str(caught.value) or "1e+06" in str(caught.value)
+            assert dict(svc.get_info())["speed"] == 50.0
+            head = dict(svc.get_info())["n_samples"]
+            wait_until(lambda: dict(svc.get_info())["n_samples"] > head + 500)
+            assert same(take(svc, 0, 1000), ref[:, :1000])
+            assert svc.set_speed(0.001) == 0.001          # the bounds themselves are fine
+        finally:
+            conn.close()
+    with pytest.raises(InvalidRangeError):
+        Replay(None, speed=1e-4)
+
+
+def test_a_looping_replay_keeps_only_the_stretches_its_ring_holds(data_root, main_path, ref):
+    """A stretch per loop grew without bound; now those wholly overwritten are dropped."""
+    n = ref.shape[1]
+    with replay_server(data_root, main_path, speed=1000.0, loop=True,
+                       history_seconds=30) as srv:
+        conn = get_connection(srv.port, host="127.0.0.1")
+        try:
+            svc = conn.root
+            wait_until(lambda: dict(svc.get_info())["n_samples"] > 3 * n + 100, timeout=90)
+            svc.pause()
+            info = dict(svc.get_info())
+            stretches, oldest = info["stretches"], info["first_available"]
+            assert 1 <= len(stretches) <= 2, stretches
+            assert stretches[0][0] <= oldest and all(s[1] == START for s in stretches)
+            assert all(first > oldest for first, _ in stretches[1:])
+            assert stretches[-1][0] % n == 0 and stretches[-1][0] >= 3 * n
+        finally:
+            conn.close()

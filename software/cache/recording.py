@@ -55,6 +55,10 @@ class Recording:
         Longest stretch one reader task decodes, in seconds (whole blocks, at least one).
     """
 
+    #: Called as ``listener(names, group, first_block, data)`` with every read that lands
+    #: (in the reader pool's result thread), or None.
+    decoded_listener = None
+
     def __init__(self, path: str, password: str | None, info: SessionInfo, pool: ReaderPool,
                  cache: BlockCache, block_seconds: float = 10.0,
                  run_seconds: float = 60.0) -> None:
@@ -182,6 +186,9 @@ class Recording:
                 for row, name in enumerate(names):
                     items.append(((self._key, name, block), data[row, lo:hi].copy()))
             self._cache.fulfil_many(items)
+            listener = self.decoded_listener  # the min/max pyramid (software.cache.pyramid)
+            if listener is not None:
+                listener(names, group, first, data)
             if self._closed:  # closed while reading: waiters got their data; keep nothing
                 self._cache.discard(key for key, _ in items)
             logger.debug("blocks %d-%d of %s read (%d channels)", first, last, self.path,

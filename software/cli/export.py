@@ -18,13 +18,13 @@ from .common import (
     UsageError,
     add_session_arguments,
     connect,
-    open_session,
     positive_seconds,
     sample_range,
     select_channels,
     uutc_of,
 )
 from .formats import SINKS
+from .target import open_target
 from .times import format_clock, format_duration
 
 HELP = "export a stretch of a session to .npz, .csv or .mefd (streamed in segments)"
@@ -80,11 +80,16 @@ def run(args: argparse.Namespace) -> int:
     sink_class = check_output(args)
     conn = connect(args)
     try:
-        stream, info = open_session(conn, args)
+        stream, info = open_target(conn, args)
         info = select_channels(stream, info, args.channels)
         first, stop = sample_range(args, info)
         fs, names = float(info["fs"]), tuple(info["channels"])
         step = max(1, int(round(args.segment_seconds * fs)))
+        if info.get("growing"):   # a live stream: its newest history, a ring at a time
+            if args.start is None:  # (the oldest samples are the next to be overwritten)
+                history = int(round(float(info["history_seconds"]) * fs))
+                first = max(first, int(info["first_available"]), stop - history)
+            step = min(step, int(info["segment_samples"]))
         get = stream.get_stream_segment          # one round trip per call, not two
         # an existing --out (with --overwrite) is replaced by the finished export only:
         # every sink writes beside it and renames at the end

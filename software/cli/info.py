@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import add_session_arguments, connect, open_session, select_channels
+from .common import add_session_arguments, connect, select_channels
+from .target import open_target
 from .times import format_clock, format_duration
 
 HELP = "describe a session: channels, rates, start/end (UTC), duration, units, gaps"
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     """Print the description of ``PATH``."""
     conn = connect(args)
     try:
-        stream, info = open_session(conn, args)
+        stream, info = open_target(conn, args)
         info = select_channels(stream, info, args.channels)
     finally:
         conn.close()

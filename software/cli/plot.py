@@ -1,9 +1,10 @@
 """Draw a window of a session as an EEG viewer does, into a PNG (or SVG, PDF).
 
 Stacked traces with channel names, UTC clock time, a scale bar in the session's units and
-gaps shaded. With --follow the window scrolls through a live or replayed stream (from
---start, --step seconds at a time): in a window on a display, otherwise as PNG frames in
---frames DIR.
+gaps shaded. With --overview each channel is a min/max band over the whole recording (or
+--start/--seconds), from the server's envelope: hours in milliseconds. With --follow the
+window scrolls through a live or replayed stream (from --start, --step seconds at a time):
+in a window on a display, otherwise as PNG frames in --frames DIR.
 """
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ from .common import (
     add_session_arguments,
     argument,
     connect,
-    open_session,
     sample_index,
     select_channels,
 )
+from .target import open_target
 from .times import parse_seconds
 
 HELP = "draw a window of a session (traces, clock time, scale bar, gaps) into a PNG"
@@ -33,8 +34,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--start", default=None, metavar="T",
                         help="UTC clock time or seconds from the start (default the start; "
                              "with --follow on a live stream, the newest data)")
-    parser.add_argument("--seconds", default="10", metavar="S",
-                        help="length of the window (default 10)")
+    parser.add_argument("--seconds", default=None, metavar="S",
+                        help="length of the window (default 10; with --overview: to the "
+                             "end of the recording)")
     parser.add_argument("--channels", default=None, metavar="A,B",
                         help="channels, top to bottom (default: every channel of the most "
                              "common rate)")
@@ -43,6 +45,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "the data)")
     parser.add_argument("--out", default="window.png", metavar="FILE",
                         help="picture to write: .png, .svg or .pdf (default window.png)")
+    parser.add_argument("--overview", action="store_true",
+                        help="draw each channel's min/max band (gaps shaded) instead of "
+                             "traces; for hours of recording")
     parser.add_argument("--follow", action="store_true",
                         help="scroll through the stream as it advances (window, or frames)")
     parser.add_argument("--step", default="1", metavar="S",
@@ -64,7 +69,9 @@ def _seconds(text: str, option: str) -> float:
 
 def run(args: argparse.Namespace) -> int:
     """Write the picture (or the frames, or show the scrolling window)."""
-    seconds = _seconds(args.seconds, "--seconds")
+    seconds = _seconds(args.seconds or "10", "--seconds")
+    if args.overview and args.follow:
+        raise UsageError("--overview", "cannot be combined with --follow")
     step = _seconds(args.step, "--step")
     ext = os.path.splitext(args.out)[1].lower()
     if not args.follow and ext not in FORMATS:
@@ -81,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from ..plot.window import save
     conn = connect(args)
     try:
-        stream, info = open_session(conn, args)
+        stream, info = open_target(conn, args)
         info = select_channels(stream, info, args.channels)
         start = None
         if args.start is not None:
@@ -95,7 +102,12 @@ def run(args: argparse.Namespace) -> int:
             if written:
                 print(f"wrote {len(written)} frames: {written[0]} ... {written[-1]}")
             return 0
-        figure = plot_window(stream, start=start, seconds=seconds, spacing=args.spacing)
+        if args.overview:
+            from ..plot import plot_overview
+            seconds = None if args.seconds is None else seconds
+            figure = plot_overview(stream, start=start, seconds=seconds, spacing=args.spacing)
+        else:
+            figure = plot_window(stream, start=start, seconds=seconds, spacing=args.spacing)
     finally:
         conn.close()
     try:
@@ -103,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise OSError(f"cannot write --out {args.out!r}: {exc.strerror or exc}") from None
     width, height = figure.get_size_inches() * figure.dpi
+    shown = "to the end" if seconds is None else f"{seconds:g} s"
     print(f"wrote {args.out} ({int(round(width))} x {int(round(height))} px, "
-          f"{len(info['channels'])} channels, {seconds:g} s)")
+          f"{len(info['channels'])} channels, {shown}{', overview' if args.overview else ''})")
     return 0

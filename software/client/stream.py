@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from .. import errors
+from . import pieces
 from .values import as_array, plain_argument, push_argument
 
 __all__ = ["RemoteRoot", "RemoteStream"]
@@ -214,8 +215,11 @@ class RemoteStream(_Proxied):
             (channels, samples), writable; False past the end, or when the data will
             come through ``_callback``.
         """
-        return as_array(self._method("get_stream_segment")(
-            plain_argument(_range), plain_argument(_startIndex), self._deliver(_callback)))
+        try:
+            return as_array(self._method("get_stream_segment")(
+                plain_argument(_range), plain_argument(_startIndex), self._deliver(_callback)))
+        except errors.InvalidRangeError as exc:  # over the server's limit: in pieces
+            return pieces.stream_segment(self, exc, _range, _startIndex)
 
     def get_row_segment(self, _row: int | str, _range: int, _startIndex: int,
                         _callback: Callable | None = None) -> np.ndarray | bool:
@@ -233,9 +237,12 @@ class RemoteStream(_Proxied):
         numpy.ndarray or False
             1-D (samples), writable, or False as for :meth:`get_stream_segment`.
         """
-        return as_array(self._method("get_row_segment")(
-            plain_argument(_row), plain_argument(_range), plain_argument(_startIndex),
-            self._deliver(_callback)))
+        try:
+            return as_array(self._method("get_row_segment")(
+                plain_argument(_row), plain_argument(_range), plain_argument(_startIndex),
+                self._deliver(_callback)))
+        except errors.InvalidRangeError as exc:  # over the server's limit: in pieces
+            return pieces.row_segment(self, exc, _row, _range, _startIndex)
 
     def get_time_segment(self, start_uutc: int, stop_uutc: int,
                          _callback: Callable | None = None) -> np.ndarray | bool:
@@ -253,8 +260,28 @@ class RemoteStream(_Proxied):
         numpy.ndarray or False
             Writable; False when the window is entirely outside the recording.
         """
-        return as_array(self._method("get_time_segment")(
-            plain_argument(start_uutc), plain_argument(stop_uutc), self._deliver(_callback)))
+        try:
+            return as_array(self._method("get_time_segment")(
+                plain_argument(start_uutc), plain_argument(stop_uutc),
+                self._deliver(_callback)))
+        except errors.InvalidRangeError as exc:  # over the server's limit: in pieces
+            return pieces.time_segment(self, exc, start_uutc, stop_uutc)
+
+    def get_envelope(self, start: int, stop: int, n_bins: int):
+        """Min and max of every active channel per bin of grid samples ``[start, stop)``.
+
+        Returns
+        -------
+        (numpy.ndarray, numpy.ndarray) or False
+            ``(envelope, edges)``: float64 (2, channels, bins), ``[0]`` minima and ``[1]``
+            maxima (NaN: no sample in the bin), and the int64 bin edges (grid indices).
+            See :mod:`software.stream.envelope`.
+        """
+        return pieces.envelope(self, start, stop, n_bins)
+
+    def get_time_envelope(self, start_uutc: int, stop_uutc: int, n_bins: int):
+        """:meth:`get_envelope` of a time window; the edges are in microseconds."""
+        return pieces.time_envelope(self, start_uutc, stop_uutc, n_bins)
 
     # ---- lifetime -------------------------------------------------------------------
 
@@ -303,7 +330,8 @@ class RemoteStream(_Proxied):
 _STREAM_METHODS = frozenset({
     "get_info", "set_active_channels", "set_segment_size", "get_segment",
     "get_stream_segment", "get_row_segment", "get_time_segment",
-    "append_stream_segment_data", "append_stream_row_data"})
+    "append_stream_segment_data", "append_stream_row_data", "get_envelope",
+    "get_time_envelope"})
 
 
 class RemoteRoot(_Proxied):

@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from .replay import Replay
+from ..errors import StreamError
+from .replay import Replay, check_speed
 from .ring import DTYPES
 from .source import LiveStream
 
@@ -54,8 +55,10 @@ def check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         parser.error("--replay needs the session to replay: start.py PATH.mefd --replay")
     if not args.history_seconds > 0:
         parser.error(f"--history-seconds must be > 0; {args.history_seconds} is invalid")
-    if not args.speed > 0:
-        parser.error(f"--speed must be > 0; {args.speed} is invalid")
+    try:
+        check_speed("--speed", args.speed)
+    except StreamError as exc:
+        parser.error(str(exc))
 
 
 def wanted(args: argparse.Namespace) -> bool:

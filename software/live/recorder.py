@@ -31,6 +31,7 @@ class _InProcess:
     def __init__(self, svc: rpyc.Service) -> None:
         self.get_info = svc.exposed_get_info
         self.get_stream_segment = svc.exposed_get_stream_segment
+        self.withdraw = svc.exposed_withdraw    # a timed-out wait gives its request back
 
 
 def _target(stream):

@@ -25,14 +25,40 @@ from ..cache.recording import Recording
 from ..errors import InvalidRangeError, ServiceClosedError
 from ..mef3.metadata import grid_offset
 from ..stream.source import FileSource
+from ..validation import as_positive_float
 from .source import LiveStream
 
-__all__ = ["Replay", "chunk_samples"]
+__all__ = ["MAX_SPEED", "MIN_SPEED", "Replay", "check_speed", "chunk_samples"]
 
 logger = logging.getLogger(__name__)
 
 #: Seconds of recording read from the file service at a time.
 WINDOW_SECONDS = 1.0
+#: Replay speeds allowed, in times real time.
+MIN_SPEED, MAX_SPEED = 1e-3, 1e6
+#: Longest single wait of the pushing thread, in seconds (it checks its schedule again).
+LONGEST_WAIT = 60.0
+
+
+def check_speed(name: str, value: object) -> float:
+    """``value`` as a replay speed, from :data:`MIN_SPEED` to :data:`MAX_SPEED`.
+
+    Parameters
+    ----------
+    name : str
+        How the caller named it (``x``, ``speed``, ``--speed``), for the error.
+
+    Raises
+    ------
+    InvalidTypeError, InvalidArgumentError, InvalidRangeError
+        Not a number, not > 0, or outside the range (the message names it).
+    """
+    speed = as_positive_float(name, value, maximum=MAX_SPEED)
+    if speed < MIN_SPEED:
+        raise InvalidRangeError(f"{name}={speed:g} is too slow: a replay runs at "
+                                f"{MIN_SPEED:g} to {MAX_SPEED:g} times real time; pass e.g. "
+                                f"{name}=0.5 (or pause the replay).")
+    return speed
 
 
 def chunk_samples(fs: float) -> int:
@@ -48,7 +74,7 @@ class Replay:
     recording : Recording
         The opened session (from the server's registry; given back with ``release``).
     speed : float
-        Times real time (> 0).
+        Times real time, :data:`MIN_SPEED` to :data:`MAX_SPEED`.
     loop : bool
         Start again from the beginning at the end (a new stretch); otherwise stop there.
     history_seconds : float
@@ -66,6 +92,7 @@ class Replay:
 
     def __init__(self, recording: Recording, speed: float = 1.0, loop: bool = False,
                  history_seconds: float = 60.0, release=None, name: str | None = None) -> None:
+        speed = check_speed("speed", speed)       # before anything is made
         self._recording = recording
         self._release = release
         info = recording.info
@@ -81,7 +108,7 @@ class Replay:
                                  units=info.channel(self._names[0]).units)
         self.stream.controller = self
         self.stream.describe_with(self.describe)
-        self._speed = float(speed)
+        self._speed = speed
         self._loop = bool(loop)
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -145,9 +172,16 @@ class Replay:
         return first
 
     def set_speed(self, x: float) -> float:
-        """Push at ``x`` times real time from now on; returns the speed."""
+        """Push at ``x`` times real time from now on; returns the speed.
+
+        Raises
+        ------
+        InvalidRangeError
+            ``x`` is outside :data:`MIN_SPEED` .. :data:`MAX_SPEED` (nothing changes).
+        """
+        x = check_speed("x", x)
         with self._lock:
-            self._speed = float(x)
+            self._speed = x
             self._anchor = (time.monotonic(), self._position)
         self._wake.set()
         return self._speed
@@ -155,6 +189,7 @@ class Replay:
     def describe(self) -> tuple[tuple[str, object], ...]:
         """``speed``, ``paused``, ``position_uutc``, ``stretches``, ``loop``, ``replaying``."""
         with self._lock:
+            self._forget_stretches()
             return (("speed", self._speed), ("paused", self._paused),
                     ("position_uutc", self._group.sample_uutc(self._position)),
                     ("stretches", tuple(self._stretches)), ("loop", self._loop),
@@ -167,8 +202,10 @@ class Replay:
 
     @property
     def stretches(self) -> tuple[tuple[int, int], ...]:
-        """``(first_index, file_uutc)`` of every stretch so far."""
+        """``(first_index, file_uutc)`` of the stretches the ring still holds samples of
+        (older ones are forgotten as a new stretch begins)."""
         with self._lock:
+            self._forget_stretches()
             return tuple(self._stretches)
 
     # ---- the pushing thread -------------------------------------------------------------
@@ -178,11 +215,19 @@ class Replay:
         self._position = index
         first = self.stream.head
         entry = (first, self._group.sample_uutc(index))
-        if self._stretches and self._stretches[-1][0] == first:
-            self._stretches[-1] = entry      # nothing was pushed from the previous one
+        stretches = self._stretches
+        if stretches and stretches[-1][0] == first:
+            stretches[-1] = entry            # nothing was pushed from the previous one
         else:
-            self._stretches.append(entry)
+            stretches.append(entry)
+        self._forget_stretches()
         return first
+
+    def _forget_stretches(self) -> None:
+        """Drop the stretches the ring holds no sample of any more (holding the lock)."""
+        stretches, oldest = self._stretches, self.stream.first_available
+        while len(stretches) > 1 and stretches[1][0] <= oldest:
+            del stretches[0]
 
     def _due(self) -> tuple[float | None, int, int]:
         """(seconds to wait or None for 'until woken', position, samples) under the lock."""
@@ -196,31 +241,42 @@ class Replay:
 
     def _run(self) -> None:
         while not self._closed:
-            self._wake.clear()
-            with self._lock:
-                wait, p, m = self._due()
-            if wait is None or wait > 0:
-                self._wake.wait(wait)
-                continue
             try:
-                data = self._samples(p, p + m)
-            except Exception:
-                logger.exception("replay of %s: reading samples [%d, %d) failed; retrying",
-                                 self.stream.name, p, p + m)
-                self._wake.wait(1.0)
-                continue
-            with self._lock:
-                if self._closed or self._position != p or self._paused:
-                    continue      # a seek or pause came while reading
-                try:
-                    self.stream.append_stream_segment_data(data)
-                except ServiceClosedError:   # the stream was closed: so is this replay
+                if not self._step():
                     return
-                self._position = p + m
-                if self._position >= self._n and self._loop:
-                    wall, at = self._anchor
-                    self._anchor = (wall, at - self._n)   # the schedule goes on unbroken
-                    self._new_stretch(0)
+            except Exception:   # never let one bad step end the replay for good
+                logger.exception("replay of %s: a step failed; going on in a second",
+                                 self.stream.name)
+                self._wake.wait(1.0)
+
+    def _step(self) -> bool:
+        """Push the next chunk when it is due, or wait; False once the stream closed."""
+        self._wake.clear()
+        with self._lock:
+            wait, p, m = self._due()
+        if wait is None or wait > 0:
+            self._wake.wait(None if wait is None else min(wait, LONGEST_WAIT))
+            return True
+        try:
+            data = self._samples(p, p + m)
+        except Exception:
+            logger.exception("replay of %s: reading samples [%d, %d) failed; retrying",
+                             self.stream.name, p, p + m)
+            self._wake.wait(1.0)
+            return True
+        with self._lock:
+            if self._closed or self._position != p or self._paused:
+                return True       # a seek or pause came while reading
+            try:
+                self.stream.append_stream_segment_data(data)
+            except ServiceClosedError:   # the stream was closed: so is this replay
+                return False
+            self._position = p + m
+            if self._position >= self._n and self._loop:
+                wall, at = self._anchor
+                self._anchor = (wall, at - self._n)   # the schedule goes on unbroken
+                self._new_stretch(0)
+        return True
 
     def _samples(self, start: int, stop: int) -> np.ndarray:
         """File samples ``[start, stop)`` from the current window (read ahead)."""

@@ -85,8 +85,8 @@ class Ring:
         """Copy samples ``[start, stop)`` of ``rows`` into ``out`` (len(rows) x n).
 
         Safe without the writer's lock: returns False when a write overwrote some of them
-        meanwhile (the caller then reports them dropped). The caller checked that
-        ``start >= first_available`` and ``stop <= head`` before.
+        before or during the copy (the caller then reports them dropped; ``out`` holds
+        nothing usable). The caller checked that ``stop <= head``.
         """
         lo = start % self.capacity
         n = stop - start

@@ -79,8 +79,21 @@ def _cast(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """``array`` as ``dtype``, refusing values the type cannot hold."""
     if array.dtype == dtype:
         return array
-    if dtype.kind == "f" or array.dtype.kind == "b":
+    if array.dtype.kind == "b":
         return array.astype(dtype)
+    if dtype.kind == "f":
+        with np.errstate(over="ignore"):   # checked just below
+            cast = array.astype(dtype)
+        if array.dtype.kind == "f" and array.dtype.itemsize > dtype.itemsize:
+            over = np.isinf(cast) & np.isfinite(array)   # finite values beyond the type
+            if over.any():
+                at = int(np.argmax(over.ravel()))
+                limit = float(np.finfo(dtype).max)
+                raise InvalidArgumentError(
+                    f"data: {array.ravel()[at]!r} (flat index {at}) does not fit a {dtype} "
+                    f"stream (at most {limit:.6g} in magnitude; it would become infinity). "
+                    f"Scale the values, or serve a float64 stream. Nothing was appended.")
+        return cast
     # an integer stream: every value must be a whole number the type holds
     info = np.iinfo(dtype)
     if array.dtype.kind == "f":

@@ -9,19 +9,20 @@ and push with CREPE's names::
     stream.append_stream_segment_data(block)        # 3 x n samples (or 3 values)
     stream.append_stream_row_data("b", values)      # one channel
 
-Pushing only copies into the ring and completes the waiting requests whose samples are
-all there (their samples are copied out then, in the producer's thread, so later pushes
-never overwrite them); the views' own threads deliver the callbacks, so a slow or
-stalled client never blocks the producer or another client.
+Pushing copies into the ring and wakes the views whose earliest waiting request is now
+complete (:mod:`software.live.waiters`): the same cost whatever number of requests wait.
+Each view answers its requests in its own delivery thread, copying the samples out of
+the ring as it sends them (a request whose samples the ring overwrote before that gets
+DroppedSamplesError, never other samples), so a slow or stalled client never blocks the
+producer or another client, and holds no copies of samples waiting to be sent.
 """
 from __future__ import annotations
 
-import heapq
-import itertools
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import Future
 
 import numpy as np
 
@@ -39,29 +40,9 @@ from ..validation import as_positive_float
 from .ring import DTYPES, Ring
 from .samples import as_block, as_row
 from .view import LiveView
+from .waiters import RingAnswer, Waiters, Watchlist
 
 __all__ = ["LiveStream", "LiveView"]  # LiveView lives in .view
-
-#: Requests one stream keeps waiting at most (over all views).
-MAX_WAITING = 100_000
-
-
-class Samples:
-    """Samples copied out of the ring: an answer the view builds into its array."""
-
-    __slots__ = ("_values", "shape")
-
-    def __init__(self, values: np.ndarray) -> None:
-        self._values = values
-        self.shape = values.shape
-
-    def assemble(self, out=None) -> np.ndarray:
-        """The samples, copied into ``out(shape)`` if that gives an array."""
-        dest = out(self.shape) if out is not None else None
-        if dest is None:
-            return self._values
-        dest[...] = self._values
-        return dest
 
 
 class LiveStream(Source):
@@ -108,11 +89,10 @@ class LiveStream(Source):
         self._info = SessionInfo(path=self.name, channels=tuple(
             ChannelInfo(n, self.fs, self.start_uutc, self.start_uutc, units, 1.0, 0)
             for n in names))
-        self._lock = threading.Lock()          # one producer at a time; guards the waiters
-        self._waiting: list[tuple[int, int, Future]] = []   # heap of (stop, seq, future)
-        self._live_waiters = 0
-        self._details: dict[Future, tuple] = {}  # future -> (rows, start, stop)
-        self._seq = itertools.count()
+        self._lock = threading.Lock()          # one producer at a time; guards the watchlist
+        self._watchlist = Watchlist()          # views waiting, by their earliest stop
+        self._views: weakref.WeakSet[Waiters] = weakref.WeakSet()
+        self._own: Waiters | None = None       # requests made without a view
         self._describers: list[Callable[[], tuple]] = []
         self.controller = None                 # a Replay driving this stream, if any
         self._closed = False
@@ -158,8 +138,18 @@ class LiveStream(Source):
         """Add ``describer()``'s ``(name, value)`` pairs to every ``get_info`` (a replay)."""
         self._describers.append(describer)
 
-    def gather(self, names, group, start, stop) -> Future:
+    def gather(self, names, group, start, stop, waiters: Waiters | None = None) -> Future:
         """Samples ``[start, stop)``: at once when all pushed, else when pushes reach ``stop``.
+
+        The future's answer copies the samples when it is assembled.
+
+        Parameters
+        ----------
+        names, group, start, stop
+            The request.
+        waiters : Waiters, optional
+            The asking view's waiting requests (see :meth:`waiters`); without it the
+            request is answered in the thread of the push that completes it.
 
         Raises
         ------
@@ -175,50 +165,54 @@ class LiveStream(Source):
                 f"a request of {stop - start} samples is longer than the {ring.history} "
                 f"samples ({self.history_seconds:g} s) the stream {self.name!r} keeps; ask "
                 f"for at most {ring.history} samples at once.")
-        fut: Future = Future()
+        if start < ring.first_available:
+            raise self.dropped_error(start, stop)
+        if waiters is None:
+            waiters = self._own_waiters()
         if stop <= ring.head:
-            out = np.empty((len(names), stop - start), dtype=self.dtype)
-            if start < ring.first_available or not ring.copy(rows, start, stop, out):
-                raise self._dropped(start, stop)
-            fut.set_result(Samples(out))
+            fut: Future = Future()
+            fut.set_result(RingAnswer(self, rows, start, stop, waiters.dropped))
             return fut
+        return waiters.add(rows, start, stop)
+
+    def waiters(self, dropped: Callable[[], None] | None = None) -> Waiters:
+        """A new view's list of waiting requests (``dropped()`` counts dropped answers)."""
+        waiters = Waiters(self, dropped)
+        with self._lock:
+            self._views.add(waiters)
+        return waiters
+
+    def _own_waiters(self) -> Waiters:
+        with self._lock:
+            if self._own is None:
+                self._own = Waiters(self)
+                self._views.add(self._own)
+            return self._own
+
+    def watch(self, waiters: Waiters, stop: int) -> None:
+        """Wake ``waiters`` once the head reaches ``stop`` (at once if it has)."""
         with self._lock:
             if self._closed:
-                raise ServiceClosedError(f"the live stream {self.name!r} was closed.")
-            if start < ring.first_available:
-                raise self._dropped(start, stop)
-            if stop <= ring.head:   # pushed while we came here: copy under the lock
-                out = np.empty((len(names), stop - start), dtype=self.dtype)
-                ring.copy(rows, start, stop, out)
-                fut.set_result(Samples(out))
-                return fut
-            if self._live_waiters >= MAX_WAITING:
-                raise InvalidRangeError(f"{MAX_WAITING} requests already wait for samples of "
-                                        f"{self.name!r}; ask again once some arrived.")
-            heapq.heappush(self._waiting, (stop, next(self._seq), fut))
-            self._details[fut] = (rows, start, stop)
-            self._live_waiters += 1
-        fut.add_done_callback(self._withdrawn)
-        return fut
+                return
+            if stop > self.ring.head:
+                self._watchlist.watch(waiters, stop)
+                return
+        waiters.wake()
 
-    def _withdrawn(self, fut: Future) -> None:
-        """A waiting request was cancelled (its view closed): forget it."""
-        if not fut.cancelled():
-            return
+    def unwatch(self, waiters: Waiters) -> None:
+        """Forget ``waiters`` (its view closed)."""
         with self._lock:
-            if self._details.pop(fut, None) is not None:
-                self._live_waiters -= 1
-            if len(self._waiting) > 2 * self._live_waiters + 64:   # prune cancelled entries
-                self._waiting = [w for w in self._waiting if not w[2].cancelled()]
-                heapq.heapify(self._waiting)
+            self._watchlist.forget(waiters)
 
     @property
     def waiting(self) -> int:
         """Requests waiting for samples not pushed yet (withdrawn ones not counted)."""
         with self._lock:
-            return self._live_waiters
+            views = list(self._views)
+        return sum(w.count for w in views)
 
-    def _dropped(self, start: int, stop: int) -> DroppedSamplesError:
+    def dropped_error(self, start: int, stop: int) -> DroppedSamplesError:
+        """The error of a request of samples ``[start, stop)`` the ring no longer holds."""
         ring = self.ring
         return DroppedSamplesError(
             f"samples [{start}, {stop}) of the live stream {self.name!r} were dropped from "
@@ -262,17 +256,14 @@ class LiveStream(Source):
                     f"rows of {self.name!r} were pushed one at a time and are not level "
                     f"(counts {ring.counts.min()}..{ring.counts.max()}); push the lagging "
                     f"rows with append_stream_row_data first.")
-            done = 0
             n = block.shape[1]
-            while done < n:   # write up to each waiting request's end, then resolve it
-                step = n - done
-                if self._waiting:
-                    step = min(step, max(1, self._waiting[0][0] - ring.head))
-                step = min(step, ring.history)
-                ring.write(block[:, done:done + step])
-                done += step
-                self._resolve()
-            return ring.head
+            for done in range(0, n, ring.history):   # at most a ring's length per write
+                ring.write(block[:, done:done + ring.history])
+            head = ring.head
+            woken = self._watchlist.due(head)
+        for waiters in woken:      # each view answers in its own thread
+            waiters.wake()
+        return head
 
     def append_stream_row_data(self, _row, data) -> int:
         """Append samples of one channel (CREPE's name).
@@ -306,8 +297,11 @@ class LiveStream(Source):
                     f"row {_row!r} of {self.name!r} would be {ahead} samples ahead of the "
                     f"slowest row (at most {ring.slack} allowed); push the other rows too.")
             ring.write(values[None, :], row)
-            self._resolve()
-            return ring.head
+            head = ring.head
+            woken = self._watchlist.due(head)
+        for waiters in woken:
+            waiters.wake()
+        return head
 
     def _row_index(self, row) -> int:
         if isinstance(row, str):
@@ -326,24 +320,6 @@ class LiveStream(Source):
         if self._closed:
             raise ServiceClosedError(f"the live stream {self.name!r} was closed.")
 
-    def _resolve(self) -> None:
-        """Complete the requests whose samples are all pushed (holding the lock)."""
-        ring, waiting = self.ring, self._waiting
-        while waiting and waiting[0][0] <= ring.head:
-            stop, _, fut = heapq.heappop(waiting)
-            detail = self._details.pop(fut, None)
-            if detail is None:     # withdrawn
-                continue
-            self._live_waiters -= 1
-            rows, start, _ = detail
-            n_rows = ring.n_channels if isinstance(rows, slice) else len(rows)
-            out = np.empty((n_rows, stop - start), dtype=self.dtype)
-            ring.copy(rows, start, stop, out)
-            try:
-                fut.set_result(Samples(out))
-            except InvalidStateError:   # cancelled meanwhile
-                pass
-
     push_segment = append_stream_segment_data
     push_row = append_stream_row_data
 
@@ -358,14 +334,13 @@ class LiveStream(Source):
             if self._closed:
                 return
             self._closed = True
-            waiting, self._waiting = self._waiting, []
-            self._details.clear()
-            self._live_waiters = 0
+            self._watchlist.clear()
+            views = list(self._views)
         controller = self.controller
         if controller is not None:
             controller.close()
-        for _, _, fut in waiting:
-            fut.cancel()
+        for waiters in views:
+            waiters.close()
 
     @property
     def closed(self) -> bool:

@@ -1,5 +1,6 @@
-"""One view's access to a shared live stream: counts requests of dropped samples and
-refuses pushes from connections that may not push (or into a replayed stream)."""
+"""One view's access to a shared live stream: its waiting requests, answered in the view's
+own thread; counts requests of dropped samples; refuses pushes from connections that may
+not push (or into a replayed stream)."""
 from __future__ import annotations
 
 from concurrent.futures import Future
@@ -15,8 +16,9 @@ __all__ = ["LiveView"]
 class LiveView(Source):
     """One view's access to a shared :class:`LiveStream`.
 
-    Closing it withdraws nothing of the stream (the view cancels its own waiting
-    requests); it counts requests of dropped samples and refuses pushes when told to.
+    Holds the view's waiting requests (:class:`~software.live.waiters.Waiters`), answered
+    in the thread :meth:`run_with` gives; closing it withdraws them. Counts requests of
+    dropped samples and refuses pushes when told to.
 
     Parameters
     ----------
@@ -39,11 +41,17 @@ class LiveView(Source):
         self._counters = counters
         self._may_push = may_push
         self._refusal = refusal
+        self._waiters = stream.waiters(self._count_dropped)
 
     @property
     def info(self) -> SessionInfo:
         """The stream's channels."""
         return self.stream.info
+
+    @property
+    def longest(self) -> int:
+        """The ring's history: no request may span more samples."""
+        return self.stream.ring.history
 
     def group(self, fs: float) -> RateGroup:
         """The stream's grid now."""
@@ -56,11 +64,27 @@ class LiveView(Source):
     def gather(self, names, group, start, stop) -> Future:
         """The stream's samples; a request of dropped samples is counted."""
         try:
-            return self.stream.gather(names, group, start, stop)
+            return self.stream.gather(names, group, start, stop, self._waiters)
         except DroppedSamplesError:
-            if self._counters is not None:
-                self._counters.add("dropped_requests")
+            self._count_dropped()
             raise
+
+    def _count_dropped(self) -> None:
+        if self._counters is not None:
+            self._counters.add("dropped_requests")
+
+    def run_with(self, run) -> None:
+        """Answer this view's waiting requests in the thread ``run(job)`` runs jobs in."""
+        self._waiters.run_with(run)
+
+    @property
+    def waiting(self) -> int:
+        """This view's requests waiting for samples."""
+        return self._waiters.count
+
+    def close(self) -> None:
+        """Withdraw this view's waiting requests (idempotent)."""
+        self._waiters.close()
 
     def _check_push(self) -> None:
         if self.stream.controller is not None:

@@ -54,7 +54,7 @@ from .landing import LandingArea
 from .leftovers import sweep_leftovers
 from .processes import ReaderProcesses
 from .quarantine import Quarantine
-from .worker import _forget_task, _inspect_task, _read_task
+from .worker import _envelope_task, _forget_task, _inspect_task, _read_task
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +142,11 @@ class ReaderPool(Attempts):
         A quarantined session is opened only if its files changed since.
         """
         return self._submit(DEMAND, _inspect_task, path, password)
+
+    def block_envelopes(self, path: str, password: str | None, max_groups: int) -> Future:
+        """A future of every channel's block minima and maxima, read from the block tables
+        by a reader (see :mod:`software.mef3.envelope`), at demand priority."""
+        return self._submit(DEMAND, _envelope_task, path, password, int(max_groups))
 
     def read(self, path: str, password: str | None, names: Sequence[str], start: int,
              stop: int, priority: int = DEMAND, consume=None,

@@ -72,6 +72,13 @@ def _inspect_task(path: str, password: str | None) -> SessionInfo:
     return _session(path, password).info
 
 
+def _envelope_task(path: str, password: str | None, max_groups: int) -> dict:
+    """Runs in a reader process: every channel's block minima and maxima (no decoding)."""
+    from ..mef3.envelope import block_envelopes  # imported in reader processes only
+
+    return block_envelopes(_session(path, password), max_groups)
+
+
 def _read_task(path: str, password: str | None, names: tuple[str, ...], start: int,
                stop: int) -> np.ndarray:
     """Runs in a reader process: grid samples ``[start, stop)`` of ``names``."""

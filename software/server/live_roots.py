@@ -19,7 +19,7 @@ from ..errors import StreamError, UnknownChannelError
 from ..live.source import LiveStream
 from ..stream.options import ServiceOptions
 from ..stream.service import StreamService
-from ..validation import as_positive_float, as_uutc
+from ..validation import as_uutc
 from .roots import RootService
 
 __all__ = ["LiveFileRootService", "LiveRootService", "push_refusal"]
@@ -157,14 +157,19 @@ class LiveRootService(StreamService):
         Parameters
         ----------
         x : float
-            Speed factor (> 0).
+            Speed factor, 0.001 to 1e6.
 
         Returns
         -------
         float
             The speed now in effect.
+
+        Raises
+        ------
+        InvalidRangeError
+            ``x`` is outside the range (the speed is unchanged).
         """
-        return self._controller().set_speed(as_positive_float("x", x, maximum=1e6))
+        return self._controller().set_speed(x)
 
 
 class LiveFileRootService(RootService):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields
 from ..errors import InvalidArgumentError, InvalidTypeError
 from ..stream.counters import Counters
 from ..stream.service import ServiceOptions
+from ..stream.waiting import WaitingBudget
 from ..transport.framing import FRAME_HEADROOM
 
 __all__ = ["RANGES", "OptionRange", "ServerOptions", "check_option", "max_frame_for"]
@@ -89,6 +90,10 @@ RANGES: dict[str, OptionRange] = {
     "read_timeout": OptionRange(float, 0, 1e6, low_open=True, unit="seconds",
                                 why="how long a call without callback waits for its data",
                                 example=120.0),
+    "max_waiting": OptionRange(
+        int, 1, 10**7, unit="callback requests per connection",
+        why="requests waiting for their answer; each holds a little memory until answered",
+        example=10_000),
 }
 
 
@@ -182,6 +187,7 @@ class ServerOptions:
     reader_nice: int = 0
     callback_timeout: float = 30.0
     read_timeout: float = 120.0
+    max_waiting: int = 10_000
 
     def __post_init__(self) -> None:
         for name in RANGES:
@@ -215,7 +221,8 @@ class ServerOptions:
                               max_request_bytes=self.max_request_bytes,
                               read_timeout=self.read_timeout,
                               callback_timeout=self.callback_timeout,
-                              counters=Counters() if counters is None else counters)
+                              counters=Counters() if counters is None else counters,
+                              waiting=WaitingBudget(self.max_waiting))
 
     def as_dict(self) -> dict[str, object]:
         """The options as a plain dict (field name -> value)."""

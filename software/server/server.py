@@ -92,6 +92,9 @@ class MefStreamServer:
         Live streams served beside the file service (``open_live(name)``).
     read_timeout : float
         Seconds a call without callback waits for its data before failing.
+    max_waiting : int
+        Callback requests one connection may have waiting for their answer (one client
+        that floods the server reaches its own limit, never the others').
 
     Raises
     ------
@@ -110,14 +113,14 @@ class MefStreamServer:
                  password: str | None = None, rpyc_config: dict | None = None,
                  authenticator=None, reader_nice: int = 0,
                  callback_timeout: float = 30.0, read_timeout: float = 120.0,
-                 live=None, live_streams=()) -> None:
+                 live=None, live_streams=(), max_waiting: int = 10_000) -> None:
         # every value checked once, before anything is spawned
         opts = self.server_options = ServerOptions(
             host=host, port=port, data_root=data_root, workers=workers, prefetch=prefetch,
             cache_mb=cache_mb, segment_seconds=segment_seconds,
             max_request_mb=max_request_mb, block_seconds=block_seconds,
             reader_nice=reader_nice, callback_timeout=callback_timeout,
-            read_timeout=read_timeout)
+            read_timeout=read_timeout, max_waiting=max_waiting)
         self.host = opts.host
         self.data_root = opts.data_root
         self.counters = Counters()
@@ -129,10 +132,12 @@ class MefStreamServer:
         self._session = session
         self._pinned = None
         self._owned_live = None
+        self._readers_used = True     # a pure live stream reads no file: no reader started
         try:
             if live is not None:
                 if not isinstance(live, LiveStream):
                     live = self._owned_live = live(self.registry)
+                self._readers_used = live.controller is not None   # a replay reads its file
                 self._session = f"the live stream {live.name!r}"
                 service = classpartial(LiveRootService, live, self.options, self.registry,
                                        self.stats)
@@ -187,13 +192,14 @@ class MefStreamServer:
                 raise RuntimeError("this server was closed; create a new one")
             if self._thread is None:
                 self._server._listen()  # listening before start() returns; close() may follow
-                self.pool.warm_up(wait=False)  # spawning a reader takes ~1 s: not at 1st read
+                if self._readers_used:   # spawning a reader takes ~1 s: not at 1st read
+                    self.pool.warm_up(wait=False)
                 self._thread = threading.Thread(target=self._server.start, name="rpyc-accept",
                                                 daemon=True)
                 self._thread.start()
                 logger.info("serving %s on %s:%d (data root %s, %d reader processes)",
                             self._session or "the root service", self.host, self.port,
-                            self.data_root, self.pool.workers)
+                            self.data_root, self.pool.workers if self._readers_used else 0)
         return self
 
     def serve_forever(self) -> None:

@@ -18,7 +18,8 @@ __all__ = ["COUNTER_NAMES", "server_stats"]
 #: to); any other counter added is reported after them.
 COUNTER_NAMES = ("connections", "connections_total", "bytes_served", "answers_shared",
                  "shm_fallbacks", "callbacks_delivered", "callbacks_failed",
-                 "client_callback_errors", "hung_callbacks", "dropped_requests")
+                 "client_callback_errors", "hung_callbacks", "dropped_requests",
+                 "waiting_requests", "pending_answer_bytes")
 
 #: BlockCache.stats() name -> reported name
 _CACHE_NAMES = (("hits", "cache_hits"), ("misses", "cache_misses"),
@@ -48,7 +49,10 @@ def server_stats(cache: BlockCache, pool: ReaderPool, registry: SessionRegistry,
         the pool's pipe), ``reads_landed``, ``reads_piped``, ``reader_restarts``,
         ``reads_retried``, ``open_sessions``, then :data:`COUNTER_NAMES` (``connections``
         is the number open now; ``bytes_served`` the answer bytes sent; ``hung_callbacks``
-        client callbacks past the callback timeout...), then any other counter.
+        client callbacks past the callback timeout; ``waiting_requests`` callback requests
+        not answered yet, each connection bounded by ``--max-waiting``;
+        ``pending_answer_bytes`` answers assembled for a callback and not sent yet, at most
+        one per view...), then any other counter.
     """
     cached = dict(cache.stats())
     landed, piped = int(pool.reads_landed), int(pool.reads_piped)

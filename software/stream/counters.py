@@ -18,7 +18,10 @@ class Counters:
     Names in use: ``connections`` (open now), ``connections_total``, ``bytes_served``,
     ``answers_shared`` (through shared memory), ``shm_fallbacks`` (an area was full),
     ``callbacks_delivered``, ``callbacks_failed``, ``client_callback_errors``,
-    ``hung_callbacks``, ``dropped_requests`` (asked for samples a live ring no longer holds).
+    ``hung_callbacks``, ``dropped_requests`` (asked for samples a live ring no longer holds),
+    and two levels: ``waiting_requests`` (callback requests not answered yet, on every
+    connection) and ``pending_answer_bytes`` (answers assembled for a callback and not sent
+    yet).
     """
 
     def __init__(self) -> None:

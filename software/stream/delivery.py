@@ -3,8 +3,10 @@
 A :class:`~software.stream.service.StreamService` hands each answer that was not ready at call
 time to its :class:`CallbackDeliverer` (from the thread that completed the read); the
 deliverer's own thread encodes it and calls the client's callback with ``rpyc.async_``,
-so a slow, hung or dead client delays only its own view, never the readers or another
-client.
+so a slow, hung or dead client delays only its own view, never the readers, a live
+stream's producer or another client. A live view also answers its waiting requests in
+this thread (:meth:`CallbackDeliverer.call_soon`), and a request the client withdrew
+meanwhile is skipped.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from concurrent.futures import Future
 
 import rpyc
 
+from ..errors import StreamError
 from ..transport.wire import encode_error
 from .counters import Counters
 
@@ -99,7 +102,7 @@ class CallbackDeliverer:
         self.client_errors = 0
         self.hung = 0
 
-    def put(self, callback, future: Future, encode) -> None:
+    def put(self, callback, future: Future, encode, ticket=None) -> None:
         """Queue a callback of ``future``'s outcome (runs in the thread completing it).
 
         Parameters
@@ -109,16 +112,40 @@ class CallbackDeliverer:
         future : Future
             A done future: its result is encoded and sent, or its exception.
         encode : callable
-            Turns the result into the wire value (in the delivery thread).
+            Turns the result into the wire value (in the delivery thread). A
+            :class:`~software.errors.StreamError` it raises (a live ring overwrote the
+            samples meanwhile) is sent to the client instead.
+        ticket : Ticket, optional
+            The request's :class:`~software.stream.waiting.Ticket`: not sent when it was
+            withdrawn meanwhile, finished once sent (or failed).
         """
+        self._enqueue((callback, future, encode, ticket))
+
+    def call_soon(self, job) -> None:
+        """Run ``job()`` in this view's delivery thread, in turn with the callbacks.
+
+        A live stream's push wakes a view this way: the view then answers its requests
+        (and copies their samples) in this thread, never in the producer's.
+        """
+        self._enqueue((job,))
+
+    def start(self) -> None:
+        """Start the delivery thread now rather than at the first callback (idempotent)."""
+        with self._start_lock:
+            self._start_thread()
+
+    def _start_thread(self) -> None:
+        """Start the thread unless it runs or this deliverer closed (``_start_lock`` held)."""
+        if self._thread is None and not self._closed:
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
+
+    def _enqueue(self, item: tuple) -> None:
         with self._start_lock:
             if self._closed:
                 return
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=self._name,
-                                                daemon=True)
-                self._thread.start()
-            self._queue.put((callback, future, encode))
+            self._start_thread()
+            self._queue.put(item)
 
     @property
     def closed(self) -> bool:
@@ -134,11 +161,18 @@ class CallbackDeliverer:
             item = self._queue.get()
             if item is None or self._closed:
                 return
-            callback, future, encode = item
+            if len(item) == 1:   # a job (a live view answering its requests)
+                try:
+                    item[0]()
+                except Exception:
+                    logger.exception("a job of %s failed", self._name)
+                continue
+            callback, future, encode, ticket = item
+            if ticket is not None and not ticket.claim():
+                continue   # withdrawn by the client
             entry = [0.0, False]
             try:
-                exc = future.exception()
-                value = encode_error(exc) if exc is not None else encode(future.result())
+                value = self._value(future, encode)
                 if not self._client:
                     self._client = self._peer(callback) or "in-process"
                 entry[0] = time.monotonic()
@@ -155,10 +189,23 @@ class CallbackDeliverer:
                 continue
             finally:
                 self._sending = None
+                if ticket is not None:
+                    ticket.finish()
             if hasattr(reply, "add_callback"):  # an rpyc.async_ call: hear when it returns
                 reply.add_callback(functools.partial(self._replied, entry))
             else:  # a local callable (in-process use) has returned already
                 entry[1] = True
+
+    @staticmethod
+    def _value(future: Future, encode):
+        """The wire value of a done future: its encoded result, or its error."""
+        exc = future.exception()
+        if exc is None:
+            try:
+                return encode(future.result())
+            except StreamError as error:   # e.g. the samples were overwritten meanwhile
+                exc = error
+        return encode_error(exc)
 
     def _replied(self, entry: list, reply) -> None:
         """Runs in the connection's serving thread when the client's callback returned."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .counters import Counters
+from .waiting import WaitingBudget
 
 __all__ = ["ServiceOptions"]
 
@@ -27,6 +28,9 @@ class ServiceOptions:
         per view, counted).
     counters : Counters
         The server's event counters (one object shared by every view and connection).
+    waiting : WaitingBudget
+        Callback requests waiting per connection, and the limit of each
+        (``--max-waiting``; one object shared by every view and connection).
     """
 
     segment_seconds: float = 60.0
@@ -35,6 +39,7 @@ class ServiceOptions:
     read_timeout: float = 120.0
     callback_timeout: float = 30.0
     counters: Counters = field(default_factory=Counters)
+    waiting: WaitingBudget = field(default_factory=WaitingBudget)
 
     def max_samples(self, n_channels: int) -> int:
         """The most samples per channel one answer of ``n_channels`` channels may hold."""

@@ -3,10 +3,13 @@
 :class:`Requests` asks the source for the samples, builds the answer in the thread that
 sends it (straight into the connection's shared-memory area when it goes as it is), hands
 answers that were not ready to the view's callback thread, tracks the direction a client
-moves in to hint the source, and withdraws a growing source's pending requests on close.
+moves in to hint the source, counts each callback request against its connection's limit
+until it is answered, lets the client withdraw the ones it no longer waits for, and
+withdraws every pending request on close.
 """
 from __future__ import annotations
 
+import functools
 import threading
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -18,6 +21,7 @@ from ..mef3.metadata import RateGroup
 from .delivery import CallbackDeliverer, async_callback
 from .options import ServiceOptions
 from .source import Source
+from .waiting import Tickets
 
 __all__ = ["Requests"]
 
@@ -41,10 +45,10 @@ class Requests:
         self._lock = threading.Lock()
         self._last_range: tuple[int, int] | None = None
         self._direction = 1
-        self._pending: set[Future] = set()  # a growing source's requests not pushed yet
-        self._closed = False
+        self._tickets = Tickets(options.waiting, options.counters)
         self.deliverer = CallbackDeliverer(name, options.callback_timeout,
                                            counters=options.counters)
+        source.run_with(self.deliverer.call_soon)   # a live view answers in that thread
 
     def serve(self, encoder, names, group: RateGroup, start: int, stop: int, callback,
               rows: int | None, pad: tuple[int, int] = (0, 0)):
@@ -83,9 +87,11 @@ class Requests:
         reserve = encoder.reserve if rows is None and pad == (0, 0) \
             and source.dtype == np.float64 else None
 
-        def encode(blocks) -> tuple:  # in the serving thread, or the view's delivery thread
+        def encode(blocks, ticket=None) -> tuple:  # serving or the view's delivery thread
             try:
                 data = blocks.assemble(reserve)
+                if ticket is not None:
+                    ticket.hold(data.nbytes)
                 if pad != (0, 0):
                     data = np.pad(data.astype(np.float64, copy=False), ((0, 0), pad),
                                   constant_values=np.nan)
@@ -103,18 +109,51 @@ class Requests:
             if ready:  # start reading ahead once the answer is built, not while building it
                 self._read_ahead(names, group, start, stop)
             return value
-        deliverer = self.deliverer
-        cb = async_callback(callback)
-        if source.growing:
-            with self._lock:
-                if self._closed:
-                    gathered.cancel()
-                    return False
-                self._pending.add(gathered)
-            gathered.add_done_callback(self._pending.discard)
-        gathered.add_done_callback(
-            lambda f: f.cancelled() or deliverer.put(cb, f, encode))
+        self._register(callback, gathered, encode)
         return False
+
+    def _register(self, callback, gathered: Future, encode) -> None:
+        """Answer ``gathered`` through ``callback`` once done, in the delivery thread.
+
+        Raises
+        ------
+        WaitingLimitError
+            The callback's connection has as many requests waiting as it may (the
+            request is withdrawn from the source).
+        """
+        growing = self._source.growing
+        try:   # a file's read goes on for the cache; a live view's request is withdrawn
+            ticket = self._tickets.register(callback, gathered.cancel if growing else None)
+        except BaseException:
+            if growing:
+                gathered.cancel()
+            raise
+        deliverer = self.deliverer
+        deliverer.start()      # not in the producer's thread at the first answer
+        cb = async_callback(callback)
+
+        def answered(f: Future) -> None:
+            if f.cancelled():  # withdrawn, the view or the stream closed
+                ticket.finish()
+            else:
+                deliverer.put(cb, f, functools.partial(encode, ticket=ticket), ticket)
+
+        gathered.add_done_callback(answered)
+
+    def withdraw(self, callback) -> int:
+        """Withdraw this view's requests registered with ``callback`` (never called back).
+
+        Returns
+        -------
+        int
+            How many were withdrawn.
+        """
+        return self._tickets.withdraw(callback)
+
+    @property
+    def waiting(self) -> int:
+        """Callback requests of this view not answered yet."""
+        return self._tickets.count
 
     def _read_ahead(self, names, group: RateGroup, start: int, stop: int) -> None:
         """Tell the source where a client that moves through it goes next.
@@ -142,9 +181,5 @@ class Requests:
 
     def close(self) -> None:
         """Withdraw pending requests and stop delivering callbacks (idempotent)."""
-        with self._lock:
-            self._closed = True
-            pending, self._pending = list(self._pending), set()
-        for fut in pending:
-            fut.cancel()
+        self._tickets.close()
         self.deliverer.close()

@@ -33,16 +33,18 @@ from ..validation import (
 )
 from .answers import SegmentEncoder
 from .channels import check_selection, row_name
+from .envelope import EnvelopeMixin
 from .options import ServiceOptions
 from .requests import Requests
 from .source import FileSource, Source
+from .withdrawal import Withdrawal
 
 __all__ = ["ServiceOptions", "StreamService"]
 
 logger = logging.getLogger(__name__)
 
 
-class StreamService(rpyc.Service):
+class StreamService(EnvelopeMixin, Withdrawal, rpyc.Service):
     """One connection's view of one source (an opened MEF3 session, or a live stream).
 
     Parameters
@@ -87,8 +89,10 @@ class StreamService(rpyc.Service):
         return max(1, int(round(seconds * self._fs)))
 
     def _segment_for(self, seconds: float) -> int:
-        """Samples of a segment of ``seconds``, cut to what one answer may hold."""
-        return min(self._samples_for(seconds), self._options.max_samples(len(self._names)))
+        """Samples of a segment of ``seconds``, cut to what one answer (and a live ring's
+        history) may hold."""
+        return min(self._samples_for(seconds), self._options.max_samples(len(self._names)),
+                   self._source.longest or math.inf)
 
     def exposed_get_info(self) -> tuple:
         """Describe the source and this view's settings.
@@ -194,6 +198,7 @@ class StreamService(rpyc.Service):
                 f"{samples} samples, above the per-request limit of "
                 f"{self._options.max_request_bytes / 2**20:g} MiB; set at most "
                 f"{limit / self._fs:g} s ({limit} samples) with these channels.")
+        self._source.check_segment(seconds, samples, self._fs)   # a live ring's history
         with self._lock:
             self._wanted_seconds = seconds
             self._segment_samples = samples

@@ -8,20 +8,21 @@ session (:class:`FileSource`) or a producer pushes them into a ring (``software.
     StreamService --info / group(fs)----------> Source
                   --gather(names, group, a, b)-->  Future of an Answer (assemble(out))
                   --read_ahead(...)------------->  a hint: the client moves this way
+                  --run_with(run)--------------->  the view's thread, to answer waiters in
                   --push_segment / push_row---->  live sources only
 """
 from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Protocol
 
 import numpy as np
 
 from ..cache.recording import Recording
-from ..errors import StreamError
+from ..errors import InvalidRangeError, StreamError
 from ..mef3.metadata import RateGroup, SessionInfo
 
 __all__ = ["Answer", "FileSource", "Source"]
@@ -46,10 +47,13 @@ class Source(ABC):
         past the end of a growing source is not an error: it is not ready yet.
     dtype : numpy.dtype
         The type of every answer.
+    longest : int or None
+        Most samples one request may span (a live ring's history); None: no such bound.
     """
 
     growing: bool = False
     dtype: np.dtype = np.dtype(np.float64)
+    longest: int | None = None
 
     @property
     @abstractmethod
@@ -91,6 +95,29 @@ class Source(ABC):
     def push_row(self, row: object, data: object) -> int:
         """Append samples of one channel (CREPE's ``append_stream_row_data``)."""
         return self.push_segment(data)
+
+    def check_segment(self, seconds: float, samples: int, fs: float) -> None:
+        """Refuse a segment of ``seconds`` (``samples`` at ``fs``) this source can never answer.
+
+        Raises
+        ------
+        InvalidRangeError
+            Longer than :attr:`longest`; the message names the longest allowed.
+        """
+        longest = self.longest
+        if longest is not None and samples > longest:
+            raise InvalidRangeError(
+                f"seconds={seconds:g} ({samples} samples) is longer than the "
+                f"{longest / fs:g} s ({longest} samples) this stream keeps; set at most "
+                f"{longest / fs:g} s.")
+
+    def run_with(self, run: Callable[[Callable[[], None]], None]) -> None:
+        """Where to run the work of answering this view's waiting requests.
+
+        ``run(job)`` runs ``job()`` in the view's delivery thread. A live source answers
+        (and copies out) its requests there when a push completes them, not in the
+        producer's thread; other sources ignore it.
+        """
 
     def close(self) -> None:
         """Withdraw this view's claims on the source (idempotent)."""
