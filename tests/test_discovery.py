@@ -314,5 +314,7 @@ def test_a_registration_beyond_the_bounds_is_refused(registry, names, port):
         reply = brine.load(sock.recv(4096))
     assert isinstance(reply, str) and reply.startswith("REFUSED"), reply
     assert registry.services() == {}
+    with pytest.raises(InvalidArgumentError, match="64 characters"):
+        announce("X" * 65, 5000, registry.address)          # refused before it is sent
     with announce("MEF", 5001, registry.address) as handle:   # and it goes on serving
         assert handle.wait_registered(5)

@@ -20,6 +20,7 @@ from rpyc.utils.registry import MAX_DGRAM_SIZE, REGISTRY_PORT, TCPRegistryClient
 
 from ..errors import InvalidArgumentError
 from .address import format_address, parse_address
+from .registry import MAX_NAME_CHARS
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,8 @@ class _Registrar(TCPRegistryClient):
             return brine.load(sock.recv(MAX_DGRAM_SIZE))
 
     def register(self, aliases, port, interface=""):  # noqa: D102 - rpyc's signature
-        return self._request("REGISTER", (tuple(aliases), int(port)), interface) == "OK"
+        self.last_reply = self._request("REGISTER", (tuple(aliases), int(port)), interface)
+        return self.last_reply == "OK"
 
     def unregister(self, port, interface=""):  # noqa: D102 - rpyc's signature
         return self._request("UNREGISTER", (int(port),), interface) == "OK"
@@ -95,7 +97,8 @@ class Announcement:
             try:
                 ok = self._registrar.register((self.name,), self.port,
                                               interface=_interface(self.host))
-                error = None if ok else "it did not answer OK"
+                error = None if ok else \
+                    f"it answered {getattr(self._registrar, 'last_reply', None)!r}, not OK"
             except (OSError, EOFError, ValueError) as exc:
                 error = str(exc) or type(exc).__name__
             except Exception:  # noqa: BLE001 - a background loop must keep going
@@ -175,12 +178,13 @@ def announce(name: str, port: int, registry: str | tuple[str, int] = "127.0.0.1"
     Raises
     ------
     InvalidArgumentError
-        ``name`` is empty, ``port`` outside 1..65535, ``interval`` not > 0, or
-        ``registry`` unreadable.
+        ``name`` is empty or longer than 64 characters, ``port`` outside 1..65535,
+        ``interval`` not > 0, or ``registry`` unreadable.
     """
-    if not isinstance(name, str) or not name.strip():
-        raise InvalidArgumentError(f"name must be a non-empty service name; {name!r} is "
-                                   f"not. Pass e.g. name='MEF'.")
+    if not isinstance(name, str) or not name.strip() or len(name.strip()) > MAX_NAME_CHARS:
+        raise InvalidArgumentError(f"name must be a non-empty service name of at most "
+                                   f"{MAX_NAME_CHARS} characters; {name!r} is not. Pass "
+                                   f"e.g. name='MEF'.")
     where = parse_address(registry, REGISTRY_PORT, name="registry")
     try:
         port = int(port)
