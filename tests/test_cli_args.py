@@ -148,6 +148,8 @@ def test_the_registry_command_checks_every_argument(args):
     (["info", "main.mefd", "--timeout", "inf"], "--timeout"),
     (["info", "main.mefd", "--timeout", "nan"], "--timeout"),
     (["info", "main.mefd", "--port", "70000"], "--port"),
+    (["info", "main.mefd", "--host", "", "--timeout", "1"], "--host"),
+    (["info", "main.mefd", "--host", "x" * 300, "--timeout", "1"], "--host"),
     (["export", "main.mefd", "--start", "1e400", "--out", "{tmp}/a.npz"], "--start"),
     (["export", "main.mefd", "--stop", "99999999999999999999", "--out", "{tmp}/a.npz"],
      "--stop"),

@@ -10,6 +10,7 @@ import contextlib
 import math
 import os
 import re
+import socket
 
 from .. import errors
 from .times import TimeFormatError, format_clock, parse_time
@@ -163,9 +164,13 @@ def connect(args: argparse.Namespace):
     except PermissionError as exc:
         raise ConnectionError(f"{where} refused the connection: {message_of(exc)} "
                               f"(command line: --tls-cert, --tls-key, --tls-ca)") from None
-    except (OverflowError, ValueError) as exc:   # a host name the resolver cannot take
+    except (OverflowError, UnicodeError) as exc:   # a host name the resolver cannot take
         raise UsageError("--host", f"{args.host!r} cannot be connected to "
                                    f"({message_of(exc)})") from None
+    except socket.gaierror as exc:   # no such host name (or no resolver)
+        raise UsageError("--host", f"{args.host!r} is not a host name this machine can "
+                                   f"resolve ({exc.strerror or exc}); give the server's "
+                                   f"name or address") from None
 
 
 def add_session_arguments(parser: argparse.ArgumentParser) -> None:
