@@ -9,7 +9,8 @@ Rows, each configuration side by side in the same run (the machine may be shared
   300 callback requests, with the reader queue round-robin by connection (now) and FIFO
   (before: ``FairQueue`` with every round 0). Fresh server each time, 2 readers.
 - **isolation**: a healthy client reading 2 s windows for 20 s, alone and while another
-  client reads a session that crashes pymef: reads ok / failed, reader restarts.
+  client reads a session that crashes pymef, with the crash charged to its task (now)
+  and to every task in flight without quarantine (before): reads ok / failed, restarts.
 - **board**: cost per task of noting it on the crash board (``_tracked_task`` vs ``_task``).
 """
 from __future__ import annotations
@@ -79,11 +80,34 @@ def fairness_once(root: str, queued: bool, fifo: bool) -> float:
         fair.FairQueue._round = original
 
 
-def isolation_once(root: str, damaged: bool, seconds: float = 20.0) -> tuple[int, int, int]:
+def _before(monkey: list) -> None:
+    """The rule before the fix: every task in flight counts each crash; no quarantine."""
+    from concurrent.futures import Future
+
+    from software.readers.attempts import Attempts
+    original = Attempts._after_crash
+
+    def charge_everyone(self, result, fn, args, attempt, consume, verdict, task_id):
+        verdict.result()
+        everyone: Future = Future()
+        everyone.set_result({task_id: None})
+        return original(self, result, fn, args, attempt, consume, everyone, task_id)
+
+    Attempts._after_crash = charge_everyone
+    monkey.append(lambda: setattr(Attempts, "_after_crash", original))
+
+
+def isolation_once(root: str, damaged: bool, before: bool = False,
+                   seconds: float = 20.0) -> tuple[int, int, int]:
     """(reads ok, reads failed, reader restarts) of a healthy client over ``seconds``."""
     from software import MefStreamServer, StreamError, get_connection
+    undo: list = []
+    if before:
+        _before(undo)
     with MefStreamServer(port=0, data_root=root, workers=2, prefetch=1, cache_mb=8,
                          block_seconds=1.0) as srv:
+        if before:
+            srv.pool.quarantine.limit = 0
         srv.pool.warm_up()
         good = get_connection(srv.port, host="127.0.0.1")
         bad = get_connection(srv.port, host="127.0.0.1")
@@ -119,6 +143,8 @@ def isolation_once(root: str, damaged: bool, seconds: float = 20.0) -> tuple[int
                 thread.join(30)
             good.close()
             bad.close()
+            for step in undo:
+                step()
         return ok, failed, srv.pool.restarts
 
 
@@ -154,10 +180,12 @@ def main() -> int:
         print(f"| median of 3 (s) | {a:.3f} | {f:.3f} ({f / a:.1f}x) | {o:.3f} ({o / a:.1f}x) |")
         print("\n| isolation: healthy client, 20 s | reads ok | failed | reader restarts |"
               "\n|---|---|---|---|")
-        for damaged in (False, True):
-            ok, failed, restarts = isolation_once(root, damaged)
-            label = "with a client reading a damaged session" if damaged else "alone"
-            print(f"| {label} | {ok} | {failed} | {restarts} |")
+        for label, damaged, before in (
+                ("alone", False, False),
+                ("beside a client reading a damaged session", True, False),
+                ("... the rule before: every task charged, no quarantine", True, True)):
+            ok, failed, restarts = isolation_once(root, damaged, before)
+            print(f"| {label} | {ok} | {failed} | {restarts} |", flush=True)
         plain, tracked = board_cost()
         print(f"\n| board: per task | _task | _tracked_task |\n|---|---|---|\n"
               f"| microseconds | {plain:.2f} | {tracked:.2f} (+{tracked - plain:.2f}) |")
