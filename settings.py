@@ -6,6 +6,8 @@ Every value can be overridden by an environment variable named ``MEFSTREAM_<NAME
 import json
 import os
 
+import software.errors  # noqa: F401 - the error classes plain clients rebuild (see RPYC_CONFIG)
+
 _PREFIX = "MEFSTREAM_"
 
 
@@ -53,11 +55,14 @@ REGISTRY = _env("REGISTRY", "", str)
 #: Name the server announces to the registry.
 SERVICE_NAME = _env("SERVICE_NAME", "MEF", str)
 #: RPyC settings for CREPE-style ``rpyc.connect(host, port, config=RPYC_CONFIG)`` clients.
-#: A fresh dict: rpyc's own DEFAULT_CONFIG is never modified.
+#: A fresh dict: rpyc's own DEFAULT_CONFIG is never modified. RPyC never imports a module
+#: a server names; it rebuilds an error's class only from modules already loaded: the
+#: built-in ones and mefstream's (``software.errors``, loaded by importing this file).
+#: Anything else arrives as RPyC's GenericException carrying the remote class name.
 RPYC_CONFIG = {
     "allow_public_attrs": False,
     "allow_pickle": False,
-    "import_custom_exceptions": True,
+    "import_custom_exceptions": False,
     "instantiate_custom_exceptions": True,
     "sync_request_timeout": 300,
 }

@@ -20,7 +20,7 @@ import importlib
 _HOME = {
     "StreamRowIterator": "client.iterators", "StreamSegmentIterator": "client.iterators",
     "get_connection": "client.connect", "MefStreamServer": "server.server",
-    "RemoteStream": "client.stream", "RemoteRoot": "client.stream",
+    "RemoteStream": "client.stream", "RemoteRoot": "client.root",
     "plot_window": "plot.window", "Recorder": "live.recorder",
     "LiveStream": "live.source", "Replay": "live.replay",
     "to_mne_raw": "handoff.mne", "WindowDataset": "handoff.torch",
@@ -31,7 +31,8 @@ _HOME = {
         "InvalidTypeError", "MixedRateError", "NoFileOpenError", "NotMefSessionError",
         "OutsideDataRootError", "PushRefusedError",
         "ReaderError", "ServiceClosedError", "SessionError", "SessionExistsError", "StreamError",
-        "UnknownChannelError", "WaitingLimitError", "WrongPasswordError")},
+        "UnknownChannelError", "WaitingLimitError", "WrongPasswordError", "ServerGoneError",
+        "RemoteError")},
 }
 
 __all__ = sorted(_HOME)

@@ -17,6 +17,14 @@ class StreamError(Exception):
         # RPyC rebuilds exceptions with __new__ and sets args; OSError's str ignores args
         return str(self.args[0]) if len(self.args) == 1 else super().__str__()
 
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        # a plain rpyc.connect client rebuilds a remote error as a subclass that RPyC's
+        # vinegar makes inside a function; show the class it stands for in tracebacks
+        # ("NoFileOpenError: ...", not "_get_exception_class.<locals>.Derived: ...")
+        if cls.__module__ == "rpyc.core.vinegar" and "<locals>" in cls.__qualname__:
+            cls.__qualname__ = cls.__mro__[1].__qualname__
+
 
 class InvalidArgumentError(StreamError, ValueError):
     """An argument has a wrong value (negative index, NaN, unknown option...)."""
@@ -86,9 +94,39 @@ class WaitingLimitError(StreamError, RuntimeError):
     """This connection has as many callback requests waiting as the server allows."""
 
 
-#: Every exception class a client may receive, for RPyC's ``import_custom_exceptions``.
+class ServerGoneError(StreamError, ConnectionError, EOFError):
+    """The server closed the connection, died, or stopped answering (the network dropped).
+
+    Also an ``EOFError``, which RPyC raises for a closed connection: code that caught that
+    keeps working. The message names the server (``host:port``).
+    """
+
+
+class RemoteError(StreamError, RuntimeError):
+    """A server raised an exception of a class this client does not rebuild.
+
+    A client rebuilds only mefstream's own errors and Python's built-in ones (a fixed table,
+    :data:`REBUILT`), never importing a module a peer names. Anything else arrives as this
+    error, its message starting with the remote class's ``module.name``.
+
+    Attributes
+    ----------
+    remote_class : str
+        ``module.name`` of the class the server raised.
+    """
+
+    remote_class = ""
+
+
+#: Every exception class of mefstream a client may receive from a server.
 EXCEPTIONS = (StreamError, InvalidArgumentError, InvalidTypeError, InvalidRangeError,
               DroppedSamplesError, PushRefusedError, UnknownChannelError, MixedRateError,
               SessionError, NotMefSessionError, OutsideDataRootError, WrongPasswordError,
               CorruptSessionError, ReaderError, ServiceClosedError, NoFileOpenError,
-              SessionExistsError, WaitingLimitError)
+              SessionExistsError, WaitingLimitError, ServerGoneError, RemoteError)
+
+#: The fixed table a client rebuilds remote errors from: ``(module, class name) -> class``
+#: for mefstream's errors (the builtins' ``Exception`` subclasses are rebuilt too; see
+#: :func:`software.client.protocol.rebuild_exception`). Nothing else is ever imported or
+#: instantiated at a peer's request.
+REBUILT = {(cls.__module__, cls.__name__): cls for cls in EXCEPTIONS}

@@ -36,6 +36,8 @@ class Conn:
 def test_the_encoder_counts_bytes_shared_answers_and_fallbacks(directory):
     counters = Counters()
     encoder = SegmentEncoder(Conn(), directory, counters=counters)
+    assert encoder.form == "plain"                      # a connection's default (issue 18)
+    encoder.set_form("packed")                          # what get_connection asks for
     try:
         plain = np.arange(12.0).reshape(3, 4)
         value = encoder(plain)                             # no area yet: the socket

@@ -163,10 +163,17 @@ def test_close_closes_the_view_on_the_server(server):
     assert again.closed
 
 
-def test_plain_rpyc_keeps_the_wire_form_and_decode_passes_arrays(server, main_ref):
+def test_plain_rpyc_gets_crepe_shape_or_asks_for_the_packed_form(server, main_ref):
+    """Issue 18: a plain connection answers in CREPE's shape by default; one that asks for
+    the packed form gets (bytes, dtype, shape); decode_segment takes both."""
     plain = rpyc.connect("127.0.0.1", server.port, config=settings.RPYC_CONFIG)
     try:
-        value = plain.root.open_file("main.mefd").get_stream_segment(700, 9000)
+        svc = plain.root.open_file("main.mefd")
+        value = svc.get_stream_segment(700, 9000)
+        assert type(value) is tuple and len(value) == 6 and len(value[0]) == 700
+        assert same(decode_segment(value), main_ref[:, 9000:9700])
+        assert plain.root.set_answer_form("packed") == "packed"
+        value = svc.get_stream_segment(700, 9000)
         assert type(value) is tuple and type(value[0]) is bytes
         data = decode_segment(value)
         assert same(data, main_ref[:, 9000:9700]) and not data.flags.writeable
@@ -272,10 +279,15 @@ def test_a_server_without_limits_keeps_the_default():
 
 
 def test_the_real_server_tells_its_limit(data_root):
-    assert hasattr(RootService, "exposed_get_limits")   # it exists: never skipped
-    with MefStreamServer(port=0, data_root=data_root, workers=1, max_request_mb=300) as srv, \
-            get_connection(srv.port, host="127.0.0.1") as conn:
-        assert conn._channel.max_frame >= 300 * 2**20
+    """The server tells 300 MiB (+1 framing); the client follows it only up to its default
+    limit unless the caller asks for more (issue 19: a hostile server could tell 4 GiB)."""
+    told = 301 * 2**20
+    with MefStreamServer(port=0, data_root=data_root, workers=1, max_request_mb=300) as srv:
+        with get_connection(srv.port, host="127.0.0.1") as conn:
+            assert conn.limits["max_frame"] == told
+            assert conn._channel.max_frame == FastChannel.MAX_FRAME
+        with get_connection(srv.port, host="127.0.0.1", max_frame=told) as conn:
+            assert conn._channel.max_frame == told
 
 
 # ---- the shared-memory tag (fault 8) --------------------------------------------------

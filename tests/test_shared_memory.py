@@ -223,11 +223,15 @@ def test_session_at_the_root(data_root, main_path, main_ref):
 # ---- fallbacks ----------------------------------------------------------------------------
 
 def test_clients_that_did_not_negotiate_get_bytes(server, main_ref, tmp_path):
-    # a CREPE-style plain rpyc.connect client: stock Connection, bytes, callbacks too
+    # a CREPE-style plain rpyc.connect client: stock Connection, CREPE's nested tuples by
+    # default (issue 18), bytes once it asks for the packed form; callbacks too
     plain = rpyc.connect("127.0.0.1", server.port, config=settings.RPYC_CONFIG)
     try:
         assert not isinstance(plain, FastConnection)
         svc = plain.root.open_file("main.mefd")
+        value = svc.get_stream_segment(700, 9000)
+        assert len(value) == 6 and same(decode_segment(value), main_ref[:, 9000:9700])
+        plain.root.set_answer_form("packed")
         value = svc.get_stream_segment(700, 9000)
         assert is_bytes_segment(value) and same(decode_segment(value), main_ref[:, 9000:9700])
         it = StreamSegmentIterator(_range=1000, start=20000)
@@ -243,6 +247,7 @@ def test_clients_that_did_not_negotiate_get_bytes(server, main_ref, tmp_path):
         assert negotiate(conn, 2**20, directory=str(tmp_path)) is None   # not found there
         assert conn.value_hook is None
         svc = conn.root.open_file("main.mefd")
+        assert conn.root.set_answer_form("packed") == "packed"
         assert is_bytes_segment(svc.get_row_segment(0, 10, 0))
     finally:
         conn.close()

@@ -1,12 +1,16 @@
 """``get_connection``: the script's connection to a mefstream server.
 
 It waits for the server, connects with the fast transport (large answers received
-straight into writable memory, :mod:`.receive`), takes the server's frame limit
-(``get_limits``), sets up same-host shared memory (:mod:`.shared_memory`), makes
-``conn.root`` a :class:`~software.client.stream.RemoteRoot` (``open_file`` gives a
+straight into writable memory, :mod:`.receive`) on a
+:class:`~software.client.protocol.ClientConnection` (errors rebuilt from a fixed table,
+a server that is gone named in the error), takes the server's frame limit (``get_limits``,
+capped), asks for the packed answer form (``set_answer_form``), sets up same-host shared
+memory (:mod:`.shared_memory`), makes ``conn.root`` a
+:class:`~software.client.root.RemoteRoot` (``open_file`` gives a
 :class:`~software.client.stream.RemoteStream` of numpy arrays) and keeps a
-:class:`~software.transport.connection.ServingThread` serving the connection, so
-callbacks from the server run within about a millisecond.
+:class:`~software.transport.serving.ServingThread` serving the connection, so callbacks
+from the server run within about a millisecond and a server that stops answering is
+noticed within ``server_timeout``. The whole connect is bounded by ``timeout``.
 """
 from __future__ import annotations
 
@@ -15,28 +19,40 @@ import ssl
 import time
 
 import rpyc
+from rpyc.core.async_ import AsyncResultTimeout
 
 from ..discovery import lookup
 from ..transport.connection import fast_connect
-from ..transport.framing import check_max_frame
+from ..transport.framing import FastChannel, check_max_frame
 from ..transport.serving import ServingThread
+from .protocol import ClientConnection
 from .receive import install
 from .shared_memory import negotiate
-from .stream import RemoteRoot
+from .root import RemoteRoot
 
 logger = logging.getLogger(__name__)
 
 #: Default port of the root service (``settings.RPCPORTS["MEF"]``).
 DEFAULT_PORT = 18861
 
-#: Client-side RPyC settings: rebuild mefstream's exceptions, send nothing by pickle.
+#: Client-side RPyC settings: no module is ever imported at the server's request, nothing
+#: is sent by pickle. A ``get_connection`` connection rebuilds errors from a fixed table
+#: (:mod:`.protocol`); other connections with these settings let RPyC rebuild classes of
+#: modules already loaded only (the builtins, ``software.errors``...).
 CLIENT_RPYC_CONFIG = {
     "allow_public_attrs": False,
     "allow_pickle": False,
-    "import_custom_exceptions": True,
+    "import_custom_exceptions": False,
     "instantiate_custom_exceptions": True,
     "sync_request_timeout": 300,
 }
+
+
+class _ClientService(rpyc.VoidService):
+    """The (empty) service a client exposes, on a :class:`ClientConnection`."""
+
+    __slots__ = ()
+    _protocol = ClientConnection
 
 
 def get_connection(port: int | None = None, host: str = "localhost", timeout: float = 10,
@@ -44,7 +60,8 @@ def get_connection(port: int | None = None, host: str = "localhost", timeout: fl
                    ca_certs: str | None = None, config: dict | None = None,
                    shared_memory: bool = True, shared_memory_mb: float = 128,
                    max_frame: int | None = None, service: str | None = None,
-                   registry: str | tuple[str, int] | None = None) -> rpyc.Connection:
+                   registry: str | tuple[str, int] | None = None,
+                   server_timeout: float | None = 2.0) -> rpyc.Connection:
     """Connect to a mefstream server, waiting up to ``timeout`` seconds for it to come up.
 
     Parameters
@@ -54,7 +71,9 @@ def get_connection(port: int | None = None, host: str = "localhost", timeout: fl
     host : str
         Server host.
     timeout : float
-        Seconds to keep retrying while the server is not listening yet.
+        Seconds the whole connect may take: retrying while the server is not listening
+        yet, the TLS handshake and the first calls (a peer that accepts the connection but
+        never answers is given up after that).
     keyfile, certfile, ca_certs : str, optional
         Client key and certificate, and the CA that signed the server's certificate, for a
         server started with TLS.
@@ -69,8 +88,10 @@ def get_connection(port: int | None = None, host: str = "localhost", timeout: fl
         come through the socket). Memory is taken only as it is used.
     max_frame : int, optional
         Largest message accepted from the server, in bytes. By default the server tells
-        its own limit at connect (``get_limits``: its ``--max-request-mb`` plus framing);
-        a server that cannot tell gets 257 MiB (the default ``--max-request-mb 256``).
+        its own limit at connect (``get_limits``: its ``--max-request-mb`` plus framing),
+        followed up to 257 MiB (the default ``--max-request-mb 256``): pass ``max_frame``
+        to accept more from a server started with a larger ``--max-request-mb``. Memory
+        for a message is taken as its bytes arrive, not as announced.
     service : str, optional
         With ``registry``: the name servers announced (``start.py --service-name``,
         default ``"MEF"``); the first server registered under it is used and ``host`` and
@@ -78,11 +99,16 @@ def get_connection(port: int | None = None, host: str = "localhost", timeout: fl
     registry : str or (str, int), optional
         ``"host[:port]"`` of an RPyC registry (``python -m software registry``) to find
         the server in.
+    server_timeout : float or None
+        Seconds without any sign of life from the server (pinged after a quarter of it
+        of silence) after which it is deemed gone, while no call of this client is in
+        progress: every waiting call then raises :class:`~software.ServerGoneError`. A
+        server that closes or dies is noticed at once. None: never ping.
 
     Returns
     -------
     rpyc.Connection
-        ``conn.root`` is a :class:`~software.client.stream.RemoteRoot`: its
+        ``conn.root`` is a :class:`~software.client.root.RemoteRoot`: its
         ``open_file`` returns a :class:`~software.RemoteStream` (numpy arrays, writable,
         received without a copy of their own); ``conn.root.proxy`` is the root service
         itself. ``conn.serving_thread`` serves callbacks; ``conn.close()`` stops it too.
@@ -95,6 +121,8 @@ def get_connection(port: int | None = None, host: str = "localhost", timeout: fl
     ConnectionRefusedError
         Nobody listened on ``host:port`` within ``timeout``, or no server is registered
         under ``service`` at ``registry``.
+    TimeoutError
+        A peer accepted the connection but did not answer within ``timeout``.
     PermissionError
         The server refused this client's certificate (or its lack of one), or the server's
         certificate is not signed by ``ca_certs``.
@@ -102,20 +130,20 @@ def get_connection(port: int | None = None, host: str = "localhost", timeout: fl
         The server closed the connection before answering, or did not answer the TLS
         handshake: TLS on one side only.
     """
+    deadline = time.monotonic() + float(timeout)
     if registry is not None or service is not None:
         host, port = _find(service or "MEF", registry or "127.0.0.1", timeout)
     port = DEFAULT_PORT if port is None else int(port)
     settings = dict(CLIENT_RPYC_CONFIG)
     settings.update(config or {})
     tls = certfile is not None or ca_certs is not None
-    deadline = time.monotonic() + float(timeout)
     delay = 0.02
     while True:
         try:
-            conn = fast_connect(host, port, config=settings, keyfile=keyfile,
-                                certfile=certfile, ca_certs=ca_certs,
-                                timeout=min(3.0, max(float(timeout), 0.1)),
-                                max_frame=max_frame)
+            conn = fast_connect(host, port, service=_ClientService, config=settings,
+                                keyfile=keyfile, certfile=certfile, ca_certs=ca_certs,
+                                timeout=min(3.0, max(deadline - time.monotonic(), 0.1)),
+                                max_frame=max_frame, keepalive=True)
             break
         except ssl.SSLError as exc:  # the handshake failed: retrying will not help
             raise _refused(host, port, tls, certfile, exc) from exc
@@ -132,12 +160,18 @@ def get_connection(port: int | None = None, host: str = "localhost", timeout: fl
             time.sleep(delay)  # waiting for a server process to bind, not synchronising
             delay = min(delay * 2, 0.5)
     install(conn._channel)  # before anything is received: large answers land writable
+    # the first calls get what is left of timeout: a peer that accepted the connection but
+    # never answers (not a mefstream server, or a hung one) is given up in time
+    conn._config["sync_request_timeout"] = max(deadline - time.monotonic(), 0.1)
     # One round trip on this thread before the serving thread starts: a TLS 1.3 server
     # refuses a client certificate only after the handshake, and a TLS server drops a plain
     # client at its first request. Raced by the serving thread, either showed up as a
     # bare EOFError (or rpyc's "release unlocked lock") at the caller's first call.
     try:
         conn.root
+    except AsyncResultTimeout as exc:
+        _abandon(conn)
+        raise _silent(host, port, timeout) from exc
     except (EOFError, OSError) as exc:
         try:
             conn.close()
@@ -146,13 +180,18 @@ def get_connection(port: int | None = None, host: str = "localhost", timeout: fl
         raise _refused(host, port, tls, certfile, exc) from exc
     try:
         conn.limits = _follow_limits(conn, max_frame)
+        _ask_packed(conn)
         area = negotiate(conn, int(shared_memory_mb * 2**20)) if shared_memory else None
+    except AsyncResultTimeout as exc:
+        _abandon(conn)
+        raise _silent(host, port, timeout) from exc
     except BaseException:
         conn.close()
         raise
+    conn._config["sync_request_timeout"] = settings["sync_request_timeout"]
     conn.shared_memory = area
     conn._remote_root = RemoteRoot(conn._remote_root, conn)  # what conn.root returns
-    serving = ServingThread(conn)
+    serving = ServingThread(conn, server_timeout=server_timeout)
     conn.serving_thread = serving
     close = conn.close
 
@@ -168,9 +207,34 @@ def get_connection(port: int | None = None, host: str = "localhost", timeout: fl
     return conn
 
 
+def _abandon(conn: ClientConnection) -> None:
+    """Close a connection whose peer does not answer, without waiting for it."""
+    conn.declare_gone("it did not answer while connecting", log=False)
+    try:
+        conn.close()
+    except Exception:  # noqa: BLE001 - closing a connection that is already broken
+        pass
+
+
+def _silent(host: str, port: int, timeout: float) -> TimeoutError:
+    return TimeoutError(
+        f"the peer at {host}:{port} accepted the connection but did not answer within "
+        f"timeout={timeout:g} s; is a mefstream server (python start.py) listening there, "
+        f"or is it hung? Check the port, or raise timeout=.")
+
+
+def _ask_packed(conn: rpyc.Connection) -> None:
+    """Ask for answers in the packed form (an older server answers packed anyway)."""
+    try:
+        conn.root.set_answer_form("packed")
+    except AttributeError:
+        logger.debug("the server has no set_answer_form: it answers packed")
+
+
 def _follow_limits(conn: rpyc.Connection, max_frame: int | None) -> dict:
     """Ask the server for its limits; without ``max_frame`` from the caller, accept frames
-    up to the server's ``max_frame``. A server without ``get_limits`` keeps the default."""
+    up to the server's ``max_frame``, but never above the default limit (a hostile
+    server could announce anything). A server without ``get_limits`` keeps the default."""
     try:
         limits = dict(conn.root.get_limits())
     except AttributeError:  # an older or stock server
@@ -179,10 +243,18 @@ def _follow_limits(conn: rpyc.Connection, max_frame: int | None) -> dict:
         return {}
     if max_frame is None and "max_frame" in limits:
         try:
-            conn._channel.max_frame = check_max_frame(limits["max_frame"])
+            told = check_max_frame(limits["max_frame"])
         except (TypeError, ValueError) as exc:
             logger.warning("ignoring the server's max_frame %r (%s)", limits["max_frame"],
                            exc)
+            return limits
+        if told > FastChannel.MAX_FRAME:
+            logger.warning("the server at %s may answer up to %d bytes per message; this "
+                           "client accepts %d: pass max_frame=%d to get_connection to "
+                           "accept its largest answers", getattr(conn, "peer", "?"), told,
+                           FastChannel.MAX_FRAME, told)
+            told = FastChannel.MAX_FRAME
+        conn._channel.max_frame = told
     return limits
 
 

@@ -3,62 +3,61 @@
 The iterators keep their position as plain data (:attr:`StreamSegmentIterator.position`),
 so a long analysis can resume after a restart. A target is a connection, a
 :class:`~software.RemoteStream`, an RPyC proxy of a view or a view used in-process; each
-is resolved once (its bound method, its connection), so a chunk costs one round trip.
-The length of the view is a hint kept per target and asked again before the end is
-declared, so a view whose rate was switched meanwhile is followed to its new end.
+is resolved once (:class:`~software.client.targets.Target`: its bound method, its
+connection), so a chunk costs one round trip. The length of the view is a hint kept per
+target and asked again before the end is declared, so a view whose rate was switched
+meanwhile is followed to its new end.
+
+A wait that times out withdraws its request on the server (``withdraw``); an answer that
+was already under way is kept and returned by the next call, so nothing is lost or
+delivered twice, and a server without ``withdraw`` still never holds more than one
+request of an iterator. A server that closes, dies or stops answering (pinged after a
+quarter of :attr:`server_timeout` of silence) ends every wait with
+:class:`~software.ServerGoneError` naming it.
 """
 from __future__ import annotations
 
 import threading
 import time
 
-from rpyc.core.netref import BaseNetref
-
 from .. import errors
+from ..transport.serving import Heartbeat, end_connection
 from ..transport.wire import decode_segment
-from .stream import RemoteRoot, RemoteStream
+from .targets import Target
+
+#: Seconds of silence after which a plain connection's server is deemed gone (an iterator
+#: serving it itself pings it; a ``get_connection`` connection has its own).
+SERVER_TIMEOUT = 2.0
 
 
-def _is_netref(obj) -> bool:
-    """Whether ``obj`` is an RPyC proxy (checked locally: no round trip)."""
-    return issubclass(type(obj), BaseNetref)
+class _Waiting:
+    """One request registered with a callback, and what came through it.
 
+    :attr:`deliver` is one object for the request's whole life: the server recognises the
+    callback to withdraw by its identity (``obj.method`` would make a new one each time).
+    """
 
-class _Target:
-    """What an iterator reads from, resolved once: the service, its bound method, the
-    connection. Every attribute of a proxy costs a round trip, so nothing is looked up
-    again per chunk."""
+    __slots__ = ("found", "position", "arrived", "box", "deliver")
 
-    __slots__ = ("target", "svc", "call", "conn", "n_samples", "growing")
+    def __init__(self, found: Target, position: int) -> None:
+        self.found, self.position = found, position
+        arrived = self.arrived = threading.Event()
+        box: list = []
+        self.box = box
 
-    def __init__(self, target, method: str) -> None:
-        self.target = target  # kept alive, so that its id() is not reused
-        if type(target) is RemoteStream:  # its methods take and give arrays already
-            self.svc, self.conn = target, target.connection
-        elif type(target) is RemoteRoot:  # a session served at the root
-            self.svc, self.conn = target, target.connection
-        elif _is_netref(target):
-            self.svc, self.conn = target, object.__getattribute__(target, "____conn__")
-        elif hasattr(target, "root") and hasattr(target, "serve"):  # a Connection
-            self.svc, self.conn = target.root, target
-        else:  # a StreamService used in-process
-            self.svc, self.conn = target, None
-        self.call = getattr(self.svc, method)
-        #: The view's length when last asked (a hint: asked again before the end).
-        self.n_samples: int | None = None
-        self.growing = False
+        def deliver(value) -> None:  # the callback: in whichever thread serves it
+            box.append(value)
+            arrived.set()
 
-    @property
-    def served(self) -> bool:
-        """Whether a ServingThread serves the connection (then callbacks arrive alone)."""
-        serving = getattr(self.conn, "serving_thread", None)
-        return serving is not None and not serving.closed
+        self.deliver = deliver
 
 
 class _Iterator:
     """Shared machinery of the two CREPE iterators."""
 
     _method = ""
+    #: Seconds of silence after which the server of a plain connection is deemed gone.
+    server_timeout = SERVER_TIMEOUT
 
     def __init__(self, _range: int, start: int, target=None) -> None:
         self.target = target
@@ -70,18 +69,19 @@ class _Iterator:
         self.position = int(start)
         #: True only when the last call found the end of the stream (not on a timeout).
         self.exhausted = False
-        self._targets: dict[int, _Target] = {}
+        self._targets: dict[int, Target] = {}
+        self._waiting: _Waiting | None = None
 
-    def _resolve(self, target) -> _Target:
+    def _resolve(self, target) -> Target:
         found = self._targets.get(id(target))
         if found is None or found.target is not target:
-            found = self._targets[id(target)] = _Target(target, self._method)
+            found = self._targets[id(target)] = Target(target, self._method)
         return found
 
     def _call(self, call, callback):
         raise NotImplementedError
 
-    def _at_end(self, found: _Target, ask: bool = False) -> bool:
+    def _at_end(self, found: Target, ask: bool = False) -> bool:
         """Whether the position is at the end of the view (never for a growing one).
 
         The length is asked (one ``get_info``) the first time, whenever the kept length
@@ -107,6 +107,18 @@ class _Iterator:
         self.position += int(data.shape[-1])
         return data
 
+    def _drop_waiting(self) -> None:
+        """Forget the registered request (another position or target): withdraw it if the
+        server can; an answer it still brings is ignored."""
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None and not waiting.arrived.is_set() \
+                and not waiting.found.ended:
+            try:
+                waiting.found.withdraw(waiting.deliver, self.server_timeout)
+            except TimeoutError as exc:  # the server did not answer: it is gone
+                end_connection(waiting.found.conn, str(exc))
+                raise waiting.found.gone_error(why=str(exc)) from exc
+
     def next(self, target):
         """Return the next chunk, waiting for it; False past the end.
 
@@ -119,8 +131,23 @@ class _Iterator:
         -------
         numpy.ndarray or False
             The chunk; False (and :attr:`exhausted` True) past the end.
+
+        Raises
+        ------
+        ServerGoneError
+            The server closed the connection or is gone.
         """
-        data = self._advance(self._call(self._resolve(target).call, None))
+        found = self._resolve(target)
+        with found.guard():
+            waiting = self._waiting
+            if waiting is not None and waiting.arrived.is_set() \
+                    and waiting.found is found and waiting.position == self.position:
+                self._waiting = None  # an answer kept from a wait that timed out
+                data = self._advance(waiting.box[0])
+            else:
+                data = self._advance(self._call(found.call, None))
+                if data is not False:
+                    self._drop_waiting()
         self.exhausted = data is False
         return data
 
@@ -139,53 +166,87 @@ class _Iterator:
         sleep : float
             Longest single wait between checks.
         timeout : float, optional
-            Seconds to wait in all; None waits as long as it takes.
+            Seconds to wait in all; None waits as long as it takes (or until the server
+            is gone).
 
         Returns
         -------
         numpy.ndarray or False
             The data, or False: at the end of a stream that will not grow (then
-            :attr:`exhausted` is True), or when ``timeout`` expired (it is False).
+            :attr:`exhausted` is True), or when ``timeout`` expired with the server still
+            there (it is False; the request was withdrawn, or, if its answer was already
+            under way, that answer is returned by the next call).
 
         Raises
         ------
         StreamError
             The read failed (the error the server reported).
+        ServerGoneError
+            The server closed the connection, died, or stopped answering.
         """
         self.exhausted = False
         found = self._resolve(target)
-        if self._at_end(found):
-            self.exhausted = True
-            return False
-        arrived = threading.Event()
-        box: list = []
+        with found.guard():
+            return self._next_or_wait(found, sleep, timeout)
 
-        def deliver(value):
-            box.append(value)
-            arrived.set()
-
-        value = self._call(found.call, deliver)
-        if value is not False:
-            return self._advance(value)
+    def _next_or_wait(self, found: Target, sleep: float, timeout: float | None):
+        waiting = self._waiting
+        if waiting is not None and (waiting.found is not found
+                                    or waiting.position != self.position):
+            self._drop_waiting()
+            waiting = None
+        if waiting is None:
+            if self._at_end(found):
+                self.exhausted = True
+                return False
+            waiting = _Waiting(found, self.position)
+            value = self._call(found.call, waiting.deliver)
+            if value is not False:
+                return self._advance(value)
+            self._waiting = waiting
         # False: the data comes through deliver, or (a view switched to a shorter rate
         # since its length was kept) the position is past the end and nothing comes
         conn, served = found.conn, found.served
+        beat = None if served or conn is None else Heartbeat(conn, self.server_timeout)
         deadline = None if timeout is None else time.monotonic() + float(timeout)
         asked = False
-        while not arrived.is_set():
+        while not waiting.arrived.is_set():
+            if found.ended:
+                raise found.gone_error()
             wait = sleep if deadline is None else min(sleep, deadline - time.monotonic())
             if wait <= 0:
-                return False
-            if served or conn is None:
-                arrived.wait(wait)
+                return self._timed_out(found, waiting)
+            if beat is None:
+                waiting.arrived.wait(wait)
             else:
-                conn.serve(wait)
-            if not asked and not arrived.is_set():
+                if conn.serve(wait):
+                    beat.note()
+                why = beat.check()
+                if why is not None:
+                    end_connection(conn, why)
+                    raise found.gone_error(why=why)
+            if not asked and not waiting.arrived.is_set():
                 asked = True
                 if self._at_end(found, ask=True):
+                    self._waiting = None
                     self.exhausted = True
                     return False
-        return self._advance(box[0])
+        self._waiting = None
+        return self._advance(waiting.box[0])
+
+    def _timed_out(self, found: Target, waiting: _Waiting):
+        """Withdraw a request that did not come in time; keep an answer under way."""
+        try:
+            withdrawn = found.withdraw(waiting.deliver, self.server_timeout)
+        except TimeoutError as exc:  # the server did not answer either: it is gone
+            end_connection(found.conn, str(exc))
+            raise found.gone_error(why=str(exc)) from exc
+        if waiting.arrived.is_set():  # it came while withdrawing: it is the answer
+            self._waiting = None
+            return self._advance(waiting.box[0])
+        if withdrawn:
+            self._waiting = None      # nothing will come
+        return False                  # else: kept; the next call waits for it again
 
     def __iter__(self):
         if self.target is None:
@@ -201,7 +262,8 @@ class _Iterator:
         target : rpyc.Connection, RemoteStream or StreamService
             Where to read.
         timeout : float, optional
-            Seconds to wait for each chunk; None waits as long as it takes.
+            Seconds to wait for each chunk; None waits as long as it takes (or until the
+            server is gone).
 
         Yields
         ------
@@ -211,16 +273,21 @@ class _Iterator:
         Raises
         ------
         TimeoutError
-            A chunk did not come within ``timeout`` (the end is never mistaken for it).
+            A chunk did not come within ``timeout`` while the server was there (the end is
+            never mistaken for it).
+        ServerGoneError
+            The server closed the connection, died, or stopped answering.
         """
         while True:
             data = self.next_or_wait(target, timeout=timeout)
             if data is False:
                 if self.exhausted:
                     return
-                raise TimeoutError(f"no chunk at position {self.position} within "
-                                   f"timeout={timeout!r} s; iterate again to go on, or "
-                                   f"raise the timeout.")
+                where = self._resolve(target).peer or "the in-process view"
+                raise TimeoutError(f"no data yet at position {self.position} within "
+                                   f"timeout={timeout!r} s (the server at {where} is "
+                                   f"there); iterate again to go on, or raise the "
+                                   f"timeout.")
             yield data
 
 

@@ -6,8 +6,8 @@ what :func:`~software.decode_segment` wraps. :class:`WritableSocketStream` retur
 ``bytearray`` for every read of at least :data:`LARGE` bytes, filled by the kernel
 (``recv_into``), so the array over it is writable without a copy of its own; smaller reads
 stay ``bytes``. :func:`get_connection <software.client.connect.get_connection>` installs
-it on its connections; servers keep the plain stream, whose memory follows the bytes
-that arrive.
+it on its connections; servers keep the plain stream. On both ends memory follows the
+bytes that arrive, not the sizes a peer announces.
 """
 from __future__ import annotations
 
@@ -33,10 +33,11 @@ class WritableSocketStream(FastSocketStream):
 
     Notes
     -----
-    A large read allocates its whole ``count`` before the data arrives (the bytearray is
-    zero-filled: 0.3 ms for 8 MiB), where the server's stream commits memory only as data
-    arrives. On a client that is bounded by the channel's ``max_frame``, which follows
-    the server's limit. Runs in whichever thread receives a message.
+    A large read grows its bytearray as the data arrives (at most doubling it, from
+    :attr:`~FastSocketStream.READ_CHUNK`), never to the size a peer merely announced: a
+    server that announces 200 MiB and sends 1 kB costs about ``READ_CHUNK``. Growing
+    moves the bytes received so far at most a few times (``realloc``, a page remap for
+    large buffers). Runs in whichever thread receives a message.
     """
 
     __slots__ = ()
@@ -46,15 +47,30 @@ class WritableSocketStream(FastSocketStream):
         ``EOFError``."""
         if count < LARGE:
             return super().read(count)
-        buf = bytearray(count)
-        view = memoryview(buf)
+        buf = bytearray()
         got = 0
         if self._tls_peeked:  # the byte poll() took to check for data
-            view[0:1], self._tls_peeked = self._tls_peeked, b""
+            buf += self._tls_peeked
+            self._tls_peeked = b""
             got = 1
-        elif _MSG_WAITALL and self._tls_lock is None:
+        while got < count:
+            size = min(count, max(2 * got, self.READ_CHUNK))
+            while len(buf) < size:  # memory for the data about to arrive only
+                buf += _ZEROS[:size - len(buf)]
+            view = memoryview(buf)
             try:
-                got = self.sock.recv_into(view, count, _MSG_WAITALL)
+                self._fill_all(view[got:size])
+            finally:
+                view.release()
+            got = size
+        return buf
+
+    def _fill_all(self, view: memoryview) -> None:
+        """Fill ``view``: one ``recv_into(MSG_WAITALL)`` on plain TCP, the rest in turns."""
+        got = 0
+        if _MSG_WAITALL and self._tls_lock is None:
+            try:
+                got = self.sock.recv_into(view, len(view), _MSG_WAITALL)
             except socket.timeout:
                 got = 0
             except OSError as exc:
@@ -64,10 +80,12 @@ class WritableSocketStream(FastSocketStream):
                 if got == 0:
                     self.close()
                     raise EOFError("connection closed by peer")
-        if got < count:  # TLS, signals, timeouts, a peer that sends part: the rest
+        if got < len(view):  # TLS, signals, timeouts, a peer that sends part: the rest
             self._fill(view[got:])
-        view.release()
-        return buf
+
+
+#: Zeros appended to a growing receive buffer, at most this many at a time.
+_ZEROS = memoryview(bytes(FastSocketStream.READ_CHUNK))
 
 
 def install(channel) -> bool:

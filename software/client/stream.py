@@ -1,7 +1,8 @@
 """The client-side stream object: numpy arrays for script writers.
 
-With :func:`~software.get_connection`, ``conn.root`` is a :class:`RemoteRoot` whose
-``open_file`` returns a :class:`RemoteStream`: every ``get_*`` returns a writable numpy
+With :func:`~software.get_connection`, ``conn.root`` is a
+:class:`~software.client.root.RemoteRoot` whose ``open_file`` returns a
+:class:`RemoteStream`: every ``get_*`` returns a writable numpy
 array (or False), callbacks receive arrays, ``get_info()`` is a dict::
 
     with conn.root.open_file("demo.mefd") as svc:     # close() closes it on the server
@@ -9,14 +10,14 @@ array (or False), callbacks receive arrays, ``get_info()`` is a dict::
         seg[0, 3] += 1.0                              # writable
 
 Every attribute of an RPyC proxy is a round trip, so each server method is fetched once
-per stream and kept. The wire form ``(payload, dtype, shape)`` is still what crosses:
-:attr:`RemoteStream.proxy` is the server's view as it is, and plain ``rpyc.connect``
-scripts see nothing of this module.
+per stream and kept. What crosses is the packed form ``(payload, dtype, shape)`` that
+``get_connection`` asks for: :attr:`RemoteStream.proxy` is the server's view as it is.
+Plain ``rpyc.connect`` scripts see nothing of this module (they get CREPE's nested tuples).
 """
 from __future__ import annotations
 
 import logging
-import os
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -24,9 +25,10 @@ import numpy as np
 
 from .. import errors
 from . import pieces
+from .calls import timed_call
 from .values import as_array, plain_argument, push_argument
 
-__all__ = ["RemoteRoot", "RemoteStream"]
+__all__ = ["RemoteStream"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +81,10 @@ class RemoteStream(_Proxied):
     -----
     Callbacks run in the connection's serving thread and receive an array, or, for a
     read that failed, the rebuilt exception object (nothing is raised in that thread).
-    Other server attributes are reached through the same cache (``svc.anything``).
+    The server is handed a wrapper of each callback, the same wrapper for the same
+    callback while the server holds it, so that :meth:`withdraw` reaches the requests
+    registered with it. Other server attributes are reached through the same cache
+    (``svc.anything``).
     """
 
     def __init__(self, proxy: Any, root: Any = None, path: str | None = None,
@@ -90,6 +95,9 @@ class RemoteStream(_Proxied):
         self._closed = False
         #: The connection this stream's calls go through.
         self.connection = connection
+        # callback -> the wrapper the server was handed; an entry lives as long as the
+        # server holds the wrapper (RPyC keeps what a peer holds alive), no longer
+        self._wrappers: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
     # ---- plumbing -------------------------------------------------------------------
 
@@ -111,21 +119,55 @@ class RemoteStream(_Proxied):
             raise AttributeError(name)
         return self._method(name)
 
-    @staticmethod
-    def _deliver(callback: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
-        """Wrap ``callback`` so that it receives an array or an exception object."""
+    def _deliver(self, callback: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
+        """Wrap ``callback`` so that it receives an array or an exception object.
+
+        The same callback gets the same wrapper while the server holds it (see
+        :meth:`withdraw`).
+        """
         _check_callback(callback)
         if callback is None:
             return None
+        try:
+            wrapper = self._wrappers.get(callback)
+        except TypeError:  # an unhashable callable: a wrapper of its own each time
+            return _wrap(callback)
+        if wrapper is None:
+            wrapper = self._wrappers[callback] = _wrap(callback)
+        return wrapper
 
-        def deliver(value):  # in the connection's serving thread
-            try:
-                data = as_array(value)
-            except errors.StreamError as exc:
-                data = exc
-            return callback(data)
+    def withdraw(self, callback: Callable[[Any], Any], timeout: float | None = None) -> int:
+        """Withdraw the requests still waiting on the server with ``callback``.
 
-        return deliver
+        Parameters
+        ----------
+        callback : callable
+            A callback given to ``get_*`` of this stream.
+        timeout : float, optional
+            Seconds the server has to answer (TimeoutError after); None: as any call.
+
+        Returns
+        -------
+        int
+            How many requests were withdrawn (0: none was waiting; an answer already
+            under way still arrives).
+
+        Raises
+        ------
+        AttributeError
+            The server is older and cannot withdraw requests.
+        TimeoutError
+            No answer within ``timeout``.
+        """
+        _check_callback(callback)
+        try:
+            wrapper = self._wrappers.get(callback)
+        except TypeError:
+            wrapper = None
+        arg = callback if wrapper is None else wrapper
+        if timeout is None or self._closed:  # closed: _method raises ServiceClosedError
+            return int(self._method("withdraw")(arg))
+        return int(timed_call(self._proxy, "withdraw", (arg,), timeout, self._methods))
 
     # ---- settings -------------------------------------------------------------------
 
@@ -325,72 +367,14 @@ class RemoteStream(_Proxied):
         return f"<RemoteStream {self._path!r} {state}>"
 
 
-#: What a root that is itself a stream (``start.py PATH.mefd``, ``--live``, ``--replay``)
-#: answers as a :class:`RemoteStream` does: arrays, a dict, tuples sent by copy.
-_STREAM_METHODS = frozenset({
-    "get_info", "set_active_channels", "set_segment_size", "get_segment",
-    "get_stream_segment", "get_row_segment", "get_time_segment",
-    "append_stream_segment_data", "append_stream_row_data", "get_envelope",
-    "get_time_envelope"})
+def _wrap(callback: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``callback`` taking wire values: it receives an array or an exception object."""
 
+    def deliver(value):  # in the connection's serving thread
+        try:
+            data = as_array(value)
+        except errors.StreamError as exc:
+            data = exc
+        return callback(data)
 
-class RemoteRoot(_Proxied):
-    """``conn.root`` of a :func:`~software.get_connection` connection.
-
-    ``open_file`` returns a :class:`RemoteStream`; the stream methods of a root that is
-    a stream (a session or a live stream served at the root) answer as a RemoteStream's
-    do (arrays, a dict); every other attribute is the root service's own
-    (``list_open_files``, ``close_file``, ``get_stats``, ``get_limits``, a replay's
-    ``pause``...), fetched once and kept.
-
-    Parameters
-    ----------
-    proxy : rpyc netref
-        The connection's root service.
-    connection : rpyc.Connection, optional
-        The connection, handed to the streams.
-    """
-
-    def __init__(self, proxy: Any, connection: Any = None) -> None:
-        super().__init__(proxy)
-        self._stream: RemoteStream | None = None
-        #: The connection (handed to the streams and the iterators).
-        self.connection = connection
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        method = self._method(name)  # the plain root service refuses view methods here
-        if name in _STREAM_METHODS:  # a session or live stream served at the root
-            if self._stream is None:
-                self._stream = RemoteStream(self._proxy, None, None, self.connection)
-            self._stream._methods.setdefault(name, method)
-            return getattr(self._stream, name)
-        return method
-
-    def open_file(self, path: str, password: str | None = None) -> RemoteStream:
-        """Open a session; returns this connection's view of it as a :class:`RemoteStream`.
-
-        Parameters
-        ----------
-        path : str or os.PathLike
-            Session directory, relative to the data root (or absolute, inside it).
-        password : str, optional
-            Level-2 password of an encrypted session.
-
-        Returns
-        -------
-        RemoteStream
-
-        Raises
-        ------
-        NotMefSessionError, OutsideDataRootError, WrongPasswordError
-            As the server's ``open_file``.
-        """
-        if isinstance(path, os.PathLike):
-            path = os.fspath(path)  # by copy: a Path object would cross as a proxy
-        proxy = self._method("open_file")(path, password)
-        return RemoteStream(proxy, self, path, self.connection)
-
-    def __repr__(self) -> str:
-        return f"<RemoteRoot of {self.connection!r}>"
+    return deliver

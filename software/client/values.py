@@ -50,14 +50,16 @@ def plain_argument(value: Any) -> Any:
     Returns
     -------
     object
-        Lists, tuples and arrays as tuples (nested ones too), numpy scalars as Python
-        ones; anything else unchanged (the server checks it), so no unbounded iterable
-        is ever walked here.
+        Lists, tuples and arrays as tuples (nested ones too), numpy scalars and 0-d
+        arrays as Python scalars; anything else unchanged (the server checks it), so no
+        unbounded iterable is ever walked here.
     """
     kind = type(value)
     if kind is list or kind is tuple:
         return tuple(plain_argument(v) for v in value)
     if isinstance(value, np.ndarray):
+        if value.ndim == 0:  # np.array(5): a scalar, not a sequence
+            return value.item()
         return tuple(plain_argument(v) for v in value.tolist())
     if isinstance(value, np.generic):
         return value.item()

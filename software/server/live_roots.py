@@ -107,6 +107,7 @@ class LiveRootService(StreamService):
     exposed_attach_shared_memory = RootService.exposed_attach_shared_memory
     exposed_get_stats = RootService.exposed_get_stats
     exposed_get_limits = RootService.exposed_get_limits
+    exposed_set_answer_form = RootService.exposed_set_answer_form
 
     # ---- a replay's controls ----------------------------------------------------------
 

@@ -183,6 +183,31 @@ class RootService(rpyc.Service):
         largest = int(self._options.max_request_bytes)
         return (("max_request_bytes", largest), ("max_frame", max_frame_for(largest)))
 
+    def exposed_set_answer_form(self, form) -> str:
+        """Choose how this connection's segments and rows cross (every view of it).
+
+        Parameters
+        ----------
+        form : str
+            ``"plain"`` (the default): CREPE's shape, a tuple of per-channel tuples of
+            Python numbers (a row: a tuple of numbers), at most
+            :data:`~software.stream.answers.PLAIN_MAX_VALUES` values per answer.
+            ``"packed"``: ``(bytes, dtype, shape)`` for :func:`~software.decode_segment`,
+            no such cap, and the same-host shared memory (what ``get_connection`` asks
+            for).
+
+        Returns
+        -------
+        str
+            The form now in effect.
+
+        Raises
+        ------
+        InvalidArgumentError
+            ``form`` is neither.
+        """
+        return self._encoder.set_form(form)
+
     def exposed_open_shared_memory(self, nbytes) -> tuple | bool:
         """Offer this connection a shared-memory area for its answers (same host only).
 
@@ -328,6 +353,7 @@ class FileRootService(StreamService):
         super().__init__(recording, options, registry.display_path(recording.path))
 
     on_connect = RootService.on_connect
+    exposed_set_answer_form = RootService.exposed_set_answer_form
     exposed_open_shared_memory = RootService.exposed_open_shared_memory
     exposed_attach_shared_memory = RootService.exposed_attach_shared_memory
     exposed_get_stats = RootService.exposed_get_stats

@@ -1,10 +1,13 @@
-"""The server end of the same-host shared memory: areas and each connection's encoder.
+"""Each connection's encoder of answers, and the server end of the same-host shared memory.
 
-A :class:`SegmentEncoder` per connection offers an area, switches to it once the client
-proves it mapped it, and then copies each answer into a region of it (first fit, under a
-lock; the copy outside it), falling back to the socket when nothing fits. The layout is
-in :mod:`software.shm.layout`, the arena under an area in :mod:`software.shm.arena`, the
-client end in :mod:`software.client.shared_memory`.
+A :class:`SegmentEncoder` per connection answers in the form the client chose (the root's
+``set_answer_form``): **plain** by default, CREPE's nested tuples of numbers (capped at
+:data:`PLAIN_MAX_VALUES` values per answer), or **packed** ``(bytes, dtype, shape)``, what
+:func:`~software.get_connection` asks for. Packed, it offers an area, switches to it once
+the client proves it mapped it, and then copies each answer into a region of it (first
+fit, under a lock; the copy outside it), falling back to the socket when nothing fits. The
+layout is in :mod:`software.shm.layout`, the arena under an area in
+:mod:`software.shm.arena`, the client end in :mod:`software.client.shared_memory`.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ try:
 except ImportError:  # not POSIX: no shared memory, the socket serves
     fcntl = None
 
-from ..errors import InvalidTypeError
+from ..errors import InvalidArgumentError, InvalidRangeError, InvalidTypeError
 from ..shm.arena import Arena, sweep_stale
 from ..shm.layout import (
     DATA_OFFSET,
@@ -33,16 +36,24 @@ from ..shm.layout import (
     TOKEN_BYTES,
     slot_views,
 )
-from ..transport.wire import SHARED_TAG, encode_segment
+from ..transport.wire import SHARED_TAG, encode_plain, encode_segment
 from ..validation import as_index
 from .counters import Counters
 
-__all__ = ["SegmentEncoder", "ServerArea", "sweep_stale"]
+__all__ = ["ANSWER_FORMS", "PLAIN_MAX_VALUES", "SegmentEncoder", "ServerArea",
+           "sweep_stale"]
 
 logger = logging.getLogger(__name__)
 
 #: Area sizes a server grants (larger requests are cut, smaller raised).
 MIN_AREA, MAX_AREA = 2**20, 2**30
+
+#: The forms an answer can take (see :mod:`software.transport.wire`).
+ANSWER_FORMS = ("plain", "packed")
+#: Most values (channels x samples) of one answer in the plain form: about 9 MB on the
+#: wire (brine spends 9 bytes per float) and about 0.4 s of the client's time to load
+#: (brine builds each number in Python), where the packed form takes milliseconds.
+PLAIN_MAX_VALUES = 1_000_000
 
 
 class ServerArea:
@@ -191,7 +202,8 @@ class ServerArea:
 
 
 class SegmentEncoder:
-    """One connection's segment encoder (server side): shared memory once attached.
+    """One connection's segment encoder (server side): plain or packed, shared memory once
+    attached (packed only).
 
     Parameters
     ----------
@@ -211,6 +223,9 @@ class SegmentEncoder:
     def __init__(self, conn: Any = None, directory: str = SHM_DIR, *,
                  counters: Counters | None = None) -> None:
         self._connected = conn is not None
+        #: The form of this connection's answers: ``"plain"`` for a connection (until its
+        #: client asks otherwise), ``"packed"`` for a view used in-process.
+        self.form = "plain" if self._connected else "packed"
         self._counters = counters
         self._buffers = bool(getattr(conn, "sends_buffers", False))
         self._directory = directory
@@ -221,6 +236,47 @@ class SegmentEncoder:
         self.shared = 0       # answers handed over in the area
         self.fallbacks = 0    # answers sent through the socket because the area was full
 
+    def set_form(self, form: object) -> str:
+        """Answer in ``form`` from now on (``"plain"`` or ``"packed"``); returns it.
+
+        Raises
+        ------
+        InvalidArgumentError
+            ``form`` is not one of :data:`ANSWER_FORMS`.
+        """
+        if not isinstance(form, str) or form not in ANSWER_FORMS:
+            raise InvalidArgumentError(
+                f"form={form!r} is not an answer form; pass 'plain' (nested tuples of "
+                f"numbers, CREPE's shape) or 'packed' ((bytes, dtype, shape) for "
+                f"software.decode_segment).")
+        self.form = form
+        return form
+
+    def admit(self, channels: int, samples: int) -> None:
+        """Refuse, before any reading, an answer too large for this connection's form.
+
+        Parameters
+        ----------
+        channels, samples : int
+            The answer's shape (a row: one channel).
+
+        Raises
+        ------
+        InvalidRangeError
+            The plain form and more than :data:`PLAIN_MAX_VALUES` values; the message
+            names the largest range and the packed form as the fix.
+        """
+        if self.form != "plain" or channels * samples <= PLAIN_MAX_VALUES:
+            return
+        largest = max(PLAIN_MAX_VALUES // max(channels, 1), 1)
+        raise InvalidRangeError(
+            f"{channels} channels x {samples} samples = {channels * samples:,} values is "
+            f"more than a plain answer holds ({PLAIN_MAX_VALUES:,} values, about 9 MB of "
+            f"nested tuples); with {channels} channels ask at most {largest} samples "
+            f"(_range={largest}), or take the packed form: conn.root.set_answer_form("
+            f"'packed') and software.decode_segment(answer), or connect with "
+            f"software.get_connection (numpy arrays).")
+
     def reserve(self, shape: tuple[int, int]) -> np.ndarray | None:
         """A float64 array in the area for an answer this thread builds and then encodes.
 
@@ -230,7 +286,7 @@ class SegmentEncoder:
         no area or no room: build the answer elsewhere.
         """
         area = self._area
-        if area is None:
+        if area is None or self.form != "packed":
             return None
         got = area.reserve(shape)
         if got is None:
@@ -250,6 +306,9 @@ class SegmentEncoder:
         counters = self._counters
         if counters is not None:
             counters.add("bytes_served", data.nbytes)
+        if self.form == "plain":
+            self.admit(*(data.shape if data.ndim == 2 else (1, data.size)))
+            return encode_plain(data, prebuilt=self._buffers)
         reserved = getattr(self._reserved, "value", None)
         if reserved is not None and reserved[1] is data:
             self._reserved.value = None
@@ -319,5 +378,5 @@ class SegmentEncoder:
             area.close()
 
     def __repr__(self) -> str:
-        return (f"<SegmentEncoder area={self._area or self._offered!r} shared={self.shared} "
-                f"fallbacks={self.fallbacks}>")
+        return (f"<SegmentEncoder {self.form} area={self._area or self._offered!r} "
+                f"shared={self.shared} fallbacks={self.fallbacks}>")

@@ -332,6 +332,8 @@ class StreamService(EnvelopeMixin, Withdrawal, rpyc.Service):
     # ---- machinery ------------------------------------------------------------------
 
     def _serve(self, names, start, stop, callback, rows, pad=(0, 0)):
+        # an answer too large for the connection's form is refused before any reading
+        self._encoder.admit(1 if rows is not None else len(names), stop - start + sum(pad))
         return self._requests.serve(self._encoder, names, self._group, start, stop,
                                     callback, rows, pad)
 

@@ -43,6 +43,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -53,13 +54,15 @@ from rpyc.utils.authenticators import AuthenticationError
 from rpyc.utils.server import ThreadedServer
 
 from .framing import (
+    Brined,
     Buffer,
     FastChannel,
     SplitFrame,
     check_max_frame,
     dump_parts,
 )
-from .socket_stream import FastSocketStream, format_address
+from .handshakes import BoundedHandshakes
+from .socket_stream import FastSocketStream, format_address, keep_alive
 
 __all__ = ["FastConnection", "FastThreadedServer", "connect_service",
            "fast_connect"]
@@ -75,7 +78,9 @@ class FastConnection(Connection):
     * messages are dumped by :func:`dump_parts` and handed to
       :meth:`FastChannel.send_parts`: a large payload goes from its own memory to the
       socket (stock RPyC copies it three times first);
-    * a tuple whose first item is a :class:`Buffer` is sent by value, as bytes;
+    * a tuple whose first item is a :class:`Buffer` is sent by value, as bytes, and a
+      :class:`~software.transport.framing.Brined` value (brine made ahead, e.g. a plain
+      answer of nested tuples) as the value it encodes;
     * a :class:`SplitFrame` from :meth:`FastChannel.recv` is loaded without copying its
       large string (stock: ``data[1:]`` and brine's read copy it twice);
     * sends are serialised by a lock of this class. RPyC's ``_cleanup`` force-releases
@@ -85,7 +90,9 @@ class FastConnection(Connection):
       interleave its frame with the one in progress). ``_sendlock`` is left to
       ``_cleanup``, which may release it as it likes;
     * :attr:`value_hook`, when set, is applied to every value received by copy
-      (replies and the arguments of requests, before any handler sees them).
+      (replies and the arguments of requests, before any handler sees them);
+    * :attr:`last_received` is the ``time.monotonic()`` of the last message received (by
+      any thread): how long the peer has been silent.
 
     With rpyc's experimental ``bind_threads`` everything is left to the base class.
     """
@@ -98,6 +105,8 @@ class FastConnection(Connection):
         #: Called with each by-value value received (in the receiving thread); returns
         #: what the connection hands on. ``None``: values are handed on unchanged.
         self.value_hook: Callable[[Any], Any] | None = None
+        #: ``time.monotonic()`` when the last message arrived (or the connection was made).
+        self.last_received = time.monotonic()
 
     @property
     def sends_buffers(self) -> bool:
@@ -108,6 +117,8 @@ class FastConnection(Connection):
         if type(obj) is tuple and obj and type(obj[0]) is Buffer \
                 and brine.dumpable(obj[1:]) and not self._bind_threads:
             return consts.LABEL_VALUE, obj
+        if type(obj) is Brined and not self._bind_threads:
+            return consts.LABEL_VALUE, obj
         return super()._box(obj)
 
     def _unbox(self, package: Any) -> Any:
@@ -117,6 +128,7 @@ class FastConnection(Connection):
         return super()._unbox(package)
 
     def _dispatch(self, data: bytes | SplitFrame) -> None:
+        self.last_received = time.monotonic()
         if type(data) is not SplitFrame:
             super()._dispatch(data)
             return
@@ -188,7 +200,7 @@ _TLS_HINTS = {
 }
 
 
-class FastThreadedServer(ThreadedServer):
+class FastThreadedServer(BoundedHandshakes, ThreadedServer):
     """:class:`rpyc.utils.server.ThreadedServer` on the fast transport.
 
     Parameters
@@ -200,6 +212,13 @@ class FastThreadedServer(ThreadedServer):
         Largest frame a client may send, in bytes (default
         :attr:`FastChannel.MAX_FRAME <software.transport.framing.FastChannel.MAX_FRAME>`); a client
         announcing more is refused and disconnected.
+    handshake_timeout : float
+        With an authenticator (TLS): seconds a client has to finish its handshake; one
+        that connects and stays silent is dropped after that.
+    max_handshakes : int
+        With an authenticator: connections whose handshake is not finished at most; a
+        connection beyond is closed at once (a WARNING, once per burst, says so), so that
+        silent peers cannot take every thread and descriptor of the server.
 
     Notes
     -----
@@ -210,14 +229,19 @@ class FastThreadedServer(ThreadedServer):
     served or during the handshake (a port scan) at INFO, without a traceback.
     """
 
-    def __init__(self, *args: Any, max_frame: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, max_frame: int | None = None,
+                 handshake_timeout: float = BoundedHandshakes.HANDSHAKE_TIMEOUT,
+                 max_handshakes: int = BoundedHandshakes.MAX_HANDSHAKES,
+                 **kwargs: Any) -> None:
         self.max_frame = FastChannel.MAX_FRAME if max_frame is None \
             else check_max_frame(max_frame)
+        self._bound_handshakes(handshake_timeout, max_handshakes)
         super().__init__(*args, **kwargs)
 
     def _authenticate_and_serve_client(self, sock: socket.socket) -> None:
         """Runs in the client's thread: authenticate, serve, close the socket."""
         peer, served = "a client", sock
+        handshaking = bool(self.authenticator)  # counted by _accept_method
         try:
             try:
                 peer = format_address(sock.getpeername())
@@ -228,6 +252,7 @@ class FastThreadedServer(ThreadedServer):
             credentials = None
             if self.authenticator:
                 try:
+                    sock.settimeout(self.handshake_timeout)  # a silent peer is dropped
                     served, credentials = self.authenticator(sock)
                 except AuthenticationError as exc:
                     self._refused(peer, exc)
@@ -235,6 +260,9 @@ class FastThreadedServer(ThreadedServer):
                 except OSError as exc:  # reset or timed out during the handshake
                     self.logger.info("%s went away during the TLS handshake (%s)", peer, exc)
                     return
+                self._handshake_done()
+                handshaking = False
+                served.settimeout(None)
                 # a TLS socket took over the (now detached) accepted one: close() must
                 # reach it (rpyc's ThreadedServer left TLS clients connected)
                 self.clients.add(served)
@@ -243,6 +271,8 @@ class FastThreadedServer(ThreadedServer):
         except Exception:  # logged here, once: not again by threading's excepthook
             self.logger.exception("serving %s failed", peer)
         finally:
+            if handshaking:
+                self._handshake_done()
             for each in {sock, served}:
                 try:
                     each.shutdown(socket.SHUT_RDWR)
@@ -287,7 +317,7 @@ def fast_connect(host: str, port: int, service: Any = rpyc.VoidService,
                  keyfile: str | None = None, certfile: str | None = None,
                  ca_certs: str | None = None, timeout: float = 3.0,
                  check_hostname: bool = False,
-                 max_frame: int | None = None) -> rpyc.Connection:
+                 max_frame: int | None = None, keepalive: bool = False) -> rpyc.Connection:
     """Connect to an RPyC server over the fast transport (optionally TLS).
 
     Parameters
@@ -312,6 +342,10 @@ def fast_connect(host: str, port: int, service: Any = rpyc.VoidService,
         Largest frame accepted from the server, in bytes (default
         ``FastChannel.MAX_FRAME``: enough for any answer of a server with the default
         ``max_request_mb``).
+    keepalive : bool, optional
+        Switch on TCP keep-alive with short timers
+        (:func:`~software.transport.socket_stream.keep_alive`): a server that vanished
+        from the network is noticed in seconds.
 
     Returns
     -------
@@ -324,6 +358,8 @@ def fast_connect(host: str, port: int, service: Any = rpyc.VoidService,
         raise ValueError("check_hostname requires ca_certs")
     sock = FastSocketStream._connect(host, port, timeout=timeout, nodelay=True)
     try:
+        if keepalive:
+            keep_alive(sock)
         if certfile is not None or ca_certs is not None:
             # like ssl.create_default_context() minus loading the system CA
             # store (~20 ms), which is never used: no ca_certs -> CERT_NONE

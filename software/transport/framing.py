@@ -19,8 +19,8 @@ from typing import Any, NoReturn
 from rpyc.core import brine
 from rpyc.core.channel import Channel
 
-__all__ = ["Buffer", "FRAME_HEADROOM", "FastChannel", "SplitFrame", "check_max_frame",
-           "dump_parts", "find_large_bytes"]
+__all__ = ["Brined", "Buffer", "FRAME_HEADROOM", "FastChannel", "SplitFrame",
+           "check_max_frame", "dump_parts", "find_large_bytes"]
 
 logger = logging.getLogger(__name__)
 
@@ -229,6 +229,32 @@ class Buffer:
         return f"<Buffer {self.view.nbytes} bytes>"
 
 
+class Brined:
+    """A value already in brine's encoding, sent by ``FastConnection`` as that value.
+
+    Return it from an exposed method or pass it to a callback: the peer (stock RPyC too)
+    receives the value the bytes encode. Made for values whose encoding numpy can build
+    at once (tuples of floats, see :func:`~software.transport.wire.encode_plain`), where
+    brine would walk every item in Python.
+
+    Parameters
+    ----------
+    data : bytes
+        ``brine.dump(value)`` of a value brine can load.
+    """
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __repr__(self) -> str:
+        return f"<Brined {len(self.data)} bytes>"
+
+
 _TUPLE_TAGS = (brine.TAG_EMPTY_TUPLE, brine.TAG_TUP1, brine.TAG_TUP2, brine.TAG_TUP3,
                brine.TAG_TUP4)
 
@@ -237,7 +263,8 @@ def dump_parts(obj: Any, out: list) -> None:
     """Append brine's encoding of ``obj`` to ``out`` as parts, large byte strings uncopied.
 
     ``b"".join(out)`` equals ``brine.dump(obj)`` (with each :class:`Buffer` as the bytes
-    it holds); brine itself copies every byte string twice (tag concatenation, join).
+    it holds, each :class:`Brined` as the value it encodes); brine itself copies every
+    byte string twice (tag concatenation, join).
     Raises ``TypeError`` for what brine cannot dump.
     """
     kind = type(obj)
@@ -261,6 +288,8 @@ def dump_parts(obj: Any, out: list) -> None:
     elif kind is bytes and len(obj) >= _LARGE:
         out.append(brine.TAG_STR_L4 + brine.I4.pack(len(obj)))
         out.append(obj)
+    elif kind is Brined:
+        out.append(obj.data)
     else:
         brine._dump(obj, out)
 

@@ -1,14 +1,107 @@
-"""A background thread that serves one connection promptly (callbacks within ~1 ms)."""
+"""Serving a client's connection: promptly (callbacks within ~1 ms), and noticing a dead peer.
+
+:class:`ServingThread` serves a connection in the background without sleeping;
+:class:`Heartbeat` pings a connection that has been silent and tells when its peer stopped
+answering (a server gone from the network sends no FIN: without pings a client would wait
+for it forever); :func:`end_connection` then shuts the socket so every waiter wakes.
+"""
 from __future__ import annotations
 
 import logging
+import socket
 import threading
+import time
+from typing import Any
 
 import rpyc
+from rpyc.core import consts
 
-__all__ = ["ServingThread"]
+__all__ = ["Heartbeat", "ServingThread", "end_connection"]
 
 logger = logging.getLogger(__name__)
+
+
+def end_connection(conn: Any, why: str) -> None:
+    """Shut the socket of a connection whose peer is gone (any thread).
+
+    Every thread reading or waiting on the connection wakes with an ``EOFError``; a
+    :class:`~software.client.protocol.ClientConnection` also keeps ``why`` for its errors.
+    A peer that is gone cannot take part in a polite close.
+    """
+    declare = getattr(conn, "declare_gone", None)
+    if declare is not None:
+        declare(why)
+        return
+    logger.warning("the peer of %r is gone: %s", conn, why)
+    try:
+        conn._channel.stream.sock.shutdown(socket.SHUT_RDWR)
+    except (OSError, AttributeError, EOFError):
+        pass  # closed already (RPyC's closed stream raises EOFError)
+
+
+class Heartbeat:
+    """Pings a connection that has been silent, and tells when its peer stopped answering.
+
+    Call :meth:`check` now and then from the thread that serves the connection. After
+    ``timeout / 4`` seconds without any message from the peer, and no call of this end in
+    progress, it sends a ping (RPyC's ``HANDLE_PING``, answered by any RPyC peer); the
+    peer is gone when nothing at all came
+    for ``timeout`` seconds while that ping waited and no other call of this end was
+    outstanding. A call in progress may legitimately keep the peer's connection thread
+    busy for longer (a long read): then it is not judged (TCP keep-alive still notices a
+    peer gone from the network).
+
+    Parameters
+    ----------
+    conn : rpyc.Connection
+        The connection. A :class:`~software.transport.connection.FastConnection` tells when
+        it last received a message; for another, call :meth:`note` when one arrived.
+    timeout : float
+        Seconds of silence after which the peer is gone.
+    """
+
+    def __init__(self, conn: Any, timeout: float) -> None:
+        if not float(timeout) > 0:
+            raise ValueError(f"the liveness timeout must be > 0 seconds; {timeout!r} is "
+                             f"invalid.")
+        self._conn = conn
+        self.timeout = float(timeout)
+        self._ping: Any = None
+        self._sent = 0.0
+        self._heard = time.monotonic()
+
+    def note(self) -> None:
+        """A message arrived (for connections that do not track it themselves)."""
+        self._heard = time.monotonic()
+
+    def _last_heard(self) -> float:
+        return max(self._heard, getattr(self._conn, "last_received", 0.0))
+
+    def check(self) -> str | None:
+        """Ping if the peer has been silent; return why it is gone, or None.
+
+        Raises
+        ------
+        EOFError
+            The connection is closed already.
+        """
+        now = time.monotonic()
+        heard = self._last_heard()
+        ping = self._ping
+        if ping is not None and ping.ready:
+            self._ping = ping = None
+        calls = len(getattr(self._conn, "_request_callbacks", ()))
+        if ping is None:
+            # a call of ours in progress: its answer says more than a ping queued behind it
+            if calls == 0 and now - heard >= self.timeout / 4:
+                self._ping = self._conn.async_request(consts.HANDLE_PING, "")
+                self._sent = now
+            return None
+        if now - heard < self.timeout or now - self._sent < self.timeout / 2:
+            return None
+        if calls > 1:
+            return None  # a call of ours is outstanding: the peer may be busy with it
+        return f"no answer for {now - heard:.1f} s (not even to a ping)"
 
 
 class ServingThread:
@@ -28,6 +121,10 @@ class ServingThread:
         :meth:`close` may take. Data wakes the thread immediately.
     name : str, optional
         Thread name (default ``"rpyc-serving-<connid>"``).
+    server_timeout : float, optional
+        Seconds of silence after which the peer is deemed gone (see :class:`Heartbeat`):
+        the thread then ends the connection (:func:`end_connection`), so that every call
+        waiting on it fails at once. None: never.
 
     Examples
     --------
@@ -36,11 +133,12 @@ class ServingThread:
     """
 
     def __init__(self, conn: rpyc.Connection, poll_timeout: float = 0.05,
-                 name: str | None = None) -> None:
+                 name: str | None = None, server_timeout: float | None = None) -> None:
         if poll_timeout <= 0:
             raise ValueError("poll_timeout must be > 0")
         self._conn = conn
         self._poll_timeout = poll_timeout
+        self._beat = None if server_timeout is None else Heartbeat(conn, server_timeout)
         self._stop = threading.Event()
         connid = getattr(conn, "_config", {}).get("connid", "conn")
         self._thread = threading.Thread(target=self._run, daemon=True,
@@ -49,9 +147,14 @@ class ServingThread:
 
     def _run(self) -> None:
         conn = self._conn
+        beat = self._beat
         try:
             while not self._stop.is_set() and not conn.closed:
                 conn.serve(self._poll_timeout)
+                if beat is not None:
+                    why = beat.check()
+                    if why is not None:
+                        end_connection(conn, why)
         except EOFError:
             logger.debug("%s: connection closed", self._thread.name)
         except Exception:

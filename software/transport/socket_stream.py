@@ -19,7 +19,7 @@ from rpyc.core.stream import SocketStream
 from rpyc.lib import Timeout
 from rpyc.lib.compat import poll
 
-__all__ = ["FastSocketStream"]
+__all__ = ["FastSocketStream", "keep_alive"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,39 @@ def format_address(peer: Any) -> str:
         host = f"[{peer[0]}]" if ":" in str(peer[0]) else peer[0]
         return f"{host}:{peer[1]}"
     return str(peer) or "a local peer"
+
+
+def keep_alive(sock: socket.socket, idle: int = 1, interval: int = 1, count: int = 3) -> bool:
+    """Switch on TCP keep-alive with short timers: a peer gone from the network (no FIN,
+    no RST) is noticed after about ``idle + interval * count`` seconds of silence.
+
+    Parameters
+    ----------
+    sock : socket.socket
+        A TCP socket (anything else is left alone).
+    idle, interval, count : int
+        Seconds of silence before the first probe, seconds between probes, and unanswered
+        probes after which the kernel ends the connection (Linux; elsewhere the system's
+        timers apply).
+
+    Returns
+    -------
+    bool
+        Whether keep-alive is on.
+    """
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", interval),
+                            ("TCP_KEEPCNT", count)):
+            option = getattr(socket, name, None)
+            if option is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, option, int(value))
+    except OSError as exc:  # pragma: no cover - exotic platforms
+        logger.debug("could not set TCP keep-alive: %s", exc)
+        return False
+    return True
 
 
 class FastSocketStream(SocketStream):
