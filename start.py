@@ -245,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
                                  max_waiting=args.max_waiting,
                                  keep_warm_seconds=args.keep_warm_seconds)
     except Exception as exc:  # a bad session, password or port: say so and exit
-        logger.error("cannot start: %s", exc)
+        from software.cli.common import for_cli
+        logger.error("cannot start: %s", for_cli(str(exc)))   # fixes as options: --port
         return 2
     with server, contextlib.ExitStack() as announced:
         if args.registry:

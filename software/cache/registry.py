@@ -1,6 +1,7 @@
 """Opened sessions, shared by every connection; paths confined to the data root.
 
-A path is resolved against the data root (symlinks followed) and refused when it leaves
+A path is resolved against the data root (symlinks followed) and refused when it, or any
+file or directory inside the session (a ``.tdat`` linked to a session elsewhere), leaves
 it. The first ``acquire`` of a session reads its metadata in a reader process; later ones
 share the same :class:`~software.cache.recording.Recording` (and its cached blocks) after
 checking the password, and the session is closed when its last user releases it.
@@ -28,6 +29,45 @@ from .recording import Recording
 from .warm import WarmSessions, session_identity
 
 logger = logging.getLogger(__name__)
+
+
+def inside(real: str, root: str) -> bool:
+    """Whether the resolved path ``real`` is ``root`` or lies under it (whole path
+    components: ``/data-private`` is not under ``/data``)."""
+    return os.path.commonpath([real, root]) == root
+
+
+def escaping_link(session: str, root: str) -> str | None:
+    """The first link inside the session directory ``session`` that resolves outside
+    ``root`` (its path relative to the session), or None.
+
+    Every file a reader opens is reached through the session directory; links to
+    directories are followed (each real directory once) so that the files under them are
+    checked too.
+    """
+    seen = set()
+    pending = [session]
+    while pending:
+        here = pending.pop()
+        try:
+            entries = list(os.scandir(here))
+        except OSError:
+            continue   # unreadable: the reader reports it
+        for entry in entries:
+            try:
+                link, is_dir = entry.is_symlink(), entry.is_dir()
+            except OSError:
+                continue
+            if link:
+                real = os.path.realpath(entry.path)
+                if not inside(real, root):
+                    return os.path.relpath(entry.path, session)
+            else:
+                real = entry.path
+            if is_dir and real not in seen:
+                seen.add(real)
+                pending.append(entry.path)
+    return None
 
 
 def _digest(password: str | None) -> bytes:
@@ -92,7 +132,7 @@ class SessionRegistry:
                                      f"under the data root; {path!r} is not.")
         joined = path if os.path.isabs(path) else os.path.join(self.data_root, path)
         real = os.path.realpath(joined)
-        if os.path.commonpath([real, self.data_root]) != self.data_root:
+        if not inside(real, self.data_root):
             raise OutsideDataRootError(
                 f"path={path!r} resolves outside the server's data root; only sessions under "
                 f"the data root can be opened. Pass a path relative to it, or start the "
@@ -117,6 +157,8 @@ class SessionRegistry:
         ------
         WrongPasswordError
             The session is open with another password, or ``password`` does not open it.
+        OutsideDataRootError
+            The path, or a file of the session (a link), resolves outside the data root.
         SessionError
             The reader process could not open the session (its message names ``path``).
         """
@@ -154,7 +196,20 @@ class SessionRegistry:
             attempt.set_result(None)
 
     def _open_new(self, real: str, password: str | None, path: object) -> Recording:
-        """Read the metadata of ``real`` in a reader process and make its Recording."""
+        """Read the metadata of ``real`` in a reader process and make its Recording.
+
+        Raises
+        ------
+        OutsideDataRootError
+            A file or directory inside the session links outside the data root.
+        """
+        link = escaping_link(real, self.data_root)
+        if link is not None:
+            raise OutsideDataRootError(
+                f"path={path!r}: its entry {link!r} is a link that resolves outside the "
+                f"server's data root; every file of a session must lie under the data "
+                f"root. Copy the files into the session instead of linking them, or start "
+                f"the server with --data-root set to a directory that contains them.")
         warm = self.warm.take(real, _digest(password))
         if warm is not None:
             return warm

@@ -12,6 +12,7 @@ releases them all in an idempotent :meth:`MefStreamServer.close`.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 
@@ -164,11 +165,13 @@ class MefStreamServer:
                 service, hostname=self.host, port=opts.port, protocol_config=config,
                 authenticator=authenticator, logger=logging.getLogger("software.rpyc"),
                 max_frame=opts.max_frame)
-        except BaseException:   # a bad session or a busy port: leave no reader behind
+        except BaseException as exc:   # a bad session or a busy port: leave no reader behind
             if self._owned_live is not None:
                 self._owned_live.close()
             self.registry.close()
             self.pool.close()
+            if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+                raise _port_in_use(self.host, opts.port) from None
             raise
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -244,3 +247,11 @@ class MefStreamServer:
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("serving" if self._thread else "created")
         return f"<MefStreamServer {state} {self.host}:{self.port} root={self.data_root!r}>"
+
+
+def _port_in_use(host: str, port: int) -> OSError:
+    """The error for a port another process holds: which port, and ``port=`` to change."""
+    busy = OSError(f"port {port} on {host} is in use (another server?); pass another "
+                   f"port=, or port=0 for a free one")
+    busy.errno = errno.EADDRINUSE
+    return busy
