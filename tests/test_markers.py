@@ -466,6 +466,36 @@ def written(path: str) -> int:
         return 0
 
 
+def test_an_append_that_fails_leaves_no_record_behind(tmp_path, monkeypatch):
+    import software.mef3.append as mefappend
+    from tests.test_recorder import signal_values
+    path = str(tmp_path / "failing.mefd")
+    note = lambda i: (START + i * 1000, "Note", f"n{i}", None, None,  # noqa: E731
+                      (("text", f"n{i}"),))
+    session = AppendingSession(path, ["a"], FS, START)
+    session.append(signal_values(1, 0, 100), records=[note(10)])
+    session.append(signal_values(1, 100, 200), records=[note(110)])
+    real = mefappend.exchange
+
+    def fail(a, b):
+        raise OSError("the disk is full")
+
+    monkeypatch.setattr(mefappend, "exchange", fail)
+    with pytest.raises(OSError, match="disk is full"):
+        session.append(signal_values(1, 200, 300), records=[note(210), note(220)])
+    monkeypatch.setattr(mefappend, "exchange", real)
+    session.append(signal_values(1, 200, 300), records=[note(250)])
+    session.append(signal_values(1, 300, 400), records=[note(310)])
+    session.close()
+    assert [a["text"] for a in sorted(annotations_of(path), key=lambda a: a["time"])] == [
+        "n10", "n110", "n250", "n310"]
+    check_record_files(path)
+    with pytest.raises(errors.InvalidArgumentError, match="type='Xtra'"):
+        AppendingSession(str(tmp_path / "bad.mefd"), ["a"], FS, START).append(
+            signal_values(1, 0, 10), records=[(START, "Xtra", "?", None, None, ())])
+    assert not os.path.exists(tmp_path / "bad.mefd")      # refused before anything
+
+
 @pytest.mark.timeout(300)
 def test_a_killed_recorder_process_keeps_the_markers_of_what_it_wrote(tmp_path):
     stream = LiveStream("rig", ["a", "b"], FS, start_uutc=START, history_seconds=30)

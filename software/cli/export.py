@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 
 import numpy as np
@@ -19,6 +18,7 @@ from .common import (
     UsageError,
     add_session_arguments,
     connect,
+    positive_seconds,
     sample_range,
     select_channels,
     uutc_of,
@@ -62,8 +62,7 @@ def check_output(args: argparse.Namespace) -> type:
         raise UsageError("--out", f"{args.out!r} exists; pass --overwrite to replace it")
     if not 0 <= args.precision <= 9:
         raise UsageError("--precision", f"{args.precision} must be between 0 and 9 digits")
-    if not args.segment_seconds > 0:
-        raise UsageError("--segment-seconds", f"{args.segment_seconds:g} must be > 0")
+    positive_seconds("--segment-seconds", args.segment_seconds, maximum=86400.0)
     args.out = out
     return SINKS[ext]
 
@@ -97,11 +96,8 @@ def run(args: argparse.Namespace) -> int:
                 first = max(first, int(info["first_available"]), stop - history)
             step = min(step, int(info["segment_samples"]))
         get = stream.get_stream_segment          # one round trip per call, not two
-        if os.path.lexists(args.out):            # --overwrite, checked above
-            if os.path.isdir(args.out):
-                shutil.rmtree(args.out)
-            else:
-                os.remove(args.out)
+        # an existing --out (with --overwrite) is replaced by the finished export only:
+        # every sink writes beside it and renames at the end
         try:
             sink = sink_class(args.out, names, fs, uutc_of(info, first), stop - first,
                               info["units"], args.precision)

@@ -14,8 +14,12 @@ the older copy's index knows) and keep their own small ``.tmet``/``.tidx``::
 
 A SIGKILL at any moment leaves ``OUT.mefd`` as it was after the last finished append: every
 channel the same length, min/max right, and the records of those appends (session-level
-``.rdat``/``.ridx``, grown the same way by :mod:`software.mef3.append_records`). Durability against power loss (fsync) is not
-attempted. Runs in the recorder's thread; imports pymef through mef_tools.
+``.rdat``/``.ridx``, grown the same way by :mod:`software.mef3.append_records`). An append
+that fails leaves nothing behind for the next one: the running min/max are updated only
+once an append is in place, and the bytes it wrote past the end of the shared ``.tdat``
+are cut before the next one (the spare's own record files are brought back to the live
+copy's). Durability against power loss (fsync) is not attempted. Runs in the recorder's
+thread; imports pymef through mef_tools.
 """
 from __future__ import annotations
 
@@ -169,6 +173,7 @@ class AppendingSession:
         self._scale = 10.0 ** self.precision
         self._ufact = float(np.round(0.1 ** self.precision, self.precision))
         self._extrema: list[tuple[int, int] | None] = [None] * len(names)
+        self._tdat_sizes: list[int] = [0] * len(names)   # each .tdat after the last append
         self._writer: MefWriter | None = None
         self._block = 0
         self._clipped = False
@@ -217,9 +222,10 @@ class AppendingSession:
         records = tuple(records)
         RecordFiles.check(records)
         ints = self._to_int32(data)
+        extrema = self._merged_extrema(ints)   # kept only once this append is in place
         start, end = self.uutc(first), self.uutc(first + n)
         if self._writer is None:
-            self._create(ints, start, end, records)
+            self._create(ints, start, end, extrema, records)
         else:
             self._sync_spare()
             self._records.sync_spare()
@@ -228,9 +234,12 @@ class AppendingSession:
                 session.append_mef_ts_segment_data(name, 0, None, None, start, end,
                                                    self._block, ints[row],
                                                    discontinuity_flag=first > self.n_samples)
-            self._fix_extrema(ints)
+            self._fix_extrema(extrema)
             self._records.write_spare(records)
             exchange(self._spare, self.path)
+        self._extrema = extrema
+        self._tdat_sizes = [os.path.getsize(self._files(self.path, name) + ".tdat")
+                            for name in self.channels]
         self.n_samples = first + n
         logger.debug("appended samples [%d, %d) to %s", first, first + n, self.path)
 
@@ -259,7 +268,7 @@ class AppendingSession:
     # ---- steps ----------------------------------------------------------------------
 
     def _to_int32(self, data: np.ndarray) -> np.ndarray:
-        """Scaled and rounded samples, NaN as RED_NAN; updates the running extrema."""
+        """Scaled and rounded samples, NaN as RED_NAN."""
         nan = np.isnan(data)
         scaled = np.rint(np.where(nan, 0.0, data) * self._scale)
         if not self._clipped and (scaled.min() < _INT_LO or scaled.max() > _INT_HI):
@@ -268,19 +277,25 @@ class AppendingSession:
                            " record with a smaller precision", self.path, self.precision)
         ints = np.clip(scaled, _INT_LO, _INT_HI).astype(np.int32)
         ints[nan] = _RED_NAN
+        return ints
+
+    def _merged_extrema(self, ints: np.ndarray) -> list[tuple[int, int] | None]:
+        """Every channel's (min, max) over what is written and ``ints`` (RED_NAN aside);
+        the running extrema are not touched (an append that fails adds nothing)."""
+        merged = list(self._extrema)
         for row in range(ints.shape[0]):
-            valid = ints[row][~nan[row]]
+            valid = ints[row][ints[row] != _RED_NAN]
             if valid.size:
                 lo, hi = int(valid.min()), int(valid.max())
-                old = self._extrema[row]
-                self._extrema[row] = (lo, hi) if old is None else (min(lo, old[0]),
-                                                                   max(hi, old[1]))
-        return ints
+                old = merged[row]
+                merged[row] = (lo, hi) if old is None else (min(lo, old[0]), max(hi, old[1]))
+        return merged
 
     def _files(self, root: str, name: str) -> str:
         return os.path.join(root, f"{name}.timd", f"{name}-000000.segd", f"{name}-000000")
 
-    def _create(self, ints: np.ndarray, start: int, end: int, records: tuple = ()) -> None:
+    def _create(self, ints: np.ndarray, start: int, end: int,
+                extrema: list[tuple[int, int] | None], records: tuple = ()) -> None:
         """The first append: segments written into the spare, moved into place, mirrored."""
         os.makedirs(self._spare_root, exist_ok=True)
         writer = MefWriter(self._spare, overwrite=False)
@@ -297,7 +312,7 @@ class AppendingSession:
             writer.session.write_mef_ts_segment_data(name, 0, None, None, self._block,
                                                      np.ascontiguousarray(ints[row]))
         self._writer = writer
-        self._fix_extrema(ints)
+        self._fix_extrema(extrema)
         self._records = RecordFiles(self.path, self._spare,
                                     os.path.join(self._spare_root, "stage"), writer.session)
         self._records.write_spare(records)
@@ -311,9 +326,15 @@ class AppendingSession:
         self._records.copy_to_spare()           # copies: never links (see append_records)
 
     def _sync_spare(self) -> None:
-        """Make the spare (one append behind) equal to the live copy: O(one append)."""
-        for name in self.channels:
+        """Make the spare (one append behind) equal to the live copy: O(one append).
+
+        The shared ``.tdat`` loses the bytes an append that failed wrote past the live
+        copy's end (pymef would append after them and index the new blocks wrongly).
+        """
+        for name, size in zip(self.channels, self._tdat_sizes):
             live, spare = self._files(self.path, name), self._files(self._spare, name)
+            if os.path.getsize(live + ".tdat") > size:   # no reader's index reaches there
+                os.truncate(live + ".tdat", size)
             with open(live + ".tmet", "rb") as f:
                 tmet = f.read()
             with open(spare + ".tmet", "r+b") as f:
@@ -328,10 +349,10 @@ class AppendingSession:
                 f.seek(have)
                 f.write(tail)
 
-    def _fix_extrema(self, ints: np.ndarray) -> None:
+    def _fix_extrema(self, extrema: list[tuple[int, int] | None]) -> None:
         """Put every spare channel's min/max over all samples into its .tmet, CRCs too."""
         for row, name in enumerate(self.channels):
-            ext = self._extrema[row]
+            ext = extrema[row]
             lo, hi = (ext[0] * self._ufact, ext[1] * self._ufact) if ext else (np.nan, np.nan)
             path = self._files(self._spare, name) + ".tmet"
             with open(path, "r+b") as f:

@@ -58,7 +58,6 @@ class RecordFiles:
         self._stage = stage
         self._session = session
         self._base = os.path.basename(live)[:-len(".mefd")]
-        self.count = 0
 
     def _files(self, root: str) -> tuple[str, str]:
         base = os.path.join(root, self._base)
@@ -87,7 +86,7 @@ class RecordFiles:
                 header = f.read(_UH)
                 f.seek(have)
                 tail = f.read()
-            if os.path.getsize(live) < have:       # cannot happen: files only grow
+            if os.path.getsize(live) < have:   # an append that failed left records here
                 shutil.copyfile(live, spare)
                 continue
             with open(spare, "r+b") as f:
@@ -116,7 +115,6 @@ class RecordFiles:
             new_rdat, new_ridx = (os.path.join(stage, os.path.basename(p)) for p in (rdat, ridx))
             self._splice(rdat, ridx, new_rdat, new_ridx)
             shutil.rmtree(self._stage, ignore_errors=True)
-        self.count += len(records)
 
     def _pymef_write(self, directory: str, records: Sequence[tuple]) -> None:
         from pymef.mef_file.pymef3_file import write_mef_data_records
