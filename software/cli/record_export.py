@@ -4,8 +4,9 @@ A ``.csv`` or ``.npz`` export writes its records to ``X.records.csv`` beside it 
 record: ``time_uutc``, ``sample`` (row of the exported samples it falls on; negative
 before them), ``type``, ``text``, ``duration_us``, ``channel``, ``fields`` as JSON); a
 ``.mefd`` export carries them as MEF3 records at their level (session or channel). Records
-of channels not exported are left out. A record MEF3 cannot store stops a ``.mefd`` export
-before anything is written.
+of channels not exported are left out. They are fetched once the samples are written (an
+export interrupted while it waits for samples asks for none), and a record MEF3 cannot
+store stops a ``.mefd`` export before it takes the place of ``--out``.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from ..client.records import Record, all_records
 from ..mef3.records import check_storable
 from .common import UsageError, uutc_of
 
-__all__ = ["check_mef", "fetch", "records_path", "write"]
+__all__ = ["check_mef", "check_output", "fetch", "records_path", "write"]
 
 
 def fetch(stream, info: dict, first: int, stop: int) -> list[Record]:
@@ -28,7 +29,7 @@ def fetch(stream, info: dict, first: int, stop: int) -> list[Record]:
 
 
 def check_mef(records: list[Record]) -> None:
-    """Refuse, before anything is written, records a ``.mefd`` export cannot carry.
+    """Refuse records a ``.mefd`` export cannot carry (before the export is in place).
 
     Raises
     ------
@@ -49,29 +50,34 @@ def records_path(out: str) -> str:
     return os.path.splitext(out)[0] + ".records.csv"
 
 
-def check_output(out: str, records: list[Record], overwrite: bool) -> str | None:
-    """The records file a ``.csv``/``.npz`` export writes (None: none), checked like --out.
+def check_output(out: str, overwrite: bool) -> None:
+    """Refuse an existing ``X.records.csv`` beside a ``.csv``/``.npz`` ``--out`` unless
+    ``overwrite`` (checked before anything is written, as --out itself).
 
-    With ``overwrite`` an existing one is removed (an export without records must not
-    leave the records of an earlier one beside it).
+    Raises
+    ------
+    UsageError
+        Names ``--out`` and the records file.
     """
     if out.lower().endswith(".mefd"):
-        return None
+        return
     path = records_path(out)
-    if os.path.lexists(path):
-        if overwrite:
-            os.remove(path)
-        elif records:
-            raise UsageError("--out", f"{path!r} (the export's records) exists; pass "
-                             f"--overwrite to replace it")
-    return path if records else None
+    if os.path.lexists(path) and not overwrite:
+        raise UsageError("--out", f"{path!r} (the export's records) exists; pass --overwrite "
+                         f"to replace it")
 
 
 def write(out: str, records: list[Record], first: int) -> str | None:
-    """Write the records of a finished export; returns what was written (None: nothing)."""
-    if not records:
-        return None
+    """Write the records of a finished export; returns where (None: nothing written).
+
+    A ``.mefd`` export gets them as MEF3 records; a ``.csv``/``.npz`` one
+    ``X.records.csv`` (written whole, then renamed); without records an ``X.records.csv``
+    left by an earlier export (``--overwrite``) is removed, so none stands beside the new
+    output.
+    """
     if out.lower().endswith(".mefd"):
+        if not records:
+            return None
         from ..mef3.record_writer import write_records  # pymef: only for a MEF3 export
 
         have = {n[:-5] for n in os.listdir(out) if n.endswith(".timd")}
@@ -80,6 +86,10 @@ def write(out: str, records: list[Record], first: int) -> str | None:
                             if r.channel is None or r.channel in have])
         return out
     path = records_path(out)
+    if not records:
+        if os.path.lexists(path):
+            os.remove(path)
+        return None
     partial = path + ".partial"
     with open(partial, "w", encoding="utf-8", newline="") as file:
         rows = csv.writer(file, lineterminator="\n")
