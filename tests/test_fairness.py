@@ -19,7 +19,7 @@ from software import MefStreamServer, decode_segment, get_connection
 from software.readers.fair import FairQueue
 from software.readers.pool import DEMAND, ReaderPool
 from tests.conftest import N_MAIN
-from tests.util import reference, wait_until
+from tests.util import held as _held, reference, release, wait_until
 
 
 def test_equal_priorities_are_served_round_robin_by_owner():
@@ -48,26 +48,6 @@ def test_priority_comes_first_and_promote_moves_or_shares_a_place():
     assert order == ["demand0", "mine", "demand1", "ahead3", "demand2",
                      "ahead0", "ahead1", "ahead2"]
     assert queue.pop() is None and queue.peek_priority() is None
-
-
-def _held(session: str, fifo: str) -> bytes:
-    """A pool task that keeps its reader busy until the FIFO's writer closes it."""
-    return pathlib.Path(fifo).read_bytes()
-
-
-def release(fifo: str) -> None:
-    """Let the task blocked on ``fifo`` finish (once a reader has it open)."""
-    fds: list[int] = []
-
-    def reader_blocked() -> bool:
-        try:
-            fds.append(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-        except OSError:
-            return False
-        return True
-
-    wait_until(reader_blocked, timeout=60)
-    os.close(fds[0])
 
 
 def test_one_clients_300_queued_reads_delay_anothers_by_one(main_path, tmp_path):
