@@ -31,6 +31,7 @@ from ..mef3.metadata import RateGroup, SessionInfo
 from ..mef3.samples import STORED_NAN, scale_into
 from ..readers.pool import DEMAND, ReaderPool
 from .blocks import BlockCache
+from .records import SessionRecords
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,8 @@ class Recording:
         self._nan_blocks: set = set()
         self._closed = False
         self._lock = threading.Lock()
+        #: The session's records, read once by a reader process on first use.
+        self.records = SessionRecords(pool, path, password)
 
     @property
     def closed(self) -> bool:

@@ -23,6 +23,7 @@ from .common import (
     select_channels,
     uutc_of,
 )
+from . import record_export
 from .formats import SINKS
 from .target import open_target
 from .times import format_clock, format_duration
@@ -84,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         info = select_channels(stream, info, args.channels)
         first, stop = sample_range(args, info)
         fs, names = float(info["fs"]), tuple(info["channels"])
+        record_export.check_output(args.out, args.overwrite)
         step = max(1, int(round(args.segment_seconds * fs)))
         if info.get("growing"):   # a live stream: its newest history, a ring at a time
             if args.start is None:  # (the oldest samples are the next to be overwritten)
@@ -112,7 +114,13 @@ def run(args: argparse.Namespace) -> int:
                     except OverflowError as exc:
                         raise UsageError("--precision", str(exc)) from None
                     bar.update(count / fs)
+                # the records of the stretch: a .mefd export refuses, before it is in
+                # place, one that MEF3 cannot store
+                records = record_export.fetch(stream, info, first, stop)
+                if sink_class is SINKS[".mefd"]:
+                    record_export.check_mef(records)
                 sink.finish()
+            records_out = record_export.write(args.out, records, first)
         except OSError as exc:
             sink.abort()
             raise OSError(f"cannot write --out {args.out!r}: {exc.strerror or exc}") from None
@@ -123,4 +131,6 @@ def run(args: argparse.Namespace) -> int:
         conn.close()
     print(f"wrote {args.out}: {len(names)} channels x {stop - first:,} samples at {fs:g} Hz, "
           f"{format_duration((stop - first) / fs)} from {format_clock(uutc_of(info, first))}")
+    if records_out is not None:
+        print(f"wrote {len(records):,} records to {records_out}")
     return 0

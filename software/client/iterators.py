@@ -23,6 +23,7 @@ import time
 from .. import errors
 from ..transport.serving import Heartbeat, end_connection
 from ..transport.wire import decode_segment
+from .records import RECORDS_TAG, as_records, chunk_records
 from .targets import Target
 
 #: Seconds of silence after which a plain connection's server is deemed gone (an iterator
@@ -37,30 +38,44 @@ class _Waiting:
     callback to withdraw by its identity (``obj.method`` would make a new one each time).
     """
 
-    __slots__ = ("found", "position", "arrived", "box", "deliver")
+    __slots__ = ("found", "position", "arrived", "box", "marks", "deliver")
 
     def __init__(self, found: Target, position: int) -> None:
         self.found, self.position = found, position
         arrived = self.arrived = threading.Event()
         box: list = []
-        self.box = box
+        marks: list = []
+        self.box, self.marks = box, marks
 
         def deliver(value) -> None:  # the callback: in whichever thread serves it
+            if type(value) is tuple and len(value) == 2 and value[0] == RECORDS_TAG:
+                marks.append(value[1])   # the chunk's records, sent just before it
+                return
             box.append(value)
             arrived.set()
 
         self.deliver = deliver
+
+    @property
+    def records(self) -> tuple:
+        """The wire records that came with the answer (none lie in a chunk that came
+        alone)."""
+        return self.marks[0] if self.marks else ()
 
 
 class _Iterator:
     """Shared machinery of the two CREPE iterators."""
 
     _method = ""
+    #: Whether the data method is ``get_stream_segment_marked`` (records come with it).
+    _marked = False
     #: Seconds of silence after which the server of a plain connection is deemed gone.
     server_timeout = SERVER_TIMEOUT
 
-    def __init__(self, _range: int, start: int, target=None) -> None:
+    def __init__(self, _range: int, start: int, target=None, records: bool = False) -> None:
         self.target = target
+        #: Whether each chunk comes as ``(chunk, records)`` (see :func:`chunk_records`).
+        self.records = bool(records)
         if int(_range) < 1:
             raise errors.InvalidRangeError(f"_range must be >= 1; {_range!r} is invalid.")
         if int(start) < 0:
@@ -143,13 +158,13 @@ class _Iterator:
             if waiting is not None and waiting.arrived.is_set() \
                     and waiting.found is found and waiting.position == self.position:
                 self._waiting = None  # an answer kept from a wait that timed out
-                data = self._advance(waiting.box[0])
+                data, wire = self._advance(waiting.box[0]), waiting.records
             else:
-                data = self._advance(self._call(found.call, None))
+                data, wire = self._advance(self._call(found.call, None)), None
                 if data is not False:
                     self._drop_waiting()
         self.exhausted = data is False
-        return data
+        return self._with_records(found, data, wire)
 
     def next_or_wait(self, target, sleep: float = 0.1, timeout: float | None = None):
         """Return the next chunk, waiting for it to be read if needed.
@@ -201,8 +216,9 @@ class _Iterator:
                 return False
             waiting = _Waiting(found, self.position)
             value = self._call(found.call, waiting.deliver)
-            if value is not False:
-                return self._advance(value)
+            if value is not False:   # returned at once: by a marked call, it holds none
+                return self._with_records(found, self._advance(value),
+                                          () if self._marked else None)
             self._waiting = waiting
         # False: the data comes through deliver, or (a view switched to a shorter rate
         # since its length was kept) the position is past the end and nothing comes
@@ -232,7 +248,17 @@ class _Iterator:
                     self.exhausted = True
                     return False
         self._waiting = None
-        return self._advance(waiting.box[0])
+        return self._with_records(found, self._advance(waiting.box[0]), waiting.records)
+
+    def _with_records(self, found: Target, data, wire=None):
+        """``data``, or ``(data, records)`` with the ``records`` option: the records that
+        came with a chunk sent by callback, else asked for (one more round trip)."""
+        if not self.records or data is False:
+            return data
+        if wire is not None:
+            return data, as_records(wire)
+        return data, chunk_records(found.svc, self.position - int(data.shape[-1]),
+                                   self.position)
 
     def _timed_out(self, found: Target, waiting: _Waiting):
         """Withdraw a request that did not come in time; keep an answer under way."""
@@ -243,7 +269,7 @@ class _Iterator:
             raise found.gone_error(why=str(exc)) from exc
         if waiting.arrived.is_set():  # it came while withdrawing: it is the answer
             self._waiting = None
-            return self._advance(waiting.box[0])
+            return self._with_records(found, self._advance(waiting.box[0]), waiting.records)
         if withdrawn:
             self._waiting = None      # nothing will come
         return False                  # else: kept; the next call waits for it again
@@ -303,6 +329,11 @@ class StreamSegmentIterator(_Iterator):
     target : rpyc.Connection, RemoteStream or StreamService, optional
         Makes the iterator a Python iterable: ``for seg in StreamSegmentIterator(2560,
         target=svc)``.
+    records : bool
+        Give each chunk as ``(chunk, records)``: the records (notes, annotations, a live
+        stream's markers) whose sample index lies in the chunk, as a list of
+        :class:`~software.client.records.Record`. A chunk sent by callback brings them
+        along (``get_stream_segment_marked``); one returned at once asks for them.
 
     Attributes
     ----------
@@ -312,8 +343,12 @@ class StreamSegmentIterator(_Iterator):
         True only when the last call found the end of the stream.
     """
 
-    def __init__(self, _range: int = 100, start: int = 0, target=None) -> None:
-        super().__init__(_range, start, target)
+    def __init__(self, _range: int = 100, start: int = 0, target=None, *,
+                 records: bool = False) -> None:
+        super().__init__(_range, start, target, records)
+        if self.records:   # a chunk brings its records along (no round trip more)
+            self._method = "get_stream_segment_marked"
+            self._marked = True
 
     _method = "get_stream_segment"
 
@@ -337,6 +372,8 @@ class StreamRowIterator(_Iterator):
         Grid index to start from.
     target : rpyc.Connection, RemoteStream or StreamService, optional
         Makes the iterator a Python iterable over that target.
+    records : bool
+        Give each chunk as ``(chunk, records)`` (asked for after each chunk).
 
     Attributes
     ----------
@@ -345,8 +382,8 @@ class StreamRowIterator(_Iterator):
     """
 
     def __init__(self, _channel: int | str = 0, _range: int = 100, start: int = 0,
-                 target=None) -> None:
-        super().__init__(_range, start, target)
+                 target=None, *, records: bool = False) -> None:
+        super().__init__(_range, start, target, records)
         self.channel = _channel
 
     _method = "get_row_segment"

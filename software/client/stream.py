@@ -26,6 +26,7 @@ import numpy as np
 from .. import errors
 from . import pieces
 from .calls import timed_call
+from .records import RecordMethods
 from .values import as_array, plain_argument, push_argument
 
 __all__ = ["RemoteStream"]
@@ -59,7 +60,7 @@ class _Proxied:
         return method
 
 
-class RemoteStream(_Proxied):
+class RemoteStream(RecordMethods, _Proxied):
     """This connection's view of one session, handing out numpy arrays.
 
     Made by ``conn.root.open_file(path)`` on a :func:`~software.get_connection`

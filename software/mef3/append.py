@@ -13,11 +13,13 @@ the older copy's index knows) and keep their own small ``.tmet``/``.tidx``::
              -> renameat2(RENAME_EXCHANGE): spare and live swap in one system call
 
 A SIGKILL at any moment leaves ``OUT.mefd`` as it was after the last finished append: every
-channel the same length, min/max right. An append that fails leaves nothing behind for the
-next one: the running min/max are updated only once an append is in place, and the bytes
-it wrote past the end of the shared ``.tdat`` are cut before the next one. Durability
-against power loss (fsync) is not attempted. Runs in the recorder's thread; imports pymef
-through mef_tools.
+channel the same length, min/max right, and the records of those appends (session-level
+``.rdat``/``.ridx``, grown the same way by :mod:`software.mef3.append_records`). An append
+that fails leaves nothing behind for the next one: the running min/max are updated only
+once an append is in place, and the bytes it wrote past the end of the shared ``.tdat``
+are cut before the next one (the spare's own record files are brought back to the live
+copy's). Durability against power loss (fsync) is not attempted. Runs in the recorder's
+thread; imports pymef through mef_tools.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ import numpy as np
 from mef_tools.io import MefWriter
 
 from ..errors import InvalidArgumentError, SessionExistsError
+from .append_records import RecordFiles
 
 __all__ = ["AppendingSession", "exchange"]
 
@@ -182,7 +185,8 @@ class AppendingSession:
         """Time stamp of grid sample ``index`` in microseconds."""
         return self.start_uutc + int(round(index * 1e6 / self.fs))
 
-    def append(self, data: np.ndarray, first: int | None = None) -> None:
+    def append(self, data: np.ndarray, first: int | None = None,
+               records: Sequence[tuple] = ()) -> None:
         """Append samples of every channel as one atomic step.
 
         Parameters
@@ -192,11 +196,15 @@ class AppendingSession:
         first : int, optional
             Grid index of ``data[:, 0]``; default right after the samples written so far.
             A later index leaves a gap (read back as NaN).
+        records : sequence of tuple, optional
+            Session-level records ``(time_uutc, type, text, duration, None, fields)``
+            written in the same atomic step (see :mod:`software.mef3.append_records`).
 
         Raises
         ------
         ValueError
-            Wrong shape, or ``first`` before the end already written.
+            Wrong shape, ``first`` before the end already written, or a record MEF3
+            cannot store (nothing is written).
         """
         if self.closed:
             raise InvalidArgumentError(f"{self.path!r} is closed; open a new AppendingSession")
@@ -211,19 +219,23 @@ class AppendingSession:
         n = data.shape[1]
         if n == 0:
             return
+        records = tuple(records)
+        RecordFiles.check(records)
         ints = self._to_int32(data)
         extrema = self._merged_extrema(ints)   # kept only once this append is in place
         start, end = self.uutc(first), self.uutc(first + n)
         if self._writer is None:
-            self._create(ints, start, end, extrema)
+            self._create(ints, start, end, extrema, records)
         else:
             self._sync_spare()
+            self._records.sync_spare()
             session = self._writer.session
             for row, name in enumerate(self.channels):
                 session.append_mef_ts_segment_data(name, 0, None, None, start, end,
                                                    self._block, ints[row],
                                                    discontinuity_flag=first > self.n_samples)
             self._fix_extrema(extrema)
+            self._records.write_spare(records)
             exchange(self._spare, self.path)
         self._extrema = extrema
         self._tdat_sizes = [os.path.getsize(self._files(self.path, name) + ".tdat")
@@ -283,7 +295,7 @@ class AppendingSession:
         return os.path.join(root, f"{name}.timd", f"{name}-000000.segd", f"{name}-000000")
 
     def _create(self, ints: np.ndarray, start: int, end: int,
-                extrema: list[tuple[int, int] | None]) -> None:
+                extrema: list[tuple[int, int] | None], records: tuple = ()) -> None:
         """The first append: segments written into the spare, moved into place, mirrored."""
         os.makedirs(self._spare_root, exist_ok=True)
         writer = MefWriter(self._spare, overwrite=False)
@@ -301,6 +313,9 @@ class AppendingSession:
                                                      np.ascontiguousarray(ints[row]))
         self._writer = writer
         self._fix_extrema(extrema)
+        self._records = RecordFiles(self.path, self._spare,
+                                    os.path.join(self._spare_root, "stage"), writer.session)
+        self._records.write_spare(records)
         os.rename(self._spare, self.path)       # the session appears whole
         for name in self.channels:              # the spare: shared .tdat, own small files
             live, spare = self._files(self.path, name), self._files(self._spare, name)
@@ -308,6 +323,7 @@ class AppendingSession:
             os.link(live + ".tdat", spare + ".tdat")
             shutil.copyfile(live + ".tmet", spare + ".tmet")
             shutil.copyfile(live + ".tidx", spare + ".tidx")
+        self._records.copy_to_spare()           # copies: never links (see append_records)
 
     def _sync_spare(self) -> None:
         """Make the spare (one append behind) equal to the live copy: O(one append).

@@ -86,6 +86,13 @@ def _read_task(path: str, password: str | None, names: tuple[str, ...], start: i
     return _session(path, password).read_grid(names, start, stop)
 
 
+def _records_task(path: str, password: str | None) -> tuple:
+    """Runs in a reader process: the session's records as plain tuples (see
+    :mod:`software.mef3.records`)."""
+    from ..mef3.records import session_records  # imported in reader processes only
+    return session_records(_session(path, password))
+
+
 def _read_into_task(path: str, password: str | None, names: tuple[str, ...], start: int,
                     stop: int, area: str, offset: int) -> np.ndarray | None:
     """Runs in a reader process: decode ``[start, stop)`` into landing area ``area``.
