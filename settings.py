@@ -44,6 +44,8 @@ READER_NICE = _env("READER_NICE", 0, int)
 CALLBACK_TIMEOUT = _env("CALLBACK_TIMEOUT", 30.0, float)
 #: Seconds a call without callback waits for its data before failing.
 READ_TIMEOUT = _env("READ_TIMEOUT", 120.0, float)
+#: Seconds a session stays cached after its last client closed it (0: close at once).
+KEEP_WARM_SECONDS = _env("KEEP_WARM_SECONDS", 300.0, float)
 #: Callback requests one connection may have waiting for their answer.
 MAX_WAITING = _env("MAX_WAITING", 10_000, int)
 #: Directory clients may open sessions under (relative paths resolve against it).

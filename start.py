@@ -104,6 +104,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--read-timeout", type=float, default=settings.READ_TIMEOUT,
                         help="seconds a call without callback waits for its data "
                              "(default %(default)s)")
+    parser.add_argument("--keep-warm-seconds", type=float,
+                        default=settings.KEEP_WARM_SECONDS,
+                        help="seconds a session stays cached after its last client closed "
+                             "it, so that the next tool reads from the cache (0: close at "
+                             "once; default %(default)s)")
     parser.add_argument("--max-waiting", type=int, default=settings.MAX_WAITING,
                         help="callback requests one connection may have waiting for their "
                              "answer (default %(default)s)")
@@ -237,9 +242,11 @@ def main(argv: list[str] | None = None) -> int:
                                  reader_nice=args.reader_nice,
                                  callback_timeout=args.callback_timeout,
                                  read_timeout=args.read_timeout,
-                                 max_waiting=args.max_waiting)
+                                 max_waiting=args.max_waiting,
+                                 keep_warm_seconds=args.keep_warm_seconds)
     except Exception as exc:  # a bad session, password or port: say so and exit
-        logger.error("cannot start: %s", exc)
+        from software.cli.common import for_cli
+        logger.error("cannot start: %s", for_cli(str(exc)))   # fixes as options: --port
         return 2
     with server, contextlib.ExitStack() as announced:
         if args.registry:

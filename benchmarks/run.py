@@ -78,6 +78,7 @@ class Config:
     callback_trials: int = 30
     memory_repeats: int = 1       # memory varies little; a full pass is long
     prefetch: int = 3             # the server's --prefetch for every row but "prefetch 0"
+    code: str | None = None       # checkout whose start.py the servers run (default: this)
 
     @property
     def dataset(self) -> Dataset:
@@ -149,7 +150,7 @@ class Bench:
         return a, min(a + int(round(seconds * 1e6)), self.end_uutc)
 
     def server(self, **kw) -> ServerProcess:
-        return ServerProcess(self.ds.root, **kw)
+        return ServerProcess(self.ds.root, code=self.cfg.code, **kw)
 
     def direct_reader(self):
         from mef_tools.io import MefReader
@@ -723,6 +724,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="the servers' --prefetch (default: settings.PREFETCH)")
     parser.add_argument("--json", default=None,
                         help="also write raw figures here (default benchmarks/data/results-*.json)")
+    parser.add_argument("--code", default=None,
+                        help="run the servers from this checkout (e.g. main's code, for a "
+                             "paired comparison: benchmarks.paired)")
     args = parser.parse_args(argv)
     if args.only:
         wanted = [w.strip() for w in args.only.split(",") if w.strip()]
@@ -746,7 +750,8 @@ def main(argv=None) -> int:
     import settings
     cfg = Config(quick=args.quick, repeats=args.repeats or (1 if args.quick else 3),
                  busy=args.busy_work,
-                 prefetch=settings.PREFETCH if args.prefetch is None else args.prefetch)
+                 prefetch=settings.PREFETCH if args.prefetch is None else args.prefetch,
+                 code=os.path.abspath(args.code) if args.code else None)
     if args.repeats:
         cfg.memory_repeats = args.repeats
     command = "python -m benchmarks.run" + (" " + shlex.join(sys.argv[1:]) if sys.argv[1:]

@@ -20,7 +20,7 @@ import importlib
 _HOME = {
     "StreamRowIterator": "client.iterators", "StreamSegmentIterator": "client.iterators",
     "get_connection": "client.connect", "MefStreamServer": "server.server",
-    "RemoteStream": "client.stream", "RemoteRoot": "client.root",
+    "RemoteStream": "client.stream", "RemoteRoot": "client.root", "Record": "client.records",
     "plot_window": "plot.window", "Recorder": "live.recorder",
     "LiveStream": "live.source", "Replay": "live.replay",
     "to_mne_raw": "handoff.mne", "WindowDataset": "handoff.torch",

@@ -361,17 +361,32 @@ def test_the_limit_applies_to_what_is_asked_not_to_what_is_left(svc, main_ref):
 
 @pytest.fixture(scope="module")
 def odd_root(tmp_path_factory, data_root):
-    """A data root with symlinks, truncated copies and things that are not sessions."""
+    """A data root with symlinks, truncated copies and things that are not sessions.
+
+    Next to ``root`` lie ``outside`` and ``root-private`` (a sibling whose name starts
+    with the root's: a check by string prefix would take it for inside).
+    """
     base = tmp_path_factory.mktemp("paths")
-    root, outside = base / "root", base / "outside"
+    root, outside, private = base / "root", base / "outside", base / "root-private"
     root.mkdir()
     outside.mkdir()
+    private.mkdir()
     main = os.path.join(data_root, "main.mefd")
     shutil.copytree(main, outside / "elsewhere.mefd")
+    shutil.copytree(main, private / "private.mefd")
     shutil.copytree(main, root / "good.mefd")
     os.symlink(outside / "elsewhere.mefd", root / "escape.mefd")   # points out of the root
     os.symlink(outside, root / "up")                                # a directory link out
+    os.symlink(private / "private.mefd", root / "sibling.mefd")    # out, to root-private
     os.symlink(root / "good.mefd", root / "alias.mefd")             # stays inside: allowed
+    # session directories under the root whose files (or a channel) link elsewhere
+    for name, target in (("files_out", outside / "elsewhere.mefd"),
+                         ("files_private", private / "private.mefd"),
+                         ("files_inside", root / "good.mefd")):       # the last is allowed
+        link_files(target, root / f"{name}.mefd")
+    (root / "channel_out.mefd").mkdir()
+    for entry in os.listdir(main):
+        os.symlink(private / "private.mefd" / entry, root / "channel_out.mefd" / entry)
     for name, ext in (("cut_tdat", ".tdat"), ("cut_tidx", ".tidx")):
         shutil.copytree(main, root / f"{name}.mefd")
         target = root / f"{name}.mefd" / "Fp1.timd" / "Fp1-000000.segd" / f"Fp1-000000{ext}"
@@ -386,6 +401,15 @@ def odd_root(tmp_path_factory, data_root):
     (root / "empty.mefd").mkdir()
     (root / "file.mefd").write_bytes(b"not a directory")
     return str(root), str(outside)
+
+
+def link_files(source, dest) -> None:
+    """Make ``dest`` a tree of real directories whose every file links into ``source``."""
+    for here, _dirs, files in os.walk(source):
+        target = os.path.join(dest, os.path.relpath(here, source))
+        os.makedirs(target, exist_ok=True)
+        for name in files:
+            os.symlink(os.path.join(here, name), os.path.join(target, name))
 
 
 @pytest.fixture(scope="module")
@@ -410,6 +434,12 @@ PATH_CASES = [
     ("{outside}/elsewhere.mefd", software.OutsideDataRootError),   # a real session, outside
     ("escape.mefd", software.OutsideDataRootError),
     ("up/elsewhere.mefd", software.OutsideDataRootError),
+    ("sibling.mefd", software.OutsideDataRootError),
+    ("../root-private/private.mefd", software.OutsideDataRootError),
+    ("{private}/private.mefd", software.OutsideDataRootError),
+    ("files_out.mefd", software.OutsideDataRootError),
+    ("files_private.mefd", software.OutsideDataRootError),
+    ("channel_out.mefd", software.OutsideDataRootError),
     ("missing.mefd", software.NotMefSessionError),
     ("plain_dir", software.NotMefSessionError),
     ("empty.mefd", software.NotMefSessionError),
@@ -427,7 +457,8 @@ PATH_CASES = [
 @pytest.mark.parametrize("path, error", PATH_CASES, ids=[p for p, _ in PATH_CASES])
 def test_paths_are_confined_and_checked(odd_conn, odd_server, odd_root, path, error):
     root, outside = odd_root
-    path = path.format(outside=outside)
+    private = os.path.join(os.path.dirname(root), "root-private")
+    path = path.format(outside=outside, private=private)
     with pytest.raises(error) as caught:
         odd_conn.root.open_file(path)
     text = message(caught.value)
@@ -435,8 +466,9 @@ def test_paths_are_confined_and_checked(odd_conn, odd_server, odd_root, path, er
         assert path.split("/")[0] in text                # names the path as it was given
     if error is software.OutsideDataRootError:
         assert "data root" in text
-        assert outside not in text or path.startswith(outside)   # no peek at link targets
-    assert root not in text                              # nor at the server's layout
+        for elsewhere in (outside, private):             # no peek at link targets
+            assert elsewhere not in text or path.startswith(elsewhere)
+    assert root not in text.replace(path, "")            # nor at the server's layout
     assert odd_server.pool.restarts == 0                 # no reader crashed on the way
     assert odd_conn.root.list_open_files() == ()
     svc = odd_conn.root.open_file("good.mefd")
@@ -446,7 +478,8 @@ def test_paths_are_confined_and_checked(odd_conn, odd_server, odd_root, path, er
 def test_symlink_inside_the_root_and_absolute_path_inside_are_allowed(odd_conn, odd_root,
                                                                        main_ref):
     root, _ = odd_root
-    for path in ("alias.mefd", os.path.join(root, "good.mefd"), "./good.mefd"):
+    for path in ("alias.mefd", os.path.join(root, "good.mefd"), "./good.mefd",
+                 "files_inside.mefd"):
         svc = odd_conn.root.open_file(path)
         assert same(decode_segment(svc.get_stream_segment(3000, 30_000)),
                     main_ref[:, 30_000:33_000])

@@ -47,6 +47,21 @@ def test_lru_is_bounded_in_bytes_not_entries():
     assert 2 in cache and 3 not in cache and 4 not in cache
 
 
+def test_claim_many_the_servers_path_keeps_lru_recency():
+    """Recording.gather looks blocks up with claim_many: a block it finds must become the
+    most recent (kills the mutant that drops move_to_end from claim_many)."""
+    cache = BlockCache(3 * 80)  # three blocks of 10 float64
+    for key in range(3):
+        cache.fulfil(key, block(10, key))
+    values, mine = cache.claim_many([0, 2])            # 0 and 2 read by a client
+    assert mine == [] and [v[0] for v in values] == [0, 2]
+    cache.fulfil(3, block(10))                          # evicts the least recent: 1
+    assert 0 in cache and 1 not in cache and 2 in cache and 3 in cache
+    cache.claim_many([0])
+    cache.fulfil(4, block(10))                          # then 2 (0 was just used)
+    assert 0 in cache and 2 not in cache
+
+
 def test_block_larger_than_budget_is_served_but_not_kept():
     cache = BlockCache(100)
     fut, mine = cache.claim("big")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -22,7 +23,7 @@ from software.cli.main import COMMANDS
 from software.plot.window import DPI, GAP_COLOR, MARGINS, figure_size
 from software.transport.connection import FastThreadedServer
 from tests.conftest import GAP, PASSWORD2
-from tests.util import FS, START, reference
+from tests.util import FS, START, reference, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -83,10 +84,7 @@ def test_info_of_an_encrypted_session_with_its_password(server):
 
 
 def test_ls_lists_the_sessions(server, conn):
-    try:
-        conn.root.list_sessions
-    except AttributeError:
-        pytest.skip("this server has no list_sessions() yet (root service, issue 11)")
+    assert callable(conn.root.list_sessions)     # the root service has it: never skipped
     done = cli("ls", port=server.port)
     assert done.returncode == 0, done.stderr
     listed = done.stdout.split()
@@ -98,10 +96,7 @@ def test_ls_lists_the_sessions(server, conn):
 
 
 def test_stats_prints_the_root_service_counters(server, conn):
-    try:
-        stats = conn.root.get_stats()
-    except AttributeError:
-        pytest.skip("this server has no get_stats() yet (root service, issue 11)")
+    stats = conn.root.get_stats()                # the root service has it: never skipped
     done = cli("stats", port=server.port)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
@@ -214,7 +209,7 @@ BAD_INPUT = [
     (["export", "main.mefd", "--out", "{tmp}/a.txt"], "--out", "extension"),
     (["export", "nowhere.mefd", "--out", "{tmp}/a.npz"], "PATH", "nowhere.mefd"),
     (["export", "../outside.mefd", "--out", "{tmp}/a.npz"], "PATH", ""),
-    (["info", "secret.mefd", "--password", "wrong"], "PATH", "password"),
+    (["info", "secret.mefd", "--password", "wrong"], "--password", "as --password"),
     (["plot", "main.mefd", "--seconds", "-3"], "--seconds", "-3"),
     (["plot", "main.mefd", "--out", "{tmp}/w.jpeg2"], "--out", "extension"),
     (["info", "main.mefd", "--tls-cert", "{tmp}/missing.pem"], "--tls-cert", "not a file"),
@@ -246,6 +241,54 @@ def test_an_existing_output_needs_overwrite(server, tmp_path):
     done = cli("export", "main.mefd", "--stop", "1", "--out", str(out), "--overwrite",
                port=server.port)
     assert done.returncode == 0 and len(out.read_text().splitlines()) == 257
+
+
+@pytest.mark.parametrize("ext", [".csv", ".npz", ".mefd"])
+def test_an_interrupted_overwrite_keeps_the_old_output(data_root, tmp_path, ext):
+    """``export --overwrite`` interrupted (Ctrl-C) while it waits for data: the old output
+    is still there and no partial one is left; a finished export replaces it. Before, the
+    old file was deleted first and Ctrl-C left neither."""
+    out = tmp_path / f"x{ext}"
+    if ext == ".mefd":
+        out.mkdir()
+        (out / "keep").write_text("old")
+        old_there = lambda: (out / "keep").read_text() == "old"            # noqa: E731
+    else:
+        out.write_bytes(b"old")
+        old_there = lambda: out.read_bytes() == b"old"                     # noqa: E731
+    partial = [tmp_path / f"x{ext}.partial", tmp_path / f".x{ext}.partial"]
+    with MefStreamServer(port=0, data_root=data_root, workers=1, prefetch=0,
+                         cache_mb=16) as srv:
+        srv.pool.warm_up()
+        held = srv.registry.acquire("main.mefd")     # open: the export needs no reader
+        pids = srv.pool.pids()
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)             # ... and its first read waits
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "software", "export", "main.mefd", "--overwrite",
+                 "--segment-seconds", "1", "--out", str(out), "--port", str(srv.port)],
+                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            # begun (its partial output made) and waiting for its first samples
+            wait_until(lambda: any(p.exists() for p in partial)
+                       and dict(srv.cache.stats())["in_flight"] > 0, timeout=60)
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+        assert proc.returncode == 130 and "interrupted" in err, err
+        assert old_there() and not any(p.exists() for p in partial)
+        done = cli("export", "main.mefd", "--overwrite", "--stop", "2", "--out", str(out),
+                   port=srv.port)
+        srv.registry.release(held)
+    assert done.returncode == 0, done.stderr
+    assert not any(p.exists() for p in partial)
+    if ext == ".mefd":
+        assert not (out / "keep").exists()
+        assert reference(str(out), ["Cz"]).shape == (1, 512)
+    else:
+        assert not old_there()
 
 
 def test_no_server_exits_1():

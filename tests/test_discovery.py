@@ -234,3 +234,87 @@ def test_start_py_announces_and_clients_find_it_by_name(data_root):
         assert lookup("MEF-TEST", where) == []
         with pytest.raises(ConnectionRefusedError, match="no server is registered"):
             get_connection(service="mef-test", registry=where, timeout=2)
+
+
+# ---- candidates in turn, a registry that serves everyone (issue 19) ----------------------
+
+def dead_port() -> int:
+    """A loopback port nothing listens on (a server killed without unregistering)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize("dead_first", [True, False], ids=["dead-oldest", "dead-newest"])
+def test_a_dead_registration_does_not_hide_a_live_server(registry, server, dead_first):
+    """A server killed without unregistering (or a port registered by anyone) stays in
+    the registry's answers; get_connection(service=) tries the candidates in turn and
+    connects to one that answers, whichever order the registry gives them in."""
+    where = registry.address
+    raw = TCPRegistryClient("127.0.0.1", registry.port)
+    dead = dead_port()
+    order = [dead, server.port] if dead_first else [server.port, dead]
+    for port in order:
+        assert raw.register(("MEF",), port)
+        wait_until(lambda p=port: ("127.0.0.1", p) in lookup("MEF", where))
+    conn = get_connection(service="MEF", registry=f"127.0.0.1:{registry.port}", timeout=10)
+    try:
+        assert conn.root.open_file("main.mefd").get_stream_segment(4, 0).shape == (6, 4)
+    finally:
+        conn.close()
+    raw.unregister(server.port)
+    with pytest.raises(ConnectionRefusedError, match="none accepts connections") as caught:
+        get_connection(service="MEF", registry=f"127.0.0.1:{registry.port}", timeout=5)
+    assert f"127.0.0.1:{dead}" in str(caught.value)
+
+
+def test_silent_peers_do_not_make_lookups_fail(registry):
+    """rpyc's registry served one peer at a time, up to 1 s each: four peers that connect
+    and send nothing made every lookup time out (reported as "nothing registered").
+    Here 60 silent peers and one that sent half a request are served alongside."""
+    from rpyc.core import brine
+    with announce("MEF", 5555, registry.address) as handle:
+        assert handle.wait_registered(5)
+        silent = [socket.create_connection(registry.address) for _ in range(60)]
+        half = socket.create_connection(registry.address)
+        half.sendall(brine.dump(("RPYC", "QUERY", ("MEF",)))[:5])
+        try:
+            for _ in range(5):
+                assert lookup("MEF", registry.address, timeout=0.5) == [("127.0.0.1", 5555)]
+        finally:
+            for sock in silent + [half]:
+                sock.close()
+
+
+def test_a_slow_registry_is_not_nothing_registered():
+    """A registry that accepts and never answers: a TimeoutError that says so, for
+    lookup and for get_connection(service=), never "no server is registered"."""
+    with socket.socket() as mute:
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(8)
+        where = f"127.0.0.1:{mute.getsockname()[1]}"
+        with pytest.raises(TimeoutError, match="did not answer within"):
+            lookup("MEF", where, timeout=0.3)
+        with pytest.raises(TimeoutError, match="did not answer within"):
+            list_services(where, timeout=0.3)
+        with pytest.raises(TimeoutError, match="did not answer within"):
+            get_connection(service="MEF", registry=where, timeout=0.3)
+    with pytest.raises(ConnectionRefusedError, match="no RPyC registry answered"):
+        lookup("MEF", where, timeout=0.3)              # nothing there any more
+
+
+@pytest.mark.parametrize("names, port", [
+    (tuple(f"N{i}" for i in range(17)), 5000),          # more names than one may carry
+    (("X" * 65,), 5000),                                 # a name too long
+    ((), 5000), (("MEF",), 0), ((42,), 5000), ("MEF", 5000)])
+def test_a_registration_beyond_the_bounds_is_refused(registry, names, port):
+    from rpyc.core import brine
+    with socket.create_connection(registry.address, timeout=5) as sock:
+        sock.sendall(brine.dump(("RPYC", "REGISTER", (names, port))))
+        reply = brine.load(sock.recv(4096))
+    assert isinstance(reply, str) and reply.startswith("REFUSED"), reply
+    assert registry.services() == {}
+    with pytest.raises(InvalidArgumentError, match="64 characters"):
+        announce("X" * 65, 5000, registry.address)          # refused before it is sent
+    with announce("MEF", 5001, registry.address) as handle:   # and it goes on serving
+        assert handle.wait_registered(5)

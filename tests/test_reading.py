@@ -15,7 +15,7 @@ import pytest
 from software.readers.pool import DEMAND, ReaderPool
 from software.readers.processes import FORGET_WINDOW
 from software.readers.worker import _inspect_task
-from tests.util import reference, wait_until
+from tests.util import held, reference, release, wait_until
 
 NAMES = ("Cz", "Fp1", "Fp2", "O1", "O2", "index")
 
@@ -32,6 +32,14 @@ def one_reader():
         yield pool
 
 
+def hold_the_reader(pool: ReaderPool, main_path: str, tmp_path) -> str:
+    """Keep the only reader busy with a task that waits on a FIFO; returns the FIFO."""
+    gate = str(tmp_path / "gate")
+    os.mkfifo(gate)
+    pool._submit(DEMAND, held, main_path, gate)
+    return gate
+
+
 def finishing_order(futures: dict) -> list:
     """Names of ``futures`` in the order they complete."""
     order, lock = [], threading.Lock()
@@ -43,29 +51,33 @@ def finishing_order(futures: dict) -> list:
     return order
 
 
-def test_a_demand_read_overtakes_waiting_reads_ahead(one_reader, main_path, ref):
+def test_a_demand_read_overtakes_waiting_reads_ahead(one_reader, main_path, ref, tmp_path):
     pool = one_reader
+    gate = hold_the_reader(pool, main_path, tmp_path)      # the reader is busy until released
     futures = {f"ahead{i}": pool.read(main_path, None, NAMES, i * 2560, (i + 1) * 2560,
                                       priority=3) for i in range(6)}
     futures["demand"] = pool.read(main_path, None, NAMES, 40000, 42000, priority=DEMAND)
-    assert pool.queued() >= 4          # one reader: one task running, one handed over
+    assert pool.queued() == 6          # one task running, one handed over, six waiting
+    release(gate)
     order = finishing_order(futures)
-    # the two reads handed to the executor before the demand read finish first
-    assert order[:3] == ["ahead0", "ahead1", "demand"], order
+    # the read handed to the executor before the demand read finishes first
+    assert order[:3] == ["ahead0", "demand", "ahead1"], order
     assert np.array_equal(futures["demand"].result(), ref[:, 40000:42000], equal_nan=True)
     for i in range(6):
         assert np.array_equal(futures[f"ahead{i}"].result(), ref[:, i * 2560:(i + 1) * 2560],
                               equal_nan=True)
 
 
-def test_promote_moves_a_waiting_read_up(one_reader, main_path):
+def test_promote_moves_a_waiting_read_up(one_reader, main_path, tmp_path):
     pool = one_reader
+    gate = hold_the_reader(pool, main_path, tmp_path)      # the reader is busy until released
     futures = {f"ahead{i}": pool.read(main_path, None, NAMES[:2], i * 256, (i + 1) * 256,
                                       priority=2) for i in range(6)}
     pool.promote(futures["ahead5"])
     pool.promote(futures["ahead0"])    # already handed over: nothing to do
+    release(gate)
     order = finishing_order(futures)
-    assert order[:3] == ["ahead0", "ahead1", "ahead5"], order
+    assert order[:3] == ["ahead0", "ahead5", "ahead1"], order
 
 
 def test_closing_the_pool_fails_waiting_reads(main_path):
@@ -159,18 +171,20 @@ def test_samples_land_in_shared_memory_or_go_through_the_pipe(main_path, ref):
     with ReaderPool(workers=2, landing_mb=small / 2**20) as pool:
         path = pool._landing.path
         assert os.path.exists(path)
-        fits = [pool.read(main_path, None, NAMES, i * 2560, (i + 1) * 2560)
-                for i in range(4)]
-        too_big = pool.read(main_path, None, NAMES, 0, 3 * 2560)
-        sums = pool.read(main_path, None, NAMES, 2560, 2 * 2560,
-                         consume=lambda view: np.nansum(view, axis=1))
-        for i, fut in enumerate(fits):
-            assert np.array_equal(fut.result(timeout=60), ref[:, i * 2560:(i + 1) * 2560],
-                                  equal_nan=True)
-        assert np.array_equal(too_big.result(timeout=60), ref[:, :3 * 2560], equal_nan=True)
-        assert np.array_equal(sums.result(timeout=60), np.nansum(ref[:, 2560:5120], axis=1))
-        assert pool.reads_piped >= 1 and pool.reads_landed >= 2
-        assert pool.reads_landed + pool.reads_piped == 6
+        area = pool._landing._arena
+
+        def one(*args, **kwargs):   # one read at a time: the area is empty for each
+            wait_until(lambda: area.regions == 0, timeout=30)
+            fut = pool.read(main_path, None, NAMES, *args, **kwargs)
+            return fut.result(timeout=60)
+
+        for i in range(4):
+            assert np.array_equal(one(i * 2560, (i + 1) * 2560),
+                                  ref[:, i * 2560:(i + 1) * 2560], equal_nan=True)
+        assert np.array_equal(one(0, 3 * 2560), ref[:, :3 * 2560], equal_nan=True)
+        assert np.array_equal(one(2560, 2 * 2560, consume=lambda view: np.nansum(view, axis=1)),
+                              np.nansum(ref[:, 2560:5120], axis=1))
+        assert (pool.reads_landed, pool.reads_piped) == (5, 1)
     assert not os.path.exists(path)
     with ReaderPool(workers=1, landing_mb=0) as pool:   # no area: everything by pipe
         assert np.array_equal(pool.read(main_path, None, NAMES, 5, 900).result(timeout=60),

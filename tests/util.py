@@ -1,6 +1,8 @@
 """Helpers shared by the tests."""
 from __future__ import annotations
 
+import os
+import pathlib
 import threading
 import time
 
@@ -35,3 +37,23 @@ def reference(path: str, names, password=None) -> np.ndarray:
         warnings.simplefilter("ignore")
         data = reader.get_data(list(names), int(min(starts)), int(max(ends)))
     return np.array(data)
+
+
+def held(session: str, fifo: str) -> bytes:
+    """A pool task that keeps its reader busy until the FIFO's writer closes it."""
+    return pathlib.Path(fifo).read_bytes()
+
+
+def release(fifo: str) -> None:
+    """Let the task blocked on ``fifo`` finish (once a reader has it open)."""
+    fds: list[int] = []
+
+    def reader_blocked() -> bool:
+        try:
+            fds.append(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            return False
+        return True
+
+    wait_until(reader_blocked, timeout=60)
+    os.close(fds[0])

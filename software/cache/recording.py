@@ -28,8 +28,10 @@ from concurrent.futures import Future
 import numpy as np
 
 from ..mef3.metadata import RateGroup, SessionInfo
+from ..mef3.samples import STORED_NAN, scale_into
 from ..readers.pool import DEMAND, ReaderPool
 from .blocks import BlockCache
+from .records import SessionRecords
 
 logger = logging.getLogger(__name__)
 
@@ -71,9 +73,18 @@ class Recording:
         self.run_blocks = max(1, int(round(float(run_seconds) / self.block_seconds)))
         self.groups = {c.fs: info.group(c.fs) for c in info.channels}
         self._key = object()  # identity of this opening in the shared cache
+        #: The files' identity when opened (``software.cache.warm.session_identity``):
+        #: a session kept warm is reused only while it is unchanged. None: never reused.
+        self.identity: tuple | None = None
         self._tasks: dict[Hashable, Future] = {}  # block key -> its reader task, in flight
+        self._factor_columns: dict[tuple[str, ...], np.ndarray] = {}
+        #: keys of blocks holding STORED_NAN (MEF3 NaN or no data): the only ones an
+        #: answer must look through for NaN (set before the block is cached)
+        self._nan_blocks: set = set()
         self._closed = False
         self._lock = threading.Lock()
+        #: The session's records, read once by a reader process on first use.
+        self.records = SessionRecords(pool, path, password)
 
     @property
     def closed(self) -> bool:
@@ -102,8 +113,10 @@ class Recording:
             self._read([keys[i] for i in mine], group, size, DEMAND)
         result: Future = Future()
         waits = [v for v in values if type(v) is Future and not v.done()]
+        factors = self._factors(names)
         if not waits:
-            _resolve(result, Blocks(len(names), start, stop, size, first, values))
+            _resolve(result, Blocks(len(names), start, stop, size, first, values, factors,
+                                    self._nan_keys(keys)))
             return result
         claimed = set(mine)  # their tasks were just submitted at demand priority
         self._promote(keys[i] for i, v in enumerate(values)
@@ -116,11 +129,30 @@ class Recording:
                 remaining[0] -= 1
                 last = remaining[0] == 0
             if last:
-                _resolve(result, Blocks(len(names), start, stop, size, first, values))
+                _resolve(result, Blocks(len(names), start, stop, size, first, values,
+                                        factors, self._nan_keys(keys)))
 
         for fut in waits:
             fut.add_done_callback(one_done)
         return result
+
+    def _nan_keys(self, keys: list) -> tuple[int, ...]:
+        """Positions in ``keys`` of blocks that hold STORED_NAN (usually none)."""
+        nan_blocks = self._nan_blocks
+        if not nan_blocks:
+            return ()
+        return tuple(i for i, key in enumerate(keys) if key in nan_blocks)
+
+    def _factors(self, names: tuple[str, ...]) -> np.ndarray:
+        """The channels' conversion factors as a float64 column (cached per selection)."""
+        factors = self._factor_columns.get(names)
+        if factors is None:
+            factors = np.array([[self.info.channel(n).ufact] for n in names],
+                               dtype=np.float64)
+            if len(self._factor_columns) > 64:  # selections come and go
+                self._factor_columns.clear()
+            self._factor_columns[names] = factors
+        return factors
 
     def prefetch(self, names: Sequence[str], group: RateGroup, start: int, stop: int,
                  priority: int = 1) -> None:
@@ -178,17 +210,25 @@ class Recording:
         keys = [(self._key, name, block) for block in range(first, last + 1) for name in names]
 
         def store(data) -> None:  # runs in the reader pool's result thread
-            # data may be a view of the pool's landing area: the cache keeps copies
-            items = []
+            # int32 as stored (software.mef3.samples), maybe a view of the pool's landing
+            # area: the cache keeps copies
+            items, marked = [], []
             for block in range(first, last + 1):
                 lo = block * size - start
                 hi = min(lo + size, stop - start)
                 for row, name in enumerate(names):
                     items.append(((self._key, name, block), data[row, lo:hi].copy()))
+                if hi > lo:  # the marker is the smallest int32: a row holds it iff its min
+                    for row in np.nonzero(data[:, lo:hi].min(axis=1) == STORED_NAN)[0]:
+                        marked.append((self._key, names[row], block))
+            if marked:
+                with self._lock:
+                    self._nan_blocks.update(marked)
             self._cache.fulfil_many(items)
             listener = self.decoded_listener  # the min/max pyramid (software.cache.pyramid)
-            if listener is not None:
-                listener(names, group, first, data)
+            if listener is not None:  # it takes physical units: scaled as answers are
+                listener(names, group, first,
+                         scale_into(data, self._factors(names), np.empty(data.shape)))
             if self._closed:  # closed while reading: waiters got their data; keep nothing
                 self._cache.discard(key for key, _ in items)
             logger.debug("blocks %d-%d of %s read (%d channels)", first, last, self.path,
@@ -196,7 +236,7 @@ class Recording:
 
         try:
             task = self._pool.read(self.path, self._password, names, start, stop, priority,
-                                   consume=store)
+                                   consume=store, stored=True)
         except Exception as exc:  # pool closed
             self._cache.fail_many(keys, exc)
             return
@@ -221,6 +261,8 @@ class Recording:
                 return
             self._closed = True
         dropped = self._cache.discard_where(lambda k: k[0] is self._key)
+        with self._lock:
+            self._nan_blocks.clear()
         self._pool.forget(self.path)
         logger.info("closed %s (%d cached blocks dropped)", self.path, dropped)
 
@@ -235,15 +277,21 @@ class Blocks:
     Holds the cached block arrays (never their read futures: those refer back to the
     request through their callbacks, and an answer would then live until the cyclic
     garbage collector ran; measured: ~17 assembled 7.5 MiB answers alive during a pass).
+    The blocks hold int32 samples as MEF3 stores them (:mod:`software.mef3.samples`):
+    assembling casts them into the float64 answer, multiplies each row by its channel's
+    factor (``MefReader``'s own ``float64(stored) * ufact``, so bit-equal) and sets NaN
+    where a block that holds the marker has it.
     """
 
-    __slots__ = ("shape", "_start", "_size", "_first", "_values")
+    __slots__ = ("shape", "_start", "_size", "_first", "_values", "_factors", "_nan_at")
 
     def __init__(self, n: int, start: int, stop: int, size: int, first: int,
-                 values: list) -> None:
+                 values: list, factors: np.ndarray, nan_at: tuple[int, ...] = ()) -> None:
         self.shape = (n, stop - start)
         self._start, self._size, self._first = start, size, first
         self._values = values
+        self._factors = factors
+        self._nan_at = nan_at   # positions in values of blocks holding the marker
 
     def assemble(self, out=None) -> np.ndarray:
         """The float64 answer, built into ``out(shape)`` if that gives an array."""
@@ -251,20 +299,29 @@ class Blocks:
         dest = out(self.shape) if out is not None else None
         if dest is None:
             dest = np.empty(self.shape, dtype=np.float64)
-        values, start, size = self._values, self._start, self._size
+        values, start, size, factors = self._values, self._start, self._size, self._factors
         stop = start + length
-        if len(values) == n and dest.flags.c_contiguous:  # within one block: rows end to end
+        if len(values) == n and dest.flags.c_contiguous:  # within one block: end to end
             a = start - self._first * size
-            # concatenate skips np.stack's per-row expand_dims (half of a small answer's copy)
+            # concatenate skips np.stack's per-row expand_dims; it casts int32 -> float64
             np.concatenate([v[a:a + length] for v in values], out=dest.reshape(-1))
-            values.clear()
-            return dest
-        for i in range(0, len(values), n):   # one block of every channel at a time
+            np.multiply(dest, factors, out=dest)
+        else:
+            for i in range(0, len(values), n):   # one block of every channel at a time
+                block = self._first + i // n
+                lo = max(start, block * size)
+                hi = min(stop, (block + 1) * size)
+                a, b = lo - block * size, hi - block * size
+                part = dest[:, lo - start:hi - start]
+                np.stack([v[a:b] for v in values[i:i + n]], out=part)
+                np.multiply(part, factors, out=part)   # while the block is in the cache
+        for i in self._nan_at:
             block = self._first + i // n
             lo = max(start, block * size)
             hi = min(stop, (block + 1) * size)
             a, b = lo - block * size, hi - block * size
-            np.stack([v[a:b] for v in values[i:i + n]], out=dest[:, lo - start:hi - start])
+            row = dest[i % n, lo - start:hi - start]
+            row[values[i][a:b] == STORED_NAN] = np.nan
         values.clear()  # the cache keeps the blocks it still wants
         return dest
 

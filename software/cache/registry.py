@@ -1,6 +1,7 @@
 """Opened sessions, shared by every connection; paths confined to the data root.
 
-A path is resolved against the data root (symlinks followed) and refused when it leaves
+A path is resolved against the data root (symlinks followed) and refused when it, or any
+file or directory inside the session (a ``.tdat`` linked to a session elsewhere), leaves
 it. The first ``acquire`` of a session reads its metadata in a reader process; later ones
 share the same :class:`~software.cache.recording.Recording` (and its cached blocks) after
 checking the password, and the session is closed when its last user releases it.
@@ -25,8 +26,48 @@ from ..readers.pool import ReaderPool
 from ..validation import as_password
 from .blocks import BlockCache
 from .recording import Recording
+from .warm import WarmSessions, session_identity
 
 logger = logging.getLogger(__name__)
+
+
+def inside(real: str, root: str) -> bool:
+    """Whether the resolved path ``real`` is ``root`` or lies under it (whole path
+    components: ``/data-private`` is not under ``/data``)."""
+    return os.path.commonpath([real, root]) == root
+
+
+def escaping_link(session: str, root: str) -> str | None:
+    """The first link inside the session directory ``session`` that resolves outside
+    ``root`` (its path relative to the session), or None.
+
+    Every file a reader opens is reached through the session directory; links to
+    directories are followed (each real directory once) so that the files under them are
+    checked too.
+    """
+    seen = set()
+    pending = [session]
+    while pending:
+        here = pending.pop()
+        try:
+            entries = list(os.scandir(here))
+        except OSError:
+            continue   # unreadable: the reader reports it
+        for entry in entries:
+            try:
+                link, is_dir = entry.is_symlink(), entry.is_dir()
+            except OSError:
+                continue
+            if link:
+                real = os.path.realpath(entry.path)
+                if not inside(real, root):
+                    return os.path.relpath(entry.path, session)
+            else:
+                real = entry.path
+            if is_dir and real not in seen:
+                seen.add(real)
+                pending.append(entry.path)
+    return None
 
 
 def _digest(password: str | None) -> bytes:
@@ -46,11 +87,14 @@ class SessionRegistry:
         Cache block length handed to each :class:`Recording`.
     open_timeout : float
         Seconds to wait for a reader process to read a session's metadata.
+    keep_warm_seconds : float
+        How long a session stays open (blocks cached) after its last user released it,
+        to be reused if it is opened again unchanged (:mod:`software.cache.warm`).
     """
 
     def __init__(self, data_root: str, pool: ReaderPool, cache: BlockCache,
                  block_seconds: float = 10.0,
-                 open_timeout: float = 60.0) -> None:
+                 open_timeout: float = 60.0, keep_warm_seconds: float = 0.0) -> None:
         self.data_root = os.path.realpath(data_root)
         self._pool = pool
         self._cache = cache
@@ -59,6 +103,7 @@ class SessionRegistry:
         self._lock = threading.Lock()
         self._open: dict[str, tuple[Recording, bytes, int]] = {}
         self._opening: dict[str, Future] = {}
+        self.warm = WarmSessions(keep_warm_seconds)
 
     def display_path(self, real_path: str) -> str:
         """The path relative to the data root, as clients should see it."""
@@ -87,7 +132,7 @@ class SessionRegistry:
                                      f"under the data root; {path!r} is not.")
         joined = path if os.path.isabs(path) else os.path.join(self.data_root, path)
         real = os.path.realpath(joined)
-        if os.path.commonpath([real, self.data_root]) != self.data_root:
+        if not inside(real, self.data_root):
             raise OutsideDataRootError(
                 f"path={path!r} resolves outside the server's data root; only sessions under "
                 f"the data root can be opened. Pass a path relative to it, or start the "
@@ -112,6 +157,8 @@ class SessionRegistry:
         ------
         WrongPasswordError
             The session is open with another password, or ``password`` does not open it.
+        OutsideDataRootError
+            The path, or a file of the session (a link), resolves outside the data root.
         SessionError
             The reader process could not open the session (its message names ``path``).
         """
@@ -149,7 +196,24 @@ class SessionRegistry:
             attempt.set_result(None)
 
     def _open_new(self, real: str, password: str | None, path: object) -> Recording:
-        """Read the metadata of ``real`` in a reader process and make its Recording."""
+        """Read the metadata of ``real`` in a reader process and make its Recording.
+
+        Raises
+        ------
+        OutsideDataRootError
+            A file or directory inside the session links outside the data root.
+        """
+        link = escaping_link(real, self.data_root)
+        if link is not None:
+            raise OutsideDataRootError(
+                f"path={path!r}: its entry {link!r} is a link that resolves outside the "
+                f"server's data root; every file of a session must lie under the data "
+                f"root. Copy the files into the session instead of linking them, or start "
+                f"the server with --data-root set to a directory that contains them.")
+        warm = self.warm.take(real, _digest(password))
+        if warm is not None:
+            return warm
+        identity = session_identity(real) if self.warm.keep_seconds > 0 else None
         inspecting = self._pool.inspect(real, password)
         warming = self._pool.open_everywhere(real, password)
         try:
@@ -160,6 +224,7 @@ class SessionRegistry:
             raise
         recording = Recording(real, password, info, self._pool, self._cache,
                               self._block_seconds)
+        recording.identity = identity
         # the other readers opened it meanwhile, so that the first read does not wait for
         # that (up to ~50 ms per reader); their errors are the reads' to report
         wait(warming, timeout=self._open_timeout)
@@ -176,7 +241,7 @@ class SessionRegistry:
                 self._open[recording.path] = (rec, digest, users - 1)
                 return
             del self._open[recording.path]
-        recording.close()
+        self.warm.park(recording, digest)   # closes it unless kept warm
 
     def open_paths(self) -> tuple[str, ...]:
         """Display paths of every open session."""
@@ -185,6 +250,7 @@ class SessionRegistry:
 
     def close(self) -> None:
         """Close every session (idempotent)."""
+        self.warm.close()
         with self._lock:
             entries = list(self._open.values())
             self._open.clear()

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
+import re
+import socket
 
 from .. import errors
 from .times import TimeFormatError, format_clock, parse_time
@@ -18,6 +21,8 @@ INPUT_ERRORS = (errors.InvalidArgumentError, errors.InvalidTypeError,
                 errors.OutsideDataRootError, errors.WrongPasswordError)
 
 _REMOTE_TRACEBACK = "\n\n========= Remote Traceback"
+#: Seconds closing a connection waits for the server's goodbye.
+CLOSE_WAIT = 2.0
 
 
 class UsageError(Exception):
@@ -36,6 +41,21 @@ class UsageError(Exception):
         self.argument = argument
 
 
+#: ``name=...`` hints of the Python API whose fix on the command line is ``--name``.
+_API_HINT = re.compile(r"(?<![\w-])(password|timeout|port|host|registry)="
+                       r"(?:\.\.\.|'([^'\s]*)'|([\w:.\[\]-]*\w))?")
+
+
+def for_cli(text: str) -> str:
+    """Say a fix the way the command line takes it: ``password=...`` -> ``--password``,
+    ``port=0`` -> ``--port 0``, ``registry='h:p'`` -> ``--registry h:p``."""
+    def cli(match: re.Match) -> str:
+        value = match.group(2) or match.group(3)
+        return f"--{match.group(1)}" + (f" {value}" if value else "")
+
+    return _API_HINT.sub(cli, text)
+
+
 def message_of(exc: BaseException) -> str:
     """The message of an error without the server's traceback that RPyC appends."""
     if isinstance(exc, KeyError) and len(exc.args) == 1:
@@ -43,6 +63,23 @@ def message_of(exc: BaseException) -> str:
     else:
         text = str(exc)
     return text.split(_REMOTE_TRACEBACK, 1)[0].strip() or type(exc).__name__
+
+
+def positive_seconds(option: str, value: float | None, maximum: float = 1e9,
+                     hint: str = "") -> float | None:
+    """Check a number of seconds given as ``option``: finite, > 0 and at most ``maximum``.
+
+    Raises
+    ------
+    UsageError
+        Not such a number (None passes: the option was left out).
+    """
+    if value is None:
+        return None
+    if not (math.isfinite(value) and 0 < value <= maximum):
+        raise UsageError(option, f"{value:g} must be a number of seconds > 0 and at most "
+                                 f"{maximum:g}{hint}")
+    return value
 
 
 @contextlib.contextmanager
@@ -94,13 +131,31 @@ def connect(args: argparse.Namespace):
                           ("--tls-ca", args.tls_ca)):
         if value is not None and not os.path.isfile(value):
             raise UsageError(option, f"{value!r} is not a file; give the PEM file's path")
-    if args.timeout is not None and args.timeout < 0:
-        raise UsageError("--timeout", f"{args.timeout:g} must be >= 0 seconds")
+    if args.timeout is not None and not (math.isfinite(args.timeout)
+                                         and 0 <= args.timeout <= 3600):
+        raise UsageError("--timeout", f"{args.timeout:g} must be a number of seconds from 0 "
+                                      f"to 3600")
+    if args.port is not None and not 0 < args.port < 65536:
+        raise UsageError("--port", f"{args.port} must be a TCP port in 1..65535 (the "
+                                   f"server's, 18861 by default)")
     where = f"{args.host}:{args.port if args.port is not None else 18861}"
     try:
-        return get_connection(args.port, host=args.host, timeout=args.timeout,
+        conn = get_connection(args.port, host=args.host, timeout=args.timeout,
                               keyfile=args.tls_key, certfile=args.tls_cert,
                               ca_certs=args.tls_ca)
+        close = conn.close
+
+        def close_bounded(*a, **k):
+            # rpyc says goodbye with a request that waits behind a pending answer (a
+            # read interrupted by Ctrl-C): up to its 300 s timeout. Give it CLOSE_WAIT.
+            config = getattr(conn, "_config", None)
+            if isinstance(config, dict):
+                config["sync_request_timeout"] = min(
+                    float(config.get("sync_request_timeout") or CLOSE_WAIT), CLOSE_WAIT)
+            return close(*a, **k)
+
+        conn.close = close_bounded
+        return conn
     except ConnectionRefusedError:
         raise ConnectionError(
             f"no mefstream server answered on {where} within {args.timeout:g} s; start one "
@@ -109,6 +164,13 @@ def connect(args: argparse.Namespace):
     except PermissionError as exc:
         raise ConnectionError(f"{where} refused the connection: {message_of(exc)} "
                               f"(command line: --tls-cert, --tls-key, --tls-ca)") from None
+    except (OverflowError, UnicodeError) as exc:   # a host name the resolver cannot take
+        raise UsageError("--host", f"{args.host!r} cannot be connected to "
+                                   f"({message_of(exc)})") from None
+    except socket.gaierror as exc:   # no such host name (or no resolver)
+        raise UsageError("--host", f"{args.host!r} is not a host name this machine can "
+                                   f"resolve ({exc.strerror or exc}); give the server's "
+                                   f"name or address") from None
 
 
 def add_session_arguments(parser: argparse.ArgumentParser) -> None:
@@ -124,7 +186,10 @@ def open_session(conn, args: argparse.Namespace):
     """Open ``args.path`` on the server; returns ``(stream, info dict)``."""
     with argument("PATH"):
         try:
-            stream = conn.root.open_file(args.path, args.password)
+            try:
+                stream = conn.root.open_file(args.path, args.password)
+            except errors.WrongPasswordError as exc:   # the fix is --password, not PATH
+                raise UsageError("--password", message_of(exc)) from None
         except AttributeError as exc:  # a session, live stream or replay at the root
             if isinstance(exc, errors.StreamError):
                 raise

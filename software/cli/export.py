@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 
 import numpy as np
@@ -19,10 +18,12 @@ from .common import (
     UsageError,
     add_session_arguments,
     connect,
+    positive_seconds,
     sample_range,
     select_channels,
     uutc_of,
 )
+from . import record_export
 from .formats import SINKS
 from .target import open_target
 from .times import format_clock, format_duration
@@ -61,8 +62,7 @@ def check_output(args: argparse.Namespace) -> type:
         raise UsageError("--out", f"{args.out!r} exists; pass --overwrite to replace it")
     if not 0 <= args.precision <= 9:
         raise UsageError("--precision", f"{args.precision} must be between 0 and 9 digits")
-    if not args.segment_seconds > 0:
-        raise UsageError("--segment-seconds", f"{args.segment_seconds:g} must be > 0")
+    positive_seconds("--segment-seconds", args.segment_seconds, maximum=86400.0)
     args.out = out
     return SINKS[ext]
 
@@ -85,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         info = select_channels(stream, info, args.channels)
         first, stop = sample_range(args, info)
         fs, names = float(info["fs"]), tuple(info["channels"])
+        record_export.check_output(args.out, args.overwrite)
         step = max(1, int(round(args.segment_seconds * fs)))
         if info.get("growing"):   # a live stream: its newest history, a ring at a time
             if args.start is None:  # (the oldest samples are the next to be overwritten)
@@ -92,11 +93,8 @@ def run(args: argparse.Namespace) -> int:
                 first = max(first, int(info["first_available"]), stop - history)
             step = min(step, int(info["segment_samples"]))
         get = stream.get_stream_segment          # one round trip per call, not two
-        if os.path.lexists(args.out):            # --overwrite, checked above
-            if os.path.isdir(args.out):
-                shutil.rmtree(args.out)
-            else:
-                os.remove(args.out)
+        # an existing --out (with --overwrite) is replaced by the finished export only:
+        # every sink writes beside it and renames at the end
         try:
             sink = sink_class(args.out, names, fs, uutc_of(info, first), stop - first,
                               info["units"], args.precision)
@@ -116,7 +114,13 @@ def run(args: argparse.Namespace) -> int:
                     except OverflowError as exc:
                         raise UsageError("--precision", str(exc)) from None
                     bar.update(count / fs)
+                # the records of the stretch: a .mefd export refuses, before it is in
+                # place, one that MEF3 cannot store
+                records = record_export.fetch(stream, info, first, stop)
+                if sink_class is SINKS[".mefd"]:
+                    record_export.check_mef(records)
                 sink.finish()
+            records_out = record_export.write(args.out, records, first)
         except OSError as exc:
             sink.abort()
             raise OSError(f"cannot write --out {args.out!r}: {exc.strerror or exc}") from None
@@ -127,4 +131,6 @@ def run(args: argparse.Namespace) -> int:
         conn.close()
     print(f"wrote {args.out}: {len(names)} channels x {stop - first:,} samples at {fs:g} Hz, "
           f"{format_duration((stop - first) / fs)} from {format_clock(uutc_of(info, first))}")
+    if records_out is not None:
+        print(f"wrote {len(records):,} records to {records_out}")
     return 0

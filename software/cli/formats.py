@@ -2,8 +2,10 @@
 
 Every sink is given the export's shape up front and then the segments in order, so no
 more than one segment is ever in memory. A sink that fails or is interrupted removes what
-it wrote (``abort``); .csv and .npz are written under a ``.partial`` name and renamed when
-complete, so an existing file is replaced only by a whole export.
+it wrote (``abort``). Every format is written beside its destination (.csv and .npz under a
+``.partial`` name, .mefd in a ``.NAME.mefd.partial`` directory) and put in place when
+complete, so an existing output (``--overwrite``) is replaced only by a whole export: a
+file by ``os.replace``, a session directory by an atomic exchange, then removed.
 """
 from __future__ import annotations
 
@@ -72,7 +74,11 @@ class CsvSink(Sink):
         super().__init__(*args, **kwargs)
         self._partial = self.path + ".partial"
         self._file = open(self._partial, "w", encoding="ascii", newline="\n")
-        self._file.write(",".join(["time_uutc", *self.names]) + "\n")
+        try:
+            self._file.write(",".join(["time_uutc", *self.names]) + "\n")
+        except BaseException:   # (Ctrl-C too) nothing half made is left
+            self.abort()
+            raise
         self._format = "%d" + ",%.10g" * len(self.names)
 
     def write(self, chunk: np.ndarray) -> None:
@@ -84,7 +90,7 @@ class CsvSink(Sink):
 
     def finish(self) -> None:
         self._file.close()
-        os.replace(self._partial, self.path)
+        put_in_place(self._partial, self.path)
 
     def abort(self) -> None:
         self._file.close()
@@ -105,10 +111,14 @@ class NpzSink(Sink):
         super().__init__(*args, **kwargs)
         self._partial = self.path + ".partial"
         self._zip = zipfile.ZipFile(self._partial, "w", zipfile.ZIP_STORED, allowZip64=True)
-        self._entry = self._zip.open("data.npy", "w", force_zip64=True)
-        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float64)),
-                  "fortran_order": True, "shape": (len(self.names), self.n_samples)}
-        np.lib.format.write_array_header_2_0(self._entry, header)
+        try:
+            self._entry = self._zip.open("data.npy", "w", force_zip64=True)
+            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float64)),
+                      "fortran_order": True, "shape": (len(self.names), self.n_samples)}
+            np.lib.format.write_array_header_2_0(self._entry, header)
+        except BaseException:   # (Ctrl-C too) nothing half made is left
+            self.abort()
+            raise
 
     def write(self, chunk: np.ndarray) -> None:
         self._entry.write(np.ascontiguousarray(chunk.T, dtype=np.float64).tobytes())
@@ -122,7 +132,7 @@ class NpzSink(Sink):
             with self._zip.open(f"{name}.npy", "w") as entry:
                 np.lib.format.write_array(entry, np.asanyarray(value), allow_pickle=False)
         self._zip.close()
-        os.replace(self._partial, self.path)
+        put_in_place(self._partial, self.path)
 
     def abort(self) -> None:
         with contextlib.suppress(Exception):
@@ -136,21 +146,34 @@ class NpzSink(Sink):
 class MefSink(Sink):
     """A MEF3 session written with mef_tools' MefWriter, one ``write_data`` per channel
     and segment; NaN runs become gaps (none is stored as a value, ``max_nans_written=0``).
+
+    Written as ``.NAME.mefd.partial/NAME.mefd`` beside the destination (same session
+    name, same file system) and moved into place by :meth:`finish`.
     """
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         from ..mef3.writer import MefWriter  # pymef + pandas: only when writing MEF3
-        parent = os.path.dirname(os.path.abspath(self.path))
+        target = os.path.abspath(self.path)
+        parent, name = os.path.split(target)
         if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
             # checked here: a MefWriter that fails in __init__ prints a traceback from __del__
             raise OSError(errno.ENOTDIR if os.path.exists(parent) else errno.ENOENT,
                           f"{parent!r} is not a writable directory")
-        # an absolute path: pymef warns on stdout about every relative one
-        self._writer = MefWriter(os.path.abspath(self.path), overwrite=False)
-        self._writer.max_nans_written = 0
+        self._partial_root = os.path.join(parent, f".{name}.partial")
+        shutil.rmtree(self._partial_root, ignore_errors=True)   # of a killed export
+        os.mkdir(self._partial_root)
+        self._partial = os.path.join(self._partial_root, name)
         self._started: set[str] = set()
-        self._closed = False
+        self._closed = True
+        try:
+            # an absolute path: pymef warns on stdout about every relative one
+            self._writer = MefWriter(self._partial, overwrite=False)
+            self._closed = False
+            self._writer.max_nans_written = 0
+        except BaseException:   # (Ctrl-C too) nothing half made is left
+            self.abort()
+            raise
 
     def write(self, chunk: np.ndarray) -> None:
         from ..mef3.writer import rounding_to_integers
@@ -183,6 +206,8 @@ class MefSink(Sink):
 
     def finish(self) -> None:
         self._close()
+        put_in_place(self._partial, self.path)
+        shutil.rmtree(self._partial_root, ignore_errors=True)   # (the old session, if any)
 
     def _close(self) -> None:
         if not self._closed:
@@ -192,7 +217,22 @@ class MefSink(Sink):
     def abort(self) -> None:
         with contextlib.suppress(Exception):
             self._close()
-        shutil.rmtree(self.path, ignore_errors=True)
+        shutil.rmtree(self._partial_root, ignore_errors=True)
+
+
+def put_in_place(done: str, path: str) -> None:
+    """Make the finished export ``done`` appear at ``path``, replacing what is there only
+    now: a file by ``os.replace``; a directory (or a file over a directory, or the other
+    way) by an atomic exchange, the old one then removed from where ``done`` was."""
+    if not os.path.lexists(path) or (os.path.isfile(done) and not os.path.isdir(path)):
+        os.replace(done, path)
+        return
+    from ..mef3.append import exchange  # Linux renameat2; loads pymef: only for this case
+    exchange(done, path)
+    if os.path.isdir(done) and not os.path.islink(done):
+        shutil.rmtree(done)
+    else:
+        os.remove(done)
 
 
 #: Output extension -> sink class.

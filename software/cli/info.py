@@ -1,4 +1,5 @@
-"""Describe a session: channels, rates, start and end (UTC), duration, units and gaps."""
+"""Describe a session: channels, rates, start and end (UTC), duration, units, gaps and
+records (counted by type)."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +9,8 @@ from .common import add_session_arguments, connect, select_channels
 from .target import open_target
 from .times import format_clock, format_duration
 
-HELP = "describe a session: channels, rates, start/end (UTC), duration, units, gaps"
+HELP = ("describe a session: channels, rates, start/end (UTC), duration, units, gaps, "
+        "records")
 
 #: Gaps listed one per line; more are summed up.
 MAX_GAPS_LISTED = 20
@@ -23,8 +25,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print get_info() as JSON")
 
 
-def lines(info: dict) -> list[str]:
-    """The description, one ``label  text`` line each."""
+def lines(info: dict, records: dict | None = None) -> list[str]:
+    """The description, one ``label  text`` line each (``records``: counts by type; a
+    ``records`` line when there are some)."""
     fs = float(info["fs"])
     n = int(info["n_samples"])
     names = list(info["channels"])
@@ -52,10 +55,20 @@ def lines(info: dict) -> list[str]:
                         f"({format_duration((b - a) / 1e6)})"))
     if len(gaps) > MAX_GAPS_LISTED:
         out.append(("", f"... and {len(gaps) - MAX_GAPS_LISTED} more (--json lists all)"))
+    if records:                      # a session without records: no line
+        out.append(("records", record_counts(records)))
     if info.get("growing"):
         out.append(("growing", "yes: a live stream, the end moves"))
     width = max(len(label) for label, _ in out)
     return [f"{label:<{width}}  {text}".rstrip() for label, text in out]
+
+
+def record_counts(counts: dict) -> str:
+    """``12: 8 Note, 3 EDFA, 1 Seiz`` (or ``none``)."""
+    total = sum(counts.values())
+    if not total:
+        return "none"
+    return f"{total:,}: " + ", ".join(f"{n:,} {kind}" for kind, n in counts.items())
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,10 +77,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         stream, info = open_target(conn, args)
         info = select_channels(stream, info, args.channels)
+        counts = dict(stream.get_record_counts())
     finally:
         conn.close()
     if args.json:
-        print(json.dumps(info, indent=1, default=list))
+        print(json.dumps(dict(info, record_counts=counts), indent=1, default=list))
     else:
-        print("\n".join(lines(info)))
+        print("\n".join(lines(info, counts)))
     return 0

@@ -5,6 +5,7 @@ With --long, each session is opened to show its channels, rate, duration and sta
 from __future__ import annotations
 
 import argparse
+import math
 
 from .. import errors
 from .common import UsageError, connect, message_of
@@ -49,15 +50,15 @@ def describe(root, path: str) -> str:
             f"  from {format_clock(info['start_uutc'])}")
 
 
-def list_registry(registry: str) -> int:
+def list_registry(registry: str, timeout: float = 5.0) -> int:
     """Print ``NAME  host:port`` for every server registered at ``registry``."""
     from ..discovery import list_services
     from ..discovery.address import format_address
 
     try:
-        services = list_services(registry)
-    except errors.InvalidArgumentError as exc:
-        raise UsageError(f"--registry: {message_of(exc)}") from None
+        services = list_services(registry, timeout=timeout)
+    except (errors.InvalidArgumentError, errors.InvalidTypeError) as exc:
+        raise UsageError("--registry", message_of(exc).replace("registry=", "")) from None
     for name, servers in sorted(services.items()):
         for server in servers:
             print(f"{name}  {format_address(server)}")
@@ -68,7 +69,10 @@ def run(args: argparse.Namespace) -> int:
     """Print one session per line (``(open)``: some client has it open), then the live
     streams (``NAME  (live)``)."""
     if args.registry:
-        return list_registry(args.registry)
+        if not (math.isfinite(args.timeout) and 0 <= args.timeout <= 3600):
+            raise UsageError("--timeout", f"{args.timeout:g} must be a number of seconds "
+                                          f"from 0 to 3600")
+        return list_registry(args.registry, max(args.timeout, 0.05))
     conn = connect(args)
     try:
         root = conn.root

@@ -1,17 +1,22 @@
 """``python -m software COMMAND``: the command table, parsing, and exit codes.
 
-Exit codes: 0 ok; 2 usage error or bad input (the message names the argument); 1 server or
-I/O error (no server, refused connection, cannot write). An expected error prints one line,
-never a traceback.
+Exit codes: 0 ok (also when the reader of a pipe stopped early: ``stats | head -2``); 2
+usage error or bad input (the message names the argument); 1 server or I/O error (no
+server, refused connection, cannot write). Every error prints one line, never a
+traceback; a fix is named as the command line takes it (``--password``, not
+``password=...``).
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import os
+import select
 import sys
 
 from .. import errors
-from .common import INPUT_ERRORS, UsageError, add_connection_arguments, message_of
+from .common import INPUT_ERRORS, UsageError, add_connection_arguments, for_cli, message_of
 
 PROG = "python -m software"
 
@@ -56,8 +61,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _fail(command: str | None, text: str, code: int) -> int:
     where = f"{PROG} {command}" if command else PROG
-    print(f"{where}: error: {text}", file=sys.stderr)
+    line = " ".join(for_cli(text).split())   # one line, whatever the message held
+    print(f"{where}: error: {line}", file=sys.stderr)
     return code
+
+
+def _stdout_gone() -> bool:
+    """Whether nobody reads our stdout any more (a pipe whose reader exited)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & (select.POLLERR | select.POLLHUP) for _, event in poller.poll(0))
+    except (OSError, ValueError, AttributeError):   # no poll, or stdout is not a file
+        return False
+
+
+def _quiet_stdout() -> None:
+    """The reader of our stdout is gone (``| head``): drop what is left, say nothing."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):   # stdout is not a real file (captured)
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,7 +100,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)       # exits with 2 on a usage error
     try:
-        return int(args.run(args) or 0)
+        code = int(args.run(args) or 0)
+        sys.stdout.flush()               # a closed pipe shows here, not at exit
+        return code
+    except BrokenPipeError as exc:
+        if not _stdout_gone():           # the server's socket, not our reader
+            return _fail(args.command, message_of(exc), 1)
+        _quiet_stdout()
+        return 0
     except UsageError as exc:
         return _fail(args.command, str(exc), 2)
     except INPUT_ERRORS as exc:          # refused by the service, argument unknown
@@ -83,3 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(args.command, message_of(exc), 1)
     except KeyboardInterrupt:
         return _fail(args.command, "interrupted", 130)
+    except Exception as exc:  # noqa: BLE001 - a bug: one line for the user, details logged
+        logging.getLogger(__name__).debug("internal error", exc_info=True)
+        return _fail(args.command, f"internal error ({type(exc).__name__}: "
+                                   f"{message_of(exc)}); please report it with the command "
+                                   f"line that caused it", 1)

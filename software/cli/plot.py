@@ -77,8 +77,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.follow and ext not in FORMATS:
         raise UsageError("--out", f"{args.out!r} has an unknown extension; use one of "
                          f"{', '.join(FORMATS)}")
-    if args.spacing is not None and not args.spacing > 0:
-        raise UsageError("--spacing", f"{args.spacing:g} must be > 0")
+    if args.spacing is not None and not 0 < args.spacing < float("inf"):
+        raise UsageError("--spacing", f"{args.spacing:g} must be > 0 and finite")
     if args.max_frames is not None and args.max_frames < 1:
         raise UsageError("--max-frames", f"{args.max_frames} must be >= 1")
     import matplotlib

@@ -11,7 +11,7 @@ import signal
 import sys
 
 from .. import errors
-from .common import UsageError, connect
+from .common import UsageError, connect, positive_seconds
 
 HELP = "record a live stream to a MEF3 session (crash-safe)"
 
@@ -32,14 +32,15 @@ def run(args: argparse.Namespace) -> int:
     """Follow the stream at the connection's root until stopped; print a summary line."""
     from ..live.recorder import Recorder
 
-    if not str(args.out).endswith(".mefd"):
-        raise UsageError(f"OUT.mefd: {args.out!r} must end in '.mefd'")
-    if args.seconds is not None and not args.seconds > 0:
-        raise UsageError(f"--seconds: {args.seconds:g} must be > 0")
+    if not str(args.out).rstrip("/").endswith(".mefd"):
+        raise UsageError("OUT.mefd", f"{args.out!r} must end in '.mefd' (a MEF3 session "
+                                     f"is a directory named NAME.mefd)")
+    positive_seconds("--seconds", args.seconds,
+                     hint=" (leave it out to record until Ctrl-C)")
     if not 0 <= args.precision <= 9:
-        raise UsageError(f"--precision: {args.precision} must be in 0..9")
-    if not args.flush_seconds > 0:
-        raise UsageError(f"--flush-seconds: {args.flush_seconds:g} must be > 0")
+        raise UsageError("--precision", f"{args.precision} must be in 0..9 (decimal "
+                                        f"digits kept)")
+    positive_seconds("--flush-seconds", args.flush_seconds, maximum=3600.0)
     conn = connect(args)
     try:
         try:

@@ -6,7 +6,9 @@ Ctrl-C or SIGTERM.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import math
 import signal
 import sys
 import threading
@@ -38,6 +40,18 @@ def build_parser(prog: str = "python -m software registry") -> argparse.Argument
     return parser
 
 
+def check(args: argparse.Namespace) -> str | None:
+    """What is wrong with the parsed arguments (one line naming the option), or None."""
+    if not 0 <= args.port < 65536:
+        return f"--port: {args.port} must be in 0..65535 (0: a free one)"
+    if not (math.isfinite(args.pruning_timeout) and 0 < args.pruning_timeout <= 1e6):
+        return (f"--pruning-timeout: {args.pruning_timeout:g} must be a number of seconds "
+                f"> 0 and at most 1e6")
+    if not args.host or "\0" in args.host:
+        return f"--host: {args.host!r} is not an interface to bind"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the registry until SIGINT/SIGTERM.
 
@@ -54,21 +68,26 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not 0 <= args.port < 65536:
-        print(f"error: --port must be in 0..65535; {args.port} is invalid", file=sys.stderr)
-        return 2
-    if not args.pruning_timeout > 0:
-        print(f"error: --pruning-timeout must be > 0; {args.pruning_timeout} is invalid",
-              file=sys.stderr)
+    problem = check(args)
+    if problem is not None:
+        print(f"{parser.prog}: error: {problem}", file=sys.stderr)
         return 2
     logging.basicConfig(level=args.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         registry = RegistryServer(args.host, args.port, pruning_timeout=args.pruning_timeout)
     except OSError as exc:
-        print(f"error: cannot listen on {args.host}:{args.port} ({exc}); choose another "
-              f"--host or --port", file=sys.stderr)
+        if exc.errno == errno.EADDRINUSE:
+            reason = f"port {args.port} is in use (another registry?); pass another --port"
+        else:
+            reason = f"{exc.strerror or exc}; choose another --host or --port"
+        print(f"{parser.prog}: error: cannot listen on {args.host}:{args.port}: {reason}",
+              file=sys.stderr)
         return 1
+    except (OverflowError, UnicodeError, ValueError) as exc:   # not a host name at all
+        print(f"{parser.prog}: error: --host: {args.host!r} is not an interface to bind "
+              f"({exc})", file=sys.stderr)
+        return 2
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: stop.set())

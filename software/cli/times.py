@@ -9,12 +9,16 @@ or an offset from the start of the recording (``300``, ``300s``, ``1500ms``, ``5
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 
 UTC = dt.timezone.utc
 _OFFSET = re.compile(r"^\s*(?P<value>[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*"
                      r"(?P<unit>s|sec|ms|min|m|h)?\s*$")
 _UNITS = {None: 1.0, "s": 1.0, "sec": 1.0, "ms": 1e-3, "min": 60.0, "m": 60.0, "h": 3600.0}
+#: Longest duration or offset accepted (about 31 years): beyond any recording, and far
+#: from where microsecond counts and clock times overflow.
+MAX_SECONDS = 1e9
 
 
 class TimeFormatError(ValueError):
@@ -27,13 +31,18 @@ def parse_seconds(text: str) -> float:
     Raises
     ------
     TimeFormatError
-        Not a non-negative number with an optional unit.
+        Not a non-negative number with an optional unit, or longer than
+        :data:`MAX_SECONDS`.
     """
     match = _OFFSET.match(str(text))
     if match is None:
         raise TimeFormatError(f"{text!r} is not a duration; write seconds like 300 or 300s "
                               f"(also 1500ms, 5min, 1.5h)")
-    return float(match["value"]) * _UNITS[match["unit"]]
+    seconds = float(match["value"]) * _UNITS[match["unit"]]
+    if not math.isfinite(seconds) or seconds > MAX_SECONDS:
+        raise TimeFormatError(f"{text!r} is too long; durations and offsets go up to "
+                              f"{MAX_SECONDS:g} s (about 31 years)")
+    return seconds
 
 
 def parse_time(text: str, start_uutc: int) -> int:

@@ -262,14 +262,22 @@ def _follow_limits(conn: rpyc.Connection, max_frame: int | None) -> dict:
 
 
 def _find(service: str, registry, timeout: float) -> tuple[str, int]:
-    """``(host, port)`` of the first server registered as ``service`` at ``registry``."""
+    """``(host, port)`` of a server registered as ``service`` at ``registry`` that
+    accepts connections: the candidates are tried in turn, newest registration first (a
+    server killed without unregistering stays listed for minutes).
+
+    Raises ConnectionRefusedError when nothing is registered or nothing registered
+    answers, TimeoutError when the registry itself is too slow to answer.
+    """
+    from ..discovery.health import first_answering
+
     found = lookup(str(service), registry, timeout=min(float(timeout), 5.0))
     if not found:
         raise ConnectionRefusedError(
             f"no server is registered as {service!r} at the registry {registry!r}; start one "
             f"with 'python start.py --registry {registry} --service-name {service}', or list "
             f"what is registered with 'python -m software ls --registry {registry}'.")
-    return found[0]
+    return first_answering(found, str(service), registry, timeout=float(timeout))
 
 
 def _refused(host: str, port: int, tls: bool, certfile: str | None,

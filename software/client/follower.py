@@ -29,11 +29,12 @@ from typing import Any, Callable
 
 import numpy as np
 from rpyc.core.async_ import AsyncResultTimeout
+from rpyc.core.netref import BaseNetref
 
 from ..shm.ring import SHAREABLE, Ring
 from ..transport.serving import end_connection
 
-__all__ = ["RingFollower", "attach_follower", "follow"]
+__all__ = ["RingFollower", "attach_follower", "follow", "ring_next"]
 
 logger = logging.getLogger(__name__)
 
@@ -231,6 +232,39 @@ def follow(follower: RingFollower, found: Any, row, length: int, start: int,
             why = f"no answer within {server_timeout:g} s (not even to a ping)"
             end_connection(found.conn, why)
             raise found.gone_error(why=why) from exc
+    return data
+
+
+def ring_next(iterator: Any, found: Any, timeout: float | None, spin: float):
+    """An iterator's next chunk from the shared ring of a same-host live stream.
+
+    Returns
+    -------
+    numpy.ndarray, False or None
+        The chunk (the iterator's position moved past it); False: ``timeout`` passed
+        with the server there; None: not a ring (or a case for the server), ask it.
+
+    Raises
+    ------
+    ServerGoneError
+        The connection ended, or the server did not answer.
+    """
+    svc = found.svc
+    if issubclass(type(svc), BaseNetref):     # a proxy: asking it would be a round trip
+        return None
+    ring_follower = getattr(svc, "ring_follower", None)   # RemoteStream, RemoteRoot
+    follower = None if ring_follower is None else ring_follower()
+    if follower is None:
+        return None
+    if iterator._waiting is not None:
+        iterator._drop_waiting()       # a request registered through the socket before
+    try:
+        data = follow(follower, found, getattr(iterator, "channel", None), iterator.range,
+                      iterator.position, timeout, spin, iterator.server_timeout)
+    except EOFError as exc:
+        raise found.gone_error(exc) from exc
+    if data is not None and data is not False:
+        iterator.position += int(data.shape[-1])
     return data
 
 

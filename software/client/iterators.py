@@ -27,9 +27,8 @@ import time
 from .. import errors
 from ..transport.serving import Heartbeat, end_connection
 from ..transport.wire import decode_segment
-from .follower import follow
-from .root import RemoteRoot
-from .stream import RemoteStream
+from .follower import ring_next
+from .records import RECORDS_TAG, as_records, chunk_records
 from .targets import Target
 
 #: Seconds of silence after which a plain connection's server is deemed gone (an iterator
@@ -44,32 +43,44 @@ class _Waiting:
     callback to withdraw by its identity (``obj.method`` would make a new one each time).
     """
 
-    __slots__ = ("found", "position", "arrived", "box", "deliver")
+    __slots__ = ("found", "position", "arrived", "box", "marks", "deliver")
 
     def __init__(self, found: Target, position: int) -> None:
         self.found, self.position = found, position
         arrived = self.arrived = threading.Event()
         box: list = []
-        self.box = box
+        marks: list = []
+        self.box, self.marks = box, marks
 
         def deliver(value) -> None:  # the callback: in whichever thread serves it
+            if type(value) is tuple and len(value) == 2 and value[0] == RECORDS_TAG:
+                marks.append(value[1])   # the chunk's records, sent just before it
+                return
             box.append(value)
             arrived.set()
 
         self.deliver = deliver
+
+    @property
+    def records(self) -> tuple:
+        """The wire records that came with the answer (none lie in a chunk that came
+        alone)."""
+        return self.marks[0] if self.marks else ()
 
 
 class _Iterator:
     """Shared machinery of the two CREPE iterators."""
 
     _method = ""
+    #: Whether the data method is ``get_stream_segment_marked`` (records come with it).
+    _marked = False
     #: Seconds of silence after which the server of a plain connection is deemed gone.
     server_timeout = SERVER_TIMEOUT
-    #: The row a ring read asks for (None: every active channel).
-    _ring_row = None
 
-    def __init__(self, _range: int, start: int, target=None) -> None:
+    def __init__(self, _range: int, start: int, target=None, records: bool = False) -> None:
         self.target = target
+        #: Whether each chunk comes as ``(chunk, records)`` (see :func:`chunk_records`).
+        self.records = bool(records)
         if int(_range) < 1:
             raise errors.InvalidRangeError(f"_range must be >= 1; {_range!r} is invalid.")
         if int(start) < 0:
@@ -152,13 +163,13 @@ class _Iterator:
             if waiting is not None and waiting.arrived.is_set() \
                     and waiting.found is found and waiting.position == self.position:
                 self._waiting = None  # an answer kept from a wait that timed out
-                data = self._advance(waiting.box[0])
+                data, wire = self._advance(waiting.box[0]), waiting.records
             else:
-                data = self._advance(self._call(found.call, None))
+                data, wire = self._advance(self._call(found.call, None)), None
                 if data is not False:
                     self._drop_waiting()
         self.exhausted = data is False
-        return data
+        return self._with_records(found, data, wire)
 
     def next_or_wait(self, target, sleep: float = 0.1, timeout: float | None = None,
                      spin: float = 0.0):
@@ -179,9 +190,8 @@ class _Iterator:
             Seconds to wait in all; None waits as long as it takes (or until the server
             is gone).
         spin : float
-            A live stream followed from shared memory: seconds to poll instead of
-            sleeping around the moment the chunk is expected (see
-            :meth:`~software.client.follower.RingFollower.wait`). 0: sleep until woken.
+            Live, from shared memory: seconds to poll around the chunk's expected time
+            instead of sleeping (:meth:`~software.client.follower.RingFollower.wait`).
 
         Returns
         -------
@@ -200,15 +210,9 @@ class _Iterator:
         """
         self.exhausted = False
         found = self._resolve(target)
-        if type(found.svc) in (RemoteStream, RemoteRoot):
-            follower = found.svc.ring_follower()     # same host, live: the shared ring
-            if follower is not None:
-                try:
-                    data = self._from_ring(found, follower, timeout, spin)
-                except EOFError as exc:
-                    raise found.gone_error(exc) from exc
-                if data is not None:
-                    return data
+        data = ring_next(self, found, timeout, spin)     # same host, live: the shared ring
+        if data is not None:
+            return self._with_records(found, data)
         with found.guard():
             return self._next_or_wait(found, sleep, timeout)
 
@@ -224,8 +228,9 @@ class _Iterator:
                 return False
             waiting = _Waiting(found, self.position)
             value = self._call(found.call, waiting.deliver)
-            if value is not False:
-                return self._advance(value)
+            if value is not False:   # returned at once: by a marked call, it holds none
+                return self._with_records(found, self._advance(value),
+                                          () if self._marked else None)
             self._waiting = waiting
         # False: the data comes through deliver, or (a view switched to a shorter rate
         # since its length was kept) the position is past the end and nothing comes
@@ -255,18 +260,17 @@ class _Iterator:
                     self.exhausted = True
                     return False
         self._waiting = None
-        return self._advance(waiting.box[0])
+        return self._with_records(found, self._advance(waiting.box[0]), waiting.records)
 
-    def _from_ring(self, found: Target, follower, timeout: float | None, spin: float):
-        """The next chunk from the shared ring, False on the timeout, None: ask the server
-        (samples dropped, the stream closed...)."""
-        if self._waiting is not None:
-            self._drop_waiting()           # a request registered through the socket before
-        data = follow(follower, found, self._ring_row, self.range, self.position, timeout,
-                      spin, self.server_timeout)
-        if data is not None and data is not False:
-            self.position += int(data.shape[-1])
-        return data
+    def _with_records(self, found: Target, data, wire=None):
+        """``data``, or ``(data, records)`` with the ``records`` option: the records that
+        came with a chunk sent by callback, else asked for (one more round trip)."""
+        if not self.records or data is False:
+            return data
+        if wire is not None:
+            return data, as_records(wire)
+        return data, chunk_records(found.svc, self.position - int(data.shape[-1]),
+                                   self.position)
 
     def _timed_out(self, found: Target, waiting: _Waiting):
         """Withdraw a request that did not come in time; keep an answer under way."""
@@ -277,7 +281,7 @@ class _Iterator:
             raise found.gone_error(why=str(exc)) from exc
         if waiting.arrived.is_set():  # it came while withdrawing: it is the answer
             self._waiting = None
-            return self._advance(waiting.box[0])
+            return self._with_records(found, self._advance(waiting.box[0]), waiting.records)
         if withdrawn:
             self._waiting = None      # nothing will come
         return False                  # else: kept; the next call waits for it again
@@ -339,6 +343,11 @@ class StreamSegmentIterator(_Iterator):
     target : rpyc.Connection, RemoteStream or StreamService, optional
         Makes the iterator a Python iterable: ``for seg in StreamSegmentIterator(2560,
         target=svc)``.
+    records : bool
+        Give each chunk as ``(chunk, records)``: the records (notes, annotations, a live
+        stream's markers) whose sample index lies in the chunk, as a list of
+        :class:`~software.client.records.Record`. A chunk sent by callback brings them
+        along (``get_stream_segment_marked``); one returned at once asks for them.
 
     Attributes
     ----------
@@ -348,8 +357,12 @@ class StreamSegmentIterator(_Iterator):
         True only when the last call found the end of the stream.
     """
 
-    def __init__(self, _range: int = 100, start: int = 0, target=None) -> None:
-        super().__init__(_range, start, target)
+    def __init__(self, _range: int = 100, start: int = 0, target=None, *,
+                 records: bool = False) -> None:
+        super().__init__(_range, start, target, records)
+        if self.records:   # a chunk brings its records along (no round trip more)
+            self._method = "get_stream_segment_marked"
+            self._marked = True
 
     _method = "get_stream_segment"
 
@@ -373,6 +386,8 @@ class StreamRowIterator(_Iterator):
         Grid index to start from.
     target : rpyc.Connection, RemoteStream or StreamService, optional
         Makes the iterator a Python iterable over that target.
+    records : bool
+        Give each chunk as ``(chunk, records)`` (asked for after each chunk).
 
     Attributes
     ----------
@@ -381,15 +396,11 @@ class StreamRowIterator(_Iterator):
     """
 
     def __init__(self, _channel: int | str = 0, _range: int = 100, start: int = 0,
-                 target=None) -> None:
-        super().__init__(_range, start, target)
+                 target=None, *, records: bool = False) -> None:
+        super().__init__(_range, start, target, records)
         self.channel = _channel
 
     _method = "get_row_segment"
-
-    @property
-    def _ring_row(self):
-        return self.channel
 
     def _call(self, call, callback):
         return call(self.channel, self.range, self.position, callback)

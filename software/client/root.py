@@ -20,7 +20,8 @@ _STREAM_METHODS = frozenset({
     "get_info", "set_active_channels", "set_segment_size", "get_segment",
     "get_stream_segment", "get_row_segment", "get_time_segment",
     "append_stream_segment_data", "append_stream_row_data", "get_envelope",
-    "get_time_envelope", "withdraw"})
+    "get_time_envelope", "withdraw", "get_records", "get_records_by_index",
+    "get_record_counts", "append_marker", "watch_markers"})
 
 
 class RemoteRoot(_Proxied):

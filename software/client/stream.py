@@ -27,6 +27,7 @@ from .. import errors
 from . import pieces
 from .calls import timed_call
 from .live_access import UNKNOWN, LiveAccess
+from .records import RecordMethods
 from .values import as_array, plain_argument, push_argument
 
 __all__ = ["RemoteStream"]
@@ -60,7 +61,7 @@ class _Proxied:
         return method
 
 
-class RemoteStream(LiveAccess, _Proxied):
+class RemoteStream(LiveAccess, RecordMethods, _Proxied):
     """This connection's view of one session, handing out numpy arrays.
 
     Made by ``conn.root.open_file(path)`` on a :func:`~software.get_connection`

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from contextlib import closing
 
 from rpyc.core import brine
@@ -19,6 +20,7 @@ from rpyc.utils.registry import MAX_DGRAM_SIZE, REGISTRY_PORT, TCPRegistryClient
 
 from ..errors import InvalidArgumentError
 from .address import format_address, parse_address
+from .registry import MAX_NAME_CHARS
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +43,8 @@ class _Registrar(TCPRegistryClient):
             return brine.load(sock.recv(MAX_DGRAM_SIZE))
 
     def register(self, aliases, port, interface=""):  # noqa: D102 - rpyc's signature
-        return self._request("REGISTER", (tuple(aliases), int(port)), interface) == "OK"
+        self.last_reply = self._request("REGISTER", (tuple(aliases), int(port)), interface)
+        return self.last_reply == "OK"
 
     def unregister(self, port, interface=""):  # noqa: D102 - rpyc's signature
         return self._request("UNREGISTER", (int(port),), interface) == "OK"
@@ -94,7 +97,8 @@ class Announcement:
             try:
                 ok = self._registrar.register((self.name,), self.port,
                                               interface=_interface(self.host))
-                error = None if ok else "it did not answer OK"
+                error = None if ok else \
+                    f"it answered {getattr(self._registrar, 'last_reply', None)!r}, not OK"
             except (OSError, EOFError, ValueError) as exc:
                 error = str(exc) or type(exc).__name__
             except Exception:  # noqa: BLE001 - a background loop must keep going
@@ -174,12 +178,13 @@ def announce(name: str, port: int, registry: str | tuple[str, int] = "127.0.0.1"
     Raises
     ------
     InvalidArgumentError
-        ``name`` is empty, ``port`` outside 1..65535, ``interval`` not > 0, or
-        ``registry`` unreadable.
+        ``name`` is empty or longer than 64 characters, ``port`` outside 1..65535,
+        ``interval`` not > 0, or ``registry`` unreadable.
     """
-    if not isinstance(name, str) or not name.strip():
-        raise InvalidArgumentError(f"name must be a non-empty service name; {name!r} is "
-                                   f"not. Pass e.g. name='MEF'.")
+    if not isinstance(name, str) or not name.strip() or len(name.strip()) > MAX_NAME_CHARS:
+        raise InvalidArgumentError(f"name must be a non-empty service name of at most "
+                                   f"{MAX_NAME_CHARS} characters; {name!r} is not. Pass "
+                                   f"e.g. name='MEF'.")
     where = parse_address(registry, REGISTRY_PORT, name="registry")
     try:
         port = int(port)
@@ -193,18 +198,68 @@ def announce(name: str, port: int, registry: str | tuple[str, int] = "127.0.0.1"
     return Announcement(name.strip(), port, where, host, float(interval), float(timeout))
 
 
-def _client(registry: str | tuple[str, int], timeout: float) -> TCPRegistryClient:
-    host, port = parse_address(registry, REGISTRY_PORT, name="registry")
-    return TCPRegistryClient(host, port, timeout=timeout,
-                             logger=logging.getLogger(f"{__name__}.rpyc"))
-
-
 def _unreachable(registry, exc: BaseException) -> ConnectionError:
     host, port = parse_address(registry, REGISTRY_PORT, name="registry")
     return ConnectionRefusedError(
         f"no RPyC registry answered at {host}:{port} ({exc}); start one with "
         f"'python -m software registry --host {host} --port {port}' or pass the right "
         f"registry='host:port'.")
+
+
+def _ask(registry: str | tuple[str, int], command: str, args: tuple,
+         timeout: float) -> object:
+    """Send one request to the registry and return its answer.
+
+    Raises
+    ------
+    InvalidArgumentError
+        ``registry`` is not an address (or its host not a host name).
+    ConnectionRefusedError
+        Nothing accepts connections there (or it cannot be reached in ``timeout``).
+    TimeoutError
+        The registry accepted the connection but did not answer within ``timeout``
+        seconds (overloaded, or not an RPyC registry): not the same as "nothing
+        registered", which is an empty answer.
+    ConnectionError
+        It closed the connection without answering.
+    """
+    host, port = parse_address(registry, REGISTRY_PORT, name="registry")
+    timeout = max(float(timeout), 0.05)
+    deadline = time.monotonic() + timeout
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except OSError as exc:
+        raise _unreachable(registry, exc) from exc
+    except (UnicodeError, ValueError, OverflowError) as exc:   # not a host name at all
+        raise InvalidArgumentError(f"registry={format_address((host, port))!r}: {host!r} is "
+                                   f"not a host name or address ({exc}).") from None
+    with closing(sock):
+        received = bytearray()
+        try:
+            sock.sendall(brine.dump(("RPYC", command, args)))
+            while True:
+                sock.settimeout(max(deadline - time.monotonic(), 0.001))
+                data = sock.recv(MAX_DGRAM_SIZE - len(received))
+                if not data:
+                    raise ConnectionError(
+                        f"the registry at {host}:{port} closed the connection without "
+                        f"answering {command}; is it an RPyC registry?")
+                received += data
+                try:
+                    return brine.load(bytes(received))
+                except Exception:  # noqa: BLE001 - not whole yet
+                    if len(received) >= MAX_DGRAM_SIZE:
+                        raise ConnectionError(f"the registry at {host}:{port} answered "
+                                              f"{command} with garbage") from None
+        except (socket.timeout, TimeoutError):
+            raise TimeoutError(
+                f"the registry at {host}:{port} accepted the connection but did not answer "
+                f"within {timeout:g} s (overloaded, or not an RPyC registry); this says "
+                f"nothing about what is registered. Try again, or pass a longer "
+                f"timeout=.") from None
+        except ConnectionResetError as exc:
+            raise ConnectionError(f"the registry at {host}:{port} reset the connection "
+                                  f"({exc})") from None
 
 
 def lookup(name: str, registry: str | tuple[str, int] = "127.0.0.1",
@@ -229,13 +284,16 @@ def lookup(name: str, registry: str | tuple[str, int] = "127.0.0.1",
     ------
     ConnectionRefusedError
         No registry answered at ``registry``.
+    TimeoutError
+        The registry is there but did not answer in time (slow or overloaded).
     """
-    client = _client(registry, timeout)
+    found = _ask(registry, "QUERY", (str(name),), timeout)
     try:
-        found = client.discover(str(name))
-    except OSError as exc:
-        raise _unreachable(registry, exc) from exc
-    return [(str(h), int(p)) for h, p in found]
+        return [(str(h), int(p)) for h, p in found]
+    except (TypeError, ValueError):
+        where = format_address(parse_address(registry, REGISTRY_PORT, name="registry"))
+        raise ConnectionError(f"the registry at {where} answered a lookup with {found!r}, "
+                              f"not a list of addresses") from None
 
 
 def list_services(registry: str | tuple[str, int] = "127.0.0.1",
@@ -259,18 +317,20 @@ def list_services(registry: str | tuple[str, int] = "127.0.0.1",
     ------
     ConnectionRefusedError
         No registry answered at ``registry``.
+    TimeoutError
+        The registry is there but did not answer in time (slow or overloaded).
     PermissionError
         The registry does not allow listing (rpyc's ``rpyc_registry`` without ``-l``).
     """
-    client = _client(registry, timeout)
-    try:
-        names = client.list()
-    except OSError as exc:
-        raise _unreachable(registry, exc) from exc
+    where = format_address(parse_address(registry, REGISTRY_PORT, name="registry"))
+    names = _ask(registry, "LIST", ((None,),), timeout)
     if names is None:
-        raise PermissionError(f"the registry at {format_address((client.ip, client.port))} does not "
-                              f"allow listing; start it with 'python -m software registry' "
-                              f"(listing on) or look services up by name.")
+        raise PermissionError(f"the registry at {where} does not allow listing; start it "
+                              f"with 'python -m software registry' (listing on) or look "
+                              f"services up by name.")
+    if not isinstance(names, tuple):
+        raise ConnectionError(f"the registry at {where} answered a listing with "
+                              f"{names!r}")
     out = {}
     for service in sorted(str(n) for n in names):
         servers = lookup(service, registry, timeout)

@@ -2,17 +2,27 @@
 
 rpyc's own ``rpyc_registry`` command binds 0.0.0.0 in TCP mode and parses ``-l false`` as
 ``bool("false")``, i.e. listing on; this wraps :class:`rpyc.utils.registry.TCPRegistryServer`
-instead, so the interface is explicit and listing is on. Three behaviours of rpyc 6.0.2's
-server are fixed in :class:`_TcpRegistry`: a peer that connects and sends nothing blocked
-the registry for good (the accepted socket had no timeout), the socket of a request that
-failed to parse was never closed, and ``close()`` took up to 3 s (the accept timeout).
+instead, so the interface is explicit and listing is on. rpyc 6.0.2's server answers one
+peer at a time and waits for each (forever, or 1 s with a timeout): four peers that
+connect and send nothing made every lookup time out. :class:`_TcpRegistry` keeps rpyc's
+commands and protocol but serves every peer at once from one thread::
+
+    selector: listening socket -> accept every pending peer (at most MAX_PEERS held)
+              peer readable    -> bytes appended; a whole request -> command -> reply
+              each turn        -> peers past PEER_TIMEOUT seconds dropped
+
+A registration carries at most :data:`MAX_NAMES` names of :data:`MAX_NAME_CHARS`
+characters, and the registry holds at most :data:`MAX_ENTRIES` of them.
 """
 from __future__ import annotations
 
 import logging
+import selectors
 import socket
 import threading
+import time
 
+from rpyc.core import brine
 from rpyc.utils.registry import (
     DEFAULT_PRUNING_TIMEOUT,
     MAX_DGRAM_SIZE,
@@ -22,39 +32,147 @@ from rpyc.utils.registry import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_PRUNING_TIMEOUT", "REGISTRY_PORT", "RegistryServer"]
+__all__ = ["DEFAULT_PRUNING_TIMEOUT", "MAX_NAMES", "REGISTRY_PORT", "RegistryServer"]
+
+#: Seconds a peer has to send its whole request (it is dropped after).
+PEER_TIMEOUT = 1.0
+#: Peers whose requests are awaited at once; the one waiting longest is dropped beyond.
+MAX_PEERS = 256
+#: Names one registration may carry, and characters per name.
+MAX_NAMES = 16
+MAX_NAME_CHARS = 64
+#: (name, address) registrations held at once.
+MAX_ENTRIES = 4096
+
+_NO_REPLY = object()   # what a request that gets no answer gets
 
 
 class _TcpRegistry(TCPRegistryServer):
-    """rpyc's TCP registry with a timeout on each request and no leaked sockets."""
-
-    #: seconds a peer has to send its request (and the accept timeout; rpyc: none, 3)
-    TIMEOUT = 1.0
+    """rpyc's TCP registry serving every peer at once, with bounded registrations."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         #: Set once start() has made the server active: a close() before that would be
         #: undone by start() setting ``active`` again.
         self.running = threading.Event()
+        self._peers: dict[socket.socket, tuple[tuple, bytearray, float]] = {}
+
+    def cmd_register(self, host, names, port):
+        """rpyc's ``register``, refused (a reply that is not "OK") beyond the bounds."""
+        if not isinstance(names, (tuple, list)) or not 0 < len(names) <= MAX_NAMES \
+                or not all(isinstance(n, str) and 0 < len(n) <= MAX_NAME_CHARS
+                           for n in names) \
+                or not isinstance(port, int) or not 0 < port < 65536:
+            self.logger.warning("refused a registration from %s: at most %d names of %d "
+                                "characters and a port in 1..65535", host, MAX_NAMES,
+                                MAX_NAME_CHARS)
+            return (f"REFUSED: a registration carries 1..{MAX_NAMES} names of at most "
+                    f"{MAX_NAME_CHARS} characters and a port in 1..65535")
+        new = [n.upper() for n in names
+               if (host, port) not in self.services.get(n.upper(), {})]
+        if new and self._entries() + len(new) > MAX_ENTRIES:
+            self._prune()
+            if self._entries() + len(new) > MAX_ENTRIES:
+                self.logger.warning("refused a registration from %s: the registry holds "
+                                    "%d entries already", host, MAX_ENTRIES)
+                return f"REFUSED: the registry is full ({MAX_ENTRIES} registrations)"
+        return super().cmd_register(host, names, port)
+
+    def _entries(self) -> int:
+        return sum(len(servers) for servers in self.services.values())
+
+    def _prune(self) -> None:
+        oldest = time.time() - self.pruning_timeout
+        for name in list(self.services):
+            for addrinfo, seen in list(self.services.get(name, {}).items()):
+                if seen < oldest:
+                    self._remove_service(name, addrinfo)
 
     def _work(self):
         self.running.set()
-        return super()._work()
-
-    def _recv(self):
-        for stale in self._connected_sockets.values():  # requests that were dropped
-            stale.close()
-        self._connected_sockets.clear()
-        sock2, _ = self.sock.accept()
+        selector = selectors.DefaultSelector()
+        self.sock.setblocking(False)
+        selector.register(self.sock, selectors.EVENT_READ)
         try:
-            sock2.settimeout(self.TIMEOUT)
-            addrinfo = sock2.getpeername()
-            data = sock2.recv(MAX_DGRAM_SIZE)
+            while self.active:
+                waits = [deadline for _, _, deadline in self._peers.values()]
+                timeout = max(0.0, min(waits) - time.monotonic()) if waits else 1.0
+                for key, _ in selector.select(min(timeout, 1.0)):
+                    if key.fileobj is self.sock:
+                        self._accept(selector)
+                    else:
+                        self._read(selector, key.fileobj)
+                now = time.monotonic()
+                for peer in [p for p, (_, _, d) in self._peers.items() if d <= now]:
+                    self._drop(selector, peer)   # too slow: its request is ignored
+        finally:
+            for peer in list(self._peers):
+                self._drop(selector, peer)
+            selector.close()
+
+    def _accept(self, selector: selectors.BaseSelector) -> None:
+        while True:
+            try:
+                peer, addrinfo = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:   # e.g. out of descriptors: serve the ones held
+                return
+            peer.setblocking(False)
+            self._peers[peer] = (addrinfo, bytearray(), time.monotonic() + PEER_TIMEOUT)
+            selector.register(peer, selectors.EVENT_READ)
+            if len(self._peers) > MAX_PEERS:   # the one waiting longest goes
+                self._drop(selector, min(self._peers, key=lambda p: self._peers[p][2]))
+
+    def _read(self, selector: selectors.BaseSelector, peer: socket.socket) -> None:
+        addrinfo, buffer, _ = self._peers[peer]
+        try:
+            data = peer.recv(MAX_DGRAM_SIZE - len(buffer))
+        except (BlockingIOError, InterruptedError):
+            return
         except OSError:
-            sock2.close()
-            raise
-        self._connected_sockets[addrinfo] = sock2
-        return data, addrinfo
+            data = b""
+        if not data:
+            self._drop(selector, peer)
+            return
+        buffer += data
+        try:
+            magic, command, args = brine.load(bytes(buffer))
+        except Exception:  # noqa: BLE001 - not whole yet (or garbage): wait, within limits
+            if len(buffer) >= MAX_DGRAM_SIZE:
+                self._drop(selector, peer)
+            return
+        reply = self._answer(addrinfo, magic, command, args)
+        if reply is not _NO_REPLY:
+            try:
+                peer.settimeout(0.2)   # a reply fits the socket buffer: this is a bound
+                peer.sendall(brine.dump(reply))
+            except (OSError, ValueError, TypeError):
+                pass
+        self._drop(selector, peer)
+
+    def _answer(self, addrinfo: tuple, magic, command, args):
+        """The reply to one request, or _NO_REPLY (rpyc's server sends nothing then)."""
+        if magic != "RPYC" or not isinstance(command, str) or not isinstance(args, tuple):
+            self.logger.warning("invalid request from %s", addrinfo[0])
+            return _NO_REPLY
+        method = getattr(self, f"cmd_{command.lower()}", None)
+        if method is None:
+            self.logger.warning("unknown command %r", command)
+            return _NO_REPLY
+        try:
+            return method(addrinfo[0], *args)
+        except Exception:  # noqa: BLE001 - a bad request must not stop the registry
+            self.logger.exception("error executing %s", command)
+            return _NO_REPLY
+
+    def _drop(self, selector: selectors.BaseSelector, peer: socket.socket) -> None:
+        self._peers.pop(peer, None)
+        try:
+            selector.unregister(peer)
+        except (KeyError, ValueError):
+            pass
+        peer.close()
 
 
 class RegistryServer:
@@ -129,9 +247,6 @@ class RegistryServer:
         except OSError:
             pass
         self._thread.join(timeout=10)
-        for sock in list(self._server._connected_sockets.values()):
-            sock.close()
-        self._server._connected_sockets.clear()
         logger.info("RPyC registry on %s:%d closed", self.host, self.port)
 
     def _wake_address(self) -> tuple[str, int]:

@@ -5,6 +5,7 @@
     stream.get_info() --> names, fs, units, start, gaps --> mne.Info, meas_date
     stream.get_stream_segment(...) in pieces --> volts --> RawArray(first_samp=start)
     gaps --> BAD_ACQ_SKIP annotations (raw.filter() filters around them, not across)
+    stream.get_records(...) --> one annotation per record (text, duration, channel)
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numbers
 
 import numpy as np
 
+from ..client.records import all_records
 from ..errors import InvalidArgumentError, InvalidRangeError, InvalidTypeError
 from ..transport.wire import decode_segment
 
@@ -92,7 +94,10 @@ def to_mne_raw(stream, start: float | int | None = None, stop: float | int | Non
         ``info["meas_date"]`` the session start (UTC, microseconds kept) and
         ``raw.first_samp`` the index of ``start``, so ``raw.times + raw.first_time`` are
         seconds from the session start; one ``BAD_ACQ_SKIP`` annotation per gap (NaN
-        samples), which ``raw.filter()`` and epoching skip.
+        samples), which ``raw.filter()`` and epoching skip; and one annotation per record
+        of the window (notes, EDF annotations, seizures, live markers): its text (its type
+        when it has none) as description, its duration, and its channel for a
+        channel-level record.
 
     Raises
     ------
@@ -127,9 +132,29 @@ def to_mne_raw(stream, start: float | int | None = None, stop: float | int | Non
     mne_info.set_meas_date(meas_date)
     raw = mne.io.RawArray(data, mne_info, first_samp=first, verbose=verbose)
     spans = gap_spans(info, first, last)
-    if spans:
-        onsets = [a / fs for a, _ in spans]
-        durations = [(b - a) / fs for a, b in spans]
-        raw.set_annotations(mne.Annotations(onsets, durations, ["BAD_ACQ_SKIP"] * len(spans),
-                                            orig_time=meas_date), verbose=verbose)
+    onsets = [a / fs for a, _ in spans]
+    durations = [(b - a) / fs for a, b in spans]
+    descriptions = ["BAD_ACQ_SKIP"] * len(spans)
+    ch_names: list[tuple[str, ...]] = [()] * len(spans)
+    for record in _records(stream, info, first, last):
+        onsets.append((record.time_uutc - int(info["start_uutc"])) / 1e6)
+        durations.append(max(record.duration or 0, 0) / 1e6)
+        descriptions.append(record.text or record.type)
+        ch_names.append((record.channel,) if record.channel in names else ())
+    if onsets:
+        raw.set_annotations(mne.Annotations(onsets, durations, descriptions,
+                                            orig_time=meas_date, ch_names=ch_names),
+                            verbose=verbose)
     return raw
+
+
+def _records(stream, info: dict, first: int, last: int) -> list:
+    """The records overlapping samples ``[first, last)`` (none when the stream has none)."""
+    if getattr(stream, "get_records", None) is None:
+        return []
+    fs, t0 = float(info["fs"]), int(info["start_uutc"])
+    found = all_records(stream, t0 + int(round(first * 1e6 / fs)),
+                        t0 + int(round(last * 1e6 / fs)))
+    # a channel-level record of a channel not read concerns no data of this Raw
+    names = set(str(n) for n in info["channels"])
+    return [r for r in found if r.channel is None or r.channel in names]

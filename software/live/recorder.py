@@ -1,9 +1,12 @@
 """Record a live stream into a crash-safe MEF3 session as it arrives.
 
 A :class:`Recorder` follows a stream from its head with a
-:class:`~software.client.iterators.StreamSegmentIterator`, gathers about ``flush_seconds``
-of samples, and appends them to an :class:`~software.mef3.append.AppendingSession`
-(each append atomic on disk). ``python -m software record --port P OUT.mefd`` runs one.
+:class:`~software.client.iterators.StreamSegmentIterator` (``records=True``: each chunk
+with the stream's markers on its samples), gathers about ``flush_seconds`` of samples, and
+appends them to an :class:`~software.mef3.append.AppendingSession` with their markers as
+MEF3 records (Note; EDFA with a duration), each append atomic on disk: a crash keeps the
+samples and markers of the appends done, and no torn record. ``python -m software record
+--port P OUT.mefd`` runs one.
 
 Threads: the follow loop runs in the recorder's own thread ("recorder-<name>").
 """
@@ -32,6 +35,8 @@ class _InProcess:
         self.get_info = svc.exposed_get_info
         self.get_stream_segment = svc.exposed_get_stream_segment
         self.withdraw = svc.exposed_withdraw    # a timed-out wait gives its request back
+        self.get_records_by_index = svc.exposed_get_records_by_index
+        self.get_stream_segment_marked = svc.exposed_get_stream_segment_marked
 
 
 def _target(stream):
@@ -98,6 +103,8 @@ class Recorder:
         self._done = threading.Event()
         self._lock = threading.Lock()
         self.error: BaseException | None = None
+        #: Markers of the stream written as records (Note, EDFA with a duration).
+        self.n_markers = 0
         self._thread: threading.Thread | None = None
 
     # ---- lifecycle ------------------------------------------------------------------
@@ -156,28 +163,39 @@ class Recorder:
     # ---- the follow loop ------------------------------------------------------------
 
     def _run(self) -> None:
-        iterator = StreamSegmentIterator(self._chunk, start=self.head)
+        iterator = StreamSegmentIterator(self._chunk, start=self.head, records=True)
         deadline = None if self._seconds is None else time.monotonic() + self._seconds
         pieces: list[np.ndarray] = []
+        marks: list = []                 # the markers of the pieces, written with them
         gathered = 0
         try:
             while not self._stop.is_set():
                 wait = 0.2 if deadline is None else min(0.2, deadline - time.monotonic())
                 if wait <= 0:
                     break
-                data = iterator.next_or_wait(self._target, timeout=wait)
-                if data is False:
+                got = iterator.next_or_wait(self._target, timeout=wait)
+                if got is False:
                     continue
+                data, records = got
                 pieces.append(np.asarray(data))
+                marks += records
                 gathered += pieces[-1].shape[1]
                 if gathered >= self._flush:
-                    self.session.append(np.concatenate(pieces, axis=1))
-                    pieces, gathered = [], 0
+                    self.session.append(np.concatenate(pieces, axis=1),
+                                        records=self._records(marks))
+                    pieces, marks, gathered = [], [], 0
             if pieces:
-                self.session.append(np.concatenate(pieces, axis=1))
+                self.session.append(np.concatenate(pieces, axis=1),
+                                    records=self._records(marks))
         except BaseException as exc:  # noqa: BLE001 - kept for the caller, logged
             self.error = exc
             logger.exception("recorder %s stopped", self.path)
         finally:
             self.session.close()
             self._done.set()
+
+    def _records(self, marks: list) -> list[tuple]:
+        """The stream's markers as session records, timed on the session's own grid."""
+        self.n_markers += len(marks)
+        return [(self.session.uutc(r.index - self.head), r.type, r.text, r.duration, None,
+                 tuple(r.fields.items())) for r in marks]

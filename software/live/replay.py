@@ -10,7 +10,8 @@ never accumulates into drift; pause, seek and a speed change set a new anchor.
 Sample index ``i`` of the stream is file sample ``p + (i - first_index)`` of the stretch
 ``(first_index, file_uutc)`` it lies in (``p`` the file grid index of ``file_uutc``): a new
 stretch begins at each seek and each loop. Samples equal ``MefReader.get_data`` of the
-recording's channels at the default rate, NaN in gaps.
+recording's channels at the default rate, NaN in gaps. The file's records are pushed as
+markers at their samples (:mod:`software.live.replay_markers`), in every stretch.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from ..errors import InvalidRangeError, ServiceClosedError
 from ..mef3.metadata import grid_offset
 from ..stream.source import FileSource
 from ..validation import as_positive_float
+from .replay_markers import ReplayMarkers
 from .source import LiveStream
 
 __all__ = ["MAX_SPEED", "MIN_SPEED", "Replay", "check_speed", "chunk_samples"]
@@ -108,6 +110,7 @@ class Replay:
                                  units=info.channel(self._names[0]).units)
         self.stream.controller = self
         self.stream.describe_with(self.describe)
+        self._markers = ReplayMarkers(recording, group)
         self._speed = speed
         self._loop = bool(loop)
         self._lock = threading.Lock()
@@ -259,6 +262,7 @@ class Replay:
             return True
         try:
             data = self._samples(p, p + m)
+            self._markers.load()        # read once, outside the lock
         except Exception:
             logger.exception("replay of %s: reading samples [%d, %d) failed; retrying",
                              self.stream.name, p, p + m)
@@ -267,8 +271,8 @@ class Replay:
         with self._lock:
             if self._closed or self._position != p or self._paused:
                 return True       # a seek or pause came while reading
-            try:
-                self.stream.append_stream_segment_data(data)
+            try:   # the file's records become markers at their samples
+                self._markers.push(self.stream, data, p)
             except ServiceClosedError:   # the stream was closed: so is this replay
                 return False
             self._position = p + m

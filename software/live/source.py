@@ -8,6 +8,7 @@ and push with CREPE's names::
     stream = LiveStream("rig", ["a", "b", "c"], fs=30000, dtype="int16")
     stream.append_stream_segment_data(block)        # 3 x n samples (or 3 values)
     stream.append_stream_row_data("b", values)      # one channel
+    stream.append_marker("stimulus")                # an event at the head (markers.py)
 
 Pushing copies into the ring and wakes the views whose earliest waiting request is now
 complete (:mod:`software.live.waiters`): the same cost whatever number of requests wait.
@@ -38,6 +39,7 @@ from ..stream.counters import Counters
 from ..stream.source import Source
 from ..validation import as_positive_float
 from .lease import ProducerLease
+from .markers import MarkerHistory, MarkerSide
 from .ring import DTYPES, Ring
 from .samples import as_block, as_row, check_ahead, check_level, row_index
 from .view import LiveView
@@ -46,7 +48,7 @@ from .waiters import RingAnswer, Waiters, Watchlist
 __all__ = ["LiveStream", "LiveView"]  # LiveView lives in .view
 
 
-class LiveStream(Source):
+class LiveStream(MarkerSide, Source):
     """Channels of one rate pushed by a producer, the last ``history_seconds`` kept.
 
     Parameters
@@ -101,6 +103,8 @@ class LiveStream(Source):
         self.controller = None                 # a Replay driving this stream, if any
         self._lease = None                     # a same-host producer's ProducerLease
         self._closed = False
+        #: Markers put on the stream (:meth:`append_marker`), the last 10,000 kept.
+        self.markers = MarkerHistory(self.fs, self.start_uutc)
 
     # ---- the Source seam ----------------------------------------------------------
 

@@ -156,5 +156,10 @@ class LiveView(Source):
         self._check_push()
         return self.stream.append_stream_row_data(row, data)
 
+    def push_marker(self, text, index, duration, kind) -> int:
+        """Put a marker on the stream, if this connection may push."""
+        self._check_push()
+        return self.stream.append_marker(text, index, duration, kind)
+
     def __repr__(self) -> str:
         return f"<LiveView of {self.stream!r}>"

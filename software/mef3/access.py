@@ -7,7 +7,8 @@ in a whole-recording read::
 
     block tables (.tidx, read by pread) --> grid offset of each block near the slice
     (pymef's own rounding) --> runs of consecutive blocks --> one pymef read per run
-    (:mod:`.pymef_window`) --> blocks copied to their offsets --> x ufact
+    (:mod:`.pymef_window`) --> blocks copied to their offsets as int32
+    (:mod:`.samples`; read_grid then applies ufact as MefReader does)
 
 Opening costs O(channels x segments) memory: no block table is held (see
 :mod:`.block_table`); the one scan at open keeps gaps and every 256th block's time.
@@ -29,6 +30,7 @@ from ..validation import as_password
 from .block_table import ChannelTable, Segment, read_entry_count
 from .metadata import ChannelInfo, RateGroup, SessionInfo
 from .pymef_window import PymefChannel, read_shadow_metadata
+from .samples import STORED_DTYPE, STORED_NAN, scale_into, to_stored
 
 logger = logging.getLogger(__name__)
 
@@ -213,7 +215,7 @@ class MefSessionFile:
         start, stop : int
             Grid indices with ``0 <= start < stop <= n_samples`` of the rate group.
         out : numpy.ndarray, optional
-            float64 array of that shape to write into (a reader's landing region).
+            float64 array of that shape to write into.
 
         Returns
         -------
@@ -227,10 +229,43 @@ class MefSessionFile:
         CorruptSessionError
             A file of the session was truncated or rewritten since it was opened.
         """
+        stored = self.read_stored(names, start, stop)
+        if out is None:
+            out = np.empty(stored.shape)
+        return scale_into(stored, self.factors(names), out)
+
+    def factors(self, names: Sequence[str]) -> np.ndarray:
+        """The channels' units conversion factors as a ``(len(names), 1)`` float64 column."""
+        return np.array([[self.info.channel(n).ufact] for n in names], dtype=np.float64)
+
+    def read_stored(self, names: Sequence[str], start: int, stop: int,
+                    out: np.ndarray | None = None) -> np.ndarray:
+        """Read grid samples ``[start, stop)`` as MEF3 stores them (int32, no factor).
+
+        Parameters
+        ----------
+        names, start, stop
+            As for :meth:`read_grid`.
+        out : numpy.ndarray, optional
+            int32 array of shape ``(len(names), stop - start)`` to write into (a reader's
+            landing region).
+
+        Returns
+        -------
+        numpy.ndarray
+            int32 array, :data:`~software.mef3.samples.STORED_NAN` where :meth:`read_grid`
+            has NaN; ``read_grid`` is this times each channel's factor
+            (:func:`~software.mef3.samples.scale_into`).
+
+        Raises
+        ------
+        CorruptSessionError
+            A file of the session was truncated or rewritten since it was opened.
+        """
         if self._md is None:
             raise ValueError(f"session {self.path!r} is closed; open it again")
         if out is None:
-            out = np.empty((len(names), stop - start))
+            out = np.empty((len(names), stop - start), dtype=STORED_DTYPE)
         for row, name in enumerate(names):
             group = self._group(name)
             if not 0 <= start < stop <= group.n_samples:
@@ -243,7 +278,7 @@ class MefSessionFile:
         table, n_grid = self._tables[name], group.n_samples
         lo, hi = table.candidates(start, stop, group.start_uutc)
         if lo >= hi:
-            dest[:] = np.nan
+            dest[:] = STORED_NAN
             return
         b = table.blocks(lo, hi)
         table.check_coarse(lo, b["times"])
@@ -256,10 +291,10 @@ class MefSessionFile:
         kept |= (number == 0) | (number == table.n_blocks - 1)
         hit = np.nonzero((offsets < stop) & (offsets + n > start) & kept)[0]
         if hit.size == 0:
-            dest[:] = np.nan
+            dest[:] = STORED_NAN
             return
         if not table.increasing:  # blocks out of time order: holes may lie anywhere
-            dest[:] = np.nan
+            dest[:] = STORED_NAN
         cursor = 0  # dest[:cursor] is written; what no block covers is NaN
         for run in self._runs(b, hit):
             stored = self._decode(name, b, run)
@@ -270,13 +305,12 @@ class MefSessionFile:
                 if lo_ >= hi_:
                     continue
                 if lo_ - start > cursor:
-                    dest[cursor:lo_ - start] = np.nan
+                    dest[cursor:lo_ - start] = STORED_NAN
                 src = int(b["first_sample"][i]) - base + (lo_ - off)
-                # the same operation as mef_tools: float64(raw) * ufact
-                np.multiply(stored[src:src + hi_ - lo_], self.info.channel(name).ufact,
-                            out=dest[lo_ - start:hi_ - start])
+                # the integers as stored; the factor is applied when answers are built
+                to_stored(stored[src:src + hi_ - lo_], dest[lo_ - start:hi_ - start])
                 cursor = max(cursor, hi_ - start)
-        dest[cursor:] = np.nan
+        dest[cursor:] = STORED_NAN
 
     @staticmethod
     def _runs(b: dict, hit: np.ndarray) -> list[np.ndarray]:

@@ -13,8 +13,13 @@ the older copy's index knows) and keep their own small ``.tmet``/``.tidx``::
              -> renameat2(RENAME_EXCHANGE): spare and live swap in one system call
 
 A SIGKILL at any moment leaves ``OUT.mefd`` as it was after the last finished append: every
-channel the same length, min/max right. Durability against power loss (fsync) is not
-attempted. Runs in the recorder's thread; imports pymef through mef_tools.
+channel the same length, min/max right, and the records of those appends (session-level
+``.rdat``/``.ridx``, grown the same way by :mod:`software.mef3.append_records`). An append
+that fails leaves nothing behind for the next one: the running min/max are updated only
+once an append is in place, and the bytes it wrote past the end of the shared ``.tdat``
+are cut before the next one (the spare's own record files are brought back to the live
+copy's). Durability against power loss (fsync) is not attempted. Runs in the recorder's
+thread; imports pymef through mef_tools.
 """
 from __future__ import annotations
 
@@ -25,12 +30,13 @@ import os
 import shutil
 import struct
 from collections.abc import Sequence
-from functools import lru_cache
 
 import numpy as np
 from mef_tools.io import MefWriter
 
 from ..errors import InvalidArgumentError, SessionExistsError
+from .append_records import RecordFiles
+from .crc import crc_patched
 
 __all__ = ["AppendingSession", "exchange"]
 
@@ -43,50 +49,6 @@ _RED_NAN = np.int32(-2**31)               # what readers turn into NaN
 _INT_LO, _INT_HI = -2**31 + 2, 2**31 - 2  # stored values exclude RED_NAN and +-infinity
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
-
-# ---- the MEF3 CRC (Koopman polynomial, reflected, start 0xFFFFFFFF, no final xor) -------
-
-def _make_table() -> tuple[int, ...]:
-    table = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ (0xEB31D82E if c & 1 else 0)
-        table.append(c)
-    return tuple(table)
-
-
-_TABLE = _make_table()
-
-
-def crc_update(data: bytes, crc: int = 0xFFFFFFFF) -> int:
-    """MEF3's ``CRC_update``: the CRC of ``data`` continued from ``crc``."""
-    table = _TABLE
-    for byte in data:
-        crc = (crc >> 8) ^ table[(crc ^ byte) & 0xFF]
-    return crc
-
-
-@lru_cache(maxsize=16)
-def _zeros_columns(n: int) -> tuple[int, ...]:
-    """Where each bit of a CRC state goes after ``n`` zero bytes (the map is linear)."""
-    return tuple(crc_update(bytes(n), 1 << bit) for bit in range(32))
-
-
-def crc_patched(crc: int, old: bytes, new: bytes, tail: int) -> int:
-    """The CRC of a message after ``old`` bytes followed by ``tail`` bytes became ``new``.
-
-    A CRC is affine in the message, so only the changed bytes are visited (plus a
-    cached 32-column map for the unchanged tail), not the whole 15 KiB body.
-    """
-    delta = bytes(a ^ b for a, b in zip(old, new))
-    state = crc_update(delta, 0)
-    out = 0
-    for bit, column in enumerate(_zeros_columns(tail)):
-        if state >> bit & 1:
-            out ^= column
-    return crc ^ out
-
 
 def exchange(a: str, b: str) -> None:
     """Swap two directory entries in one system call (Linux ``renameat2``).
@@ -167,6 +129,7 @@ class AppendingSession:
         self._scale = 10.0 ** self.precision
         self._ufact = float(np.round(0.1 ** self.precision, self.precision))
         self._extrema: list[tuple[int, int] | None] = [None] * len(names)
+        self._tdat_sizes: list[int] = [0] * len(names)   # each .tdat after the last append
         self._writer: MefWriter | None = None
         self._block = 0
         self._clipped = False
@@ -178,7 +141,8 @@ class AppendingSession:
         """Time stamp of grid sample ``index`` in microseconds."""
         return self.start_uutc + int(round(index * 1e6 / self.fs))
 
-    def append(self, data: np.ndarray, first: int | None = None) -> None:
+    def append(self, data: np.ndarray, first: int | None = None,
+               records: Sequence[tuple] = ()) -> None:
         """Append samples of every channel as one atomic step.
 
         Parameters
@@ -188,11 +152,15 @@ class AppendingSession:
         first : int, optional
             Grid index of ``data[:, 0]``; default right after the samples written so far.
             A later index leaves a gap (read back as NaN).
+        records : sequence of tuple, optional
+            Session-level records ``(time_uutc, type, text, duration, None, fields)``
+            written in the same atomic step (see :mod:`software.mef3.append_records`).
 
         Raises
         ------
         ValueError
-            Wrong shape, or ``first`` before the end already written.
+            Wrong shape, ``first`` before the end already written, or a record MEF3
+            cannot store (nothing is written).
         """
         if self.closed:
             raise InvalidArgumentError(f"{self.path!r} is closed; open a new AppendingSession")
@@ -207,19 +175,27 @@ class AppendingSession:
         n = data.shape[1]
         if n == 0:
             return
+        records = tuple(records)
+        RecordFiles.check(records)
         ints = self._to_int32(data)
+        extrema = self._merged_extrema(ints)   # kept only once this append is in place
         start, end = self.uutc(first), self.uutc(first + n)
         if self._writer is None:
-            self._create(ints, start, end)
+            self._create(ints, start, end, extrema, records)
         else:
             self._sync_spare()
+            self._records.sync_spare()
             session = self._writer.session
             for row, name in enumerate(self.channels):
                 session.append_mef_ts_segment_data(name, 0, None, None, start, end,
                                                    self._block, ints[row],
                                                    discontinuity_flag=first > self.n_samples)
-            self._fix_extrema(ints)
+            self._fix_extrema(extrema)
+            self._records.write_spare(records)
             exchange(self._spare, self.path)
+        self._extrema = extrema
+        self._tdat_sizes = [os.path.getsize(self._files(self.path, name) + ".tdat")
+                            for name in self.channels]
         self.n_samples = first + n
         logger.debug("appended samples [%d, %d) to %s", first, first + n, self.path)
 
@@ -248,7 +224,7 @@ class AppendingSession:
     # ---- steps ----------------------------------------------------------------------
 
     def _to_int32(self, data: np.ndarray) -> np.ndarray:
-        """Scaled and rounded samples, NaN as RED_NAN; updates the running extrema."""
+        """Scaled and rounded samples, NaN as RED_NAN."""
         nan = np.isnan(data)
         scaled = np.rint(np.where(nan, 0.0, data) * self._scale)
         if not self._clipped and (scaled.min() < _INT_LO or scaled.max() > _INT_HI):
@@ -257,19 +233,25 @@ class AppendingSession:
                            " record with a smaller precision", self.path, self.precision)
         ints = np.clip(scaled, _INT_LO, _INT_HI).astype(np.int32)
         ints[nan] = _RED_NAN
+        return ints
+
+    def _merged_extrema(self, ints: np.ndarray) -> list[tuple[int, int] | None]:
+        """Every channel's (min, max) over what is written and ``ints`` (RED_NAN aside);
+        the running extrema are not touched (an append that fails adds nothing)."""
+        merged = list(self._extrema)
         for row in range(ints.shape[0]):
-            valid = ints[row][~nan[row]]
+            valid = ints[row][ints[row] != _RED_NAN]
             if valid.size:
                 lo, hi = int(valid.min()), int(valid.max())
-                old = self._extrema[row]
-                self._extrema[row] = (lo, hi) if old is None else (min(lo, old[0]),
-                                                                   max(hi, old[1]))
-        return ints
+                old = merged[row]
+                merged[row] = (lo, hi) if old is None else (min(lo, old[0]), max(hi, old[1]))
+        return merged
 
     def _files(self, root: str, name: str) -> str:
         return os.path.join(root, f"{name}.timd", f"{name}-000000.segd", f"{name}-000000")
 
-    def _create(self, ints: np.ndarray, start: int, end: int) -> None:
+    def _create(self, ints: np.ndarray, start: int, end: int,
+                extrema: list[tuple[int, int] | None], records: tuple = ()) -> None:
         """The first append: segments written into the spare, moved into place, mirrored."""
         os.makedirs(self._spare_root, exist_ok=True)
         writer = MefWriter(self._spare, overwrite=False)
@@ -286,7 +268,10 @@ class AppendingSession:
             writer.session.write_mef_ts_segment_data(name, 0, None, None, self._block,
                                                      np.ascontiguousarray(ints[row]))
         self._writer = writer
-        self._fix_extrema(ints)
+        self._fix_extrema(extrema)
+        self._records = RecordFiles(self.path, self._spare,
+                                    os.path.join(self._spare_root, "stage"), writer.session)
+        self._records.write_spare(records)
         os.rename(self._spare, self.path)       # the session appears whole
         for name in self.channels:              # the spare: shared .tdat, own small files
             live, spare = self._files(self.path, name), self._files(self._spare, name)
@@ -294,11 +279,18 @@ class AppendingSession:
             os.link(live + ".tdat", spare + ".tdat")
             shutil.copyfile(live + ".tmet", spare + ".tmet")
             shutil.copyfile(live + ".tidx", spare + ".tidx")
+        self._records.copy_to_spare()           # copies: never links (see append_records)
 
     def _sync_spare(self) -> None:
-        """Make the spare (one append behind) equal to the live copy: O(one append)."""
-        for name in self.channels:
+        """Make the spare (one append behind) equal to the live copy: O(one append).
+
+        The shared ``.tdat`` loses the bytes an append that failed wrote past the live
+        copy's end (pymef would append after them and index the new blocks wrongly).
+        """
+        for name, size in zip(self.channels, self._tdat_sizes):
             live, spare = self._files(self.path, name), self._files(self._spare, name)
+            if os.path.getsize(live + ".tdat") > size:   # no reader's index reaches there
+                os.truncate(live + ".tdat", size)
             with open(live + ".tmet", "rb") as f:
                 tmet = f.read()
             with open(spare + ".tmet", "r+b") as f:
@@ -313,10 +305,10 @@ class AppendingSession:
                 f.seek(have)
                 f.write(tail)
 
-    def _fix_extrema(self, ints: np.ndarray) -> None:
+    def _fix_extrema(self, extrema: list[tuple[int, int] | None]) -> None:
         """Put every spare channel's min/max over all samples into its .tmet, CRCs too."""
         for row, name in enumerate(self.channels):
-            ext = self._extrema[row]
+            ext = extrema[row]
             lo, hi = (ext[0] * self._ufact, ext[1] * self._ufact) if ext else (np.nan, np.nan)
             path = self._files(self._spare, name) + ".tmet"
             with open(path, "r+b") as f:

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import shutil
-import tempfile
 import warnings
 
 import numpy as np
@@ -30,6 +28,7 @@ from pymef.mef_file import pymef3_file as _mef
 
 from ..errors import CorruptSessionError
 from .block_table import ENTRY, ENTRY_BYTES, HEADER_BYTES
+from .scratch import SHADOW_PREFIX, OwnedDir
 
 _SEG = _mef.create_segment_dtype()
 _CH = _mef.create_channel_dtype()
@@ -59,36 +58,45 @@ def _address(arr: np.ndarray) -> int:
     return arr.ctypes.data
 
 
-def build_shadow(path: str) -> str:
-    """A temporary copy of the tree of ``path``: links to every file, one-entry ``.tidx``."""
-    shadow = tempfile.mkdtemp(prefix="mefstream-shadow-")
-    dest = os.path.join(shadow, os.path.basename(path))
-    for root, _dirs, files in os.walk(path):
-        here = os.path.join(dest, os.path.relpath(root, path))
-        os.makedirs(here, exist_ok=True)
-        for name in files:
-            src, dst = os.path.join(root, name), os.path.join(here, name)
-            if name.endswith(".tidx"):
-                with open(src, "rb") as fh:
-                    head = bytearray(fh.read(HEADER_BYTES + ENTRY_BYTES))
-                if len(head) == HEADER_BYTES + ENTRY_BYTES:
-                    head[32:40] = (1).to_bytes(8, "little", signed=True)  # number_of_entries
-                with open(dst, "wb") as fh:
-                    fh.write(head)
-            else:
-                os.symlink(src, dst)
-    return dest
+def build_shadow(path: str) -> tuple[OwnedDir, str]:
+    """A temporary copy of the tree of ``path``: links to every file, one-entry ``.tidx``.
+
+    Returns the locked scratch directory (remove it when done; a reader killed before
+    that leaves it to :func:`~software.mef3.scratch.sweep_owned`) and the session's copy
+    in it.
+    """
+    shadow = OwnedDir.create(SHADOW_PREFIX)
+    try:
+        dest = os.path.join(shadow.path, os.path.basename(path))
+        for root, _dirs, files in os.walk(path):
+            here = os.path.join(dest, os.path.relpath(root, path))
+            os.makedirs(here, exist_ok=True)
+            for name in files:
+                src, dst = os.path.join(root, name), os.path.join(here, name)
+                if name.endswith(".tidx"):
+                    with open(src, "rb") as fh:
+                        head = bytearray(fh.read(HEADER_BYTES + ENTRY_BYTES))
+                    if len(head) == HEADER_BYTES + ENTRY_BYTES:
+                        head[32:40] = (1).to_bytes(8, "little", signed=True)  # entries
+                    with open(dst, "wb") as fh:
+                        fh.write(head)
+                else:
+                    os.symlink(src, dst)
+    except BaseException:
+        shadow.remove()
+        raise
+    return shadow, dest
 
 
 def read_shadow_metadata(path: str, password: str | None) -> dict:
     """pymef's session metadata read from a shadow of ``path`` (removed before returning)."""
-    shadow = build_shadow(path)
+    shadow, dest = build_shadow(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return _mef.read_mef_session_metadata(shadow, password, map_indices_flag=False)
+            return _mef.read_mef_session_metadata(dest, password, map_indices_flag=False)
     finally:
-        shutil.rmtree(os.path.dirname(shadow), ignore_errors=True)
+        shadow.remove()
 
 
 class PymefChannel:

@@ -18,6 +18,7 @@ import numpy as np
 
 from .. import decode_segment
 from ..client.iterators import StreamSegmentIterator
+from .marks import window_records
 from .window import draw_window, new_figure, robust_spacing, save, start_index
 
 logger = logging.getLogger(__name__)
@@ -135,7 +136,8 @@ def follow(stream, seconds: float = 10.0, step: float = 1.0, channels=None, star
         end = None if growing else int(info["end_uutc"])
         draw_window(data, start_uutc, fs, names, units, gaps=info["gaps"],
                     recording=(int(info["start_uutc"]), end), ax=ax, spacing=spacing[0],
-                    title=title)
+                    title=title, records=window_records(
+                        stream, start_uutc, start_uutc + data.shape[1] * 1e6 / fs))
 
     if frames is None and has_display():
         import matplotlib.pyplot as plt

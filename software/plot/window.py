@@ -20,6 +20,7 @@ from matplotlib.transforms import blended_transform_factory
 
 from .. import decode_segment
 from ..errors import InvalidArgumentError, InvalidTypeError
+from .marks import draw_records, window_records
 
 #: Colours: traces, gap shading, gap labels, grid.
 TRACE_COLOR = "#141414"
@@ -135,7 +136,7 @@ def _clock_axis(ax, x0: float, x1: float) -> None:
 
 def draw_window(data: np.ndarray, start_uutc: float, fs: float, names, units, *,
                 gaps=(), recording: tuple[int, int | None] | None = None, ax=None,
-                spacing: float | None = None, title: str | None = None):
+                spacing: float | None = None, title: str | None = None, records=()):
     """Draw samples already read (channels x samples) as stacked traces.
 
     Parameters
@@ -158,6 +159,9 @@ def draw_window(data: np.ndarray, start_uutc: float, fs: float, names, units, *,
         Distance between traces in the session's units; default from the data.
     title : str, optional
         Shown above the traces, left.
+    records : sequence of Record, optional
+        Records to mark (see :mod:`software.plot.marks`): a labelled line at each
+        instant, a shaded span over each duration.
 
     Returns
     -------
@@ -201,6 +205,19 @@ def draw_window(data: np.ndarray, start_uutc: float, fs: float, names, units, *,
     # axes: names on the left, clock time below, a scale bar on the right
     ax.set_xlim(x0, x1)
     ax.set_ylim(offsets[-1] - 0.75 * spacing, 0.75 * spacing)
+    draw_records(ax, records, names, offsets, spacing, x0, x1)
+    style_axes(ax, names, offsets, spacing, units, x0, x1)
+    if title:
+        ax.set_title(title, loc="left", fontsize=10)
+    start_text = dt.datetime.fromtimestamp(x0, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    ax.set_title(f"{start_text} UTC, {n / float(fs):g} s", loc="right", fontsize=9,
+                 color=GAP_TEXT_COLOR)
+    return fig
+
+
+def style_axes(ax, names, offsets, spacing: float, units, x0: float, x1: float) -> None:
+    """Channel names on the left, clock time below, a scale bar on the right (the axes of
+    a window and of an overview alike)."""
     ax.set_yticks(offsets, [str(n) for n in names])
     ax.tick_params(axis="y", length=0, labelsize=9)
     ax.tick_params(axis="x", labelsize=9)
@@ -218,12 +235,6 @@ def draw_window(data: np.ndarray, start_uutc: float, fs: float, names, units, *,
     label = f"{length:g} {display_units(unit_names[0])}"
     ax.text(1.035, y, label + ("\n(mixed units)" if len(unit_names) > 1 else ""),
             transform=side, va="center", ha="left", fontsize=9, clip_on=False)
-    if title:
-        ax.set_title(title, loc="left", fontsize=10)
-    start_text = dt.datetime.fromtimestamp(x0, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-    ax.set_title(f"{start_text} UTC, {n / float(fs):g} s", loc="right", fontsize=9,
-                 color=GAP_TEXT_COLOR)
-    return fig
 
 
 def save(fig, path: str) -> None:
@@ -291,6 +302,8 @@ def plot_window(stream, start=None, seconds: float = 10, channels=None, ax=None,
     title : str, optional
         Default: the session's path.
 
+    The stream's records (notes, annotations, live markers) in the window are marked.
+
     Returns
     -------
     matplotlib.figure.Figure
@@ -321,4 +334,5 @@ def plot_window(stream, start=None, seconds: float = 10, channels=None, ax=None,
     end = None if info.get("growing") else int(info["end_uutc"])
     return draw_window(data, begin, fs, info["channels"], info["units"], gaps=info["gaps"],
                        recording=(int(info["start_uutc"]), end), ax=ax, spacing=spacing,
-                       title=str(info["path"]) if title is None else title)
+                       title=str(info["path"]) if title is None else title,
+                       records=window_records(stream, begin, begin + count * 1e6 / fs))

@@ -88,9 +88,9 @@ class LandingArea:
                 return None
             return self._arena.allocate(nbytes)
 
-    def view(self, offset: int, shape: tuple[int, int]) -> np.ndarray:
-        """The float64 array a reader wrote at ``offset`` (valid until :meth:`release`)."""
-        return self._arena.view(offset, np.float64, shape)
+    def view(self, offset: int, shape: tuple[int, int], dtype=np.float64) -> np.ndarray:
+        """The ``dtype`` array a reader wrote at ``offset`` (valid until :meth:`release`)."""
+        return self._arena.view(offset, dtype, shape)
 
     def release(self, offset: int) -> None:
         """Free the region at ``offset``; a retired area closes with its last region."""

@@ -27,24 +27,34 @@ reach every reader only by luck: :class:`~software.readers.processes.ReaderProce
 makes forgets reach every reader and broadcasts (warm-up, opening a session everywhere)
 run once in each, and bounds :meth:`ReaderPool.close`.
 
+Tasks wait in a :class:`~software.readers.fair.FairQueue`: reads of equal priority are
+served round-robin by owner (the connection's serving thread that asked), so one client's
+300 queued reads delay another client's read by about one task, not 300.
+
 A reader process that dies (segfault, SIGKILL) breaks the executor: the pool is rebuilt
-once per breakage and every task that was in flight is resubmitted, up to ``max_attempts``
-times, so callers see either their data or a :class:`~software.errors.ReaderError`.
+once per breakage and every task that was in flight is resubmitted. Only the task whose
+reader died on its own (see :meth:`ReaderProcesses.crashed`) counts the crash, up to
+``max_attempts`` times; the others, of any session, are resubmitted without counting, so
+callers see either their data or a :class:`~software.errors.ReaderError` of their own.
+A session charged with ``quarantine_after`` crashes is quarantined
+(:mod:`software.readers.quarantine`): its reads fail at once until it changes on disk.
 """
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 
-from ..errors import ReaderError, ServiceClosedError
+from ..errors import ServiceClosedError
+from .attempts import Attempts
+from .fair import FairQueue
 from .landing import LandingArea
+from .leftovers import sweep_leftovers
 from .processes import ReaderProcesses
-from .worker import _envelope_task, _forget_task, _inspect_task, _read_into_task, _read_task
+from .quarantine import Quarantine
+from .worker import _envelope_task, _forget_task, _inspect_task, _read_task, _read_task_stored
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +64,7 @@ DEMAND = 0
 OPEN_EVERYWHERE_WAIT = 1.0
 
 
-class ReaderPool:
+class ReaderPool(Attempts):
     """A pool of reader processes that survives the death of any of them.
 
     Parameters
@@ -62,35 +72,40 @@ class ReaderPool:
     workers : int
         Number of reader processes.
     max_attempts : int
-        How often a task is submitted before a crashing reader makes it fail.
+        How often a task may crash its reader before it fails (crashes it did not cause
+        are not counted).
     nice : int
         Added to the reader processes' nice value (0 keeps the server's priority).
     landing_mb : float
         Size of the shared-memory area reads land in (0: every read goes through the
         executor's pipe). Only the pages reads reach are used.
+    quarantine_after : int, optional
+        Crashes charged to one session after which it is quarantined (default
+        ``max_attempts``; 0: never).
     """
 
     def __init__(self, workers: int = 2, max_attempts: int = 3, nice: int = 0,
-                 landing_mb: float = 256) -> None:
+                 landing_mb: float = 256, quarantine_after: int | None = None) -> None:
         if int(workers) < 1:
             raise ValueError(f"workers={workers!r} must be at least 1")
         self.workers = int(workers)
         self.max_attempts = int(max_attempts)
         self.nice = int(nice)
+        sweep_leftovers()   # of a server or readers killed before: not ours to keep
         self._landing_bytes = int(landing_mb * 2**20)
         self._landing = LandingArea.create(self._landing_bytes)
+        self.quarantine = Quarantine(self.max_attempts if quarantine_after is None
+                                     else quarantine_after)
         self.restarts = 0
-        self.tasks_retried = 0
+        self.tasks_retried = 0    # resubmitted after a reader died (counted or not)
+        self.crashes_pinned = 0   # reader deaths pinned on the task that caused them
         self.reads_landed = 0     # reads whose samples crossed in the landing area
         self.reads_piped = 0      # ... and through the executor's pipe
         self._lock = threading.Lock()
         self._closed = False
         self._procs = ReaderProcesses(self.workers, self.nice)
-        # waiting tasks: heap of [priority, seq, result, fn, args, consume];
-        # entry[2] None = moved
-        self._waiting: list[list] = []
-        self._entry_of: dict[Future, list] = {}
-        self._seq = itertools.count()
+        self._queue = FairQueue()   # key: result future; (result, fn, args, consume)
+        self._verdicts: dict[int, Future] = {}   # broken generation -> crashed tasks
         self._running = 0
         self._max_running = self.workers + 1
 
@@ -122,7 +137,10 @@ class ReaderPool:
                 fut.result()
 
     def inspect(self, path: str, password: str | None) -> Future:
-        """Open ``path`` in a reader process; the future yields its :class:`SessionInfo`."""
+        """Open ``path`` in a reader process; the future yields its :class:`SessionInfo`.
+
+        A quarantined session is opened only if its files changed since.
+        """
         return self._submit(DEMAND, _inspect_task, path, password)
 
     def block_envelopes(self, path: str, password: str | None, max_groups: int) -> Future:
@@ -131,7 +149,8 @@ class ReaderPool:
         return self._submit(DEMAND, _envelope_task, path, password, int(max_groups))
 
     def read(self, path: str, password: str | None, names: Sequence[str], start: int,
-             stop: int, priority: int = DEMAND, consume=None) -> Future:
+             stop: int, priority: int = DEMAND, consume=None,
+             owner: Hashable | None = None, stored: bool = False) -> Future:
         """Read grid samples ``[start, stop)``; the future yields a float64 ndarray.
 
         Parameters
@@ -149,9 +168,15 @@ class ReaderPool:
             result thread; the future then yields what it returns. The array may be a view
             of shared memory that is reused once ``consume`` returns: copy what you keep.
             Without it the future yields an array of its own.
+        owner : hashable, optional
+            Whose read it is, for round-robin among reads of equal priority (default:
+            the calling thread, i.e. the connection whose serving thread asks).
+        stored : bool
+            MEF3's stored int32 samples instead, half the bytes (:mod:`software.mef3.samples`).
         """
-        return self._submit(int(priority), _read_task, path, password, tuple(names),
-                            int(start), int(stop), consume=consume)
+        fn = _read_task_stored if stored else _read_task
+        return self._submit(int(priority), fn, path, password, tuple(names),
+                            int(start), int(stop), consume=consume, owner=owner)
 
     def open_everywhere(self, path: str, password: str | None) -> list[Future]:
         """Open ``path`` in every reader process ahead of reads (best effort).
@@ -160,30 +185,39 @@ class ReaderPool:
         has opened the session (one that has it open, e.g. the one that inspected it,
         joins at once), so that the first reads do not wait for opens. A reader busy
         with a long read is waited for at most :data:`OPEN_EVERYWHERE_WAIT` seconds;
-        it then opens the session at its first read.
+        it then opens the session at its first read. Nothing is done for a quarantined
+        session.
 
         Returns
         -------
         list of Future
             One per task; their errors can be ignored (a read reports its own).
         """
-        return self._procs.broadcast(OPEN_EVERYWHERE_WAIT, _inspect_task, path, password)
+        if self.quarantine.refused(path) is not None:
+            return []
+        return self._procs.broadcast(OPEN_EVERYWHERE_WAIT, _inspect_task, path, password,
+                                     label=path)
 
-    def promote(self, future: Future, priority: int = DEMAND) -> None:
-        """Run a waiting task with ``priority`` if that is sooner (no-op once it started)."""
+    def promote(self, future: Future, priority: int = DEMAND,
+                owner: Hashable | None = None) -> None:
+        """Run a waiting task with ``priority`` if that is sooner (no-op once it started).
+
+        At the priority it has already, the task gets a place in ``owner``'s turn too
+        (default: the calling thread), so a client waiting for a read another client
+        queued does not wait for that client's other reads.
+        """
         with self._lock:
-            entry = self._entry_of.get(future)
-            if entry is None or entry[0] <= priority:
-                return
-            moved = [priority, next(self._seq), *entry[2:]]
-            entry[2] = None
-            self._entry_of[future] = moved
-            heapq.heappush(self._waiting, moved)
+            self._queue.promote(future, priority,
+                                threading.current_thread() if owner is None else owner)
 
     def queued(self) -> int:
         """Tasks waiting in the server for a reader (not yet handed to the executor)."""
         with self._lock:
-            return len(self._entry_of)
+            return len(self._queue)
+
+    def crashes(self, path: str) -> int:
+        """Reader crashes charged to the session ``path`` (since its last quarantine)."""
+        return self.quarantine.crashes(path)
 
     def forget(self, path: str) -> None:
         """Make every reader process close ``path`` (returns at once).
@@ -199,18 +233,24 @@ class ReaderPool:
             # to forget, and a caller closing a session or the server must not fail
             pass
 
-    def _submit_raw(self, fn, *args) -> tuple[Future, int]:
-        return self._procs.submit(fn, *args)
+    def _submit_raw(self, fn, *args, label: object = None) -> tuple[Future, int, int]:
+        return self._procs.submit(fn, *args, label=label)
 
-    def _submit(self, priority: int, fn, *args, consume=None) -> Future:
+    def _submit(self, priority: int, fn, *args, consume=None,
+                owner: Hashable | None = None) -> Future:
+        """Queue ``fn(*args)``: a pool task, whose first argument is the session's path."""
         result: Future = Future()
         result.set_running_or_notify_cancel()
+        refused = self.quarantine.refused(args[0], reopening=fn is _inspect_task)
+        if refused is not None:
+            result.set_exception(refused)
+            return result
         with self._lock:
             closed = self._closed
             if not closed:
-                entry = [priority, next(self._seq), result, fn, args, consume]
-                self._entry_of[result] = entry
-                heapq.heappush(self._waiting, entry)
+                self._queue.push(result, priority,
+                                 threading.current_thread() if owner is None else owner,
+                                 (result, fn, args, consume))
         if closed:
             result.set_exception(ServiceClosedError("the reader pool is closed; restart "
                                                     "the server"))
@@ -224,16 +264,10 @@ class ReaderPool:
             with self._lock:
                 if self._closed or self._running >= self._max_running:
                     return
-                entry = None
-                while self._waiting:
-                    entry = heapq.heappop(self._waiting)
-                    if entry[2] is not None:
-                        break
-                    entry = None
-                if entry is None:
+                taken = self._queue.pop()
+                if taken is None:
                     return
-                _priority, _seq, result, fn, args, consume = entry
-                del self._entry_of[result]
+                _key, (result, fn, args, consume) = taken
                 self._running += 1
             result.add_done_callback(self._task_finished)
             self._attempt(result, fn, args, 1, consume)
@@ -242,112 +276,6 @@ class ReaderPool:
         with self._lock:
             self._running -= 1
         self._pump()
-
-    def _landing_slot(self, fn, args: tuple) -> tuple:
-        """``(area, offset, shape)`` for a read that fits the landing area, else Nones."""
-        if fn is not _read_task:
-            return None, None, None
-        area = self._landing
-        shape = (len(args[2]), args[4] - args[3])
-        offset = area.reserve(8 * shape[0] * shape[1]) if area is not None else None
-        with self._lock:
-            if offset is None:
-                self.reads_piped += 1
-                return None, None, None
-            self.reads_landed += 1
-        return area, offset, shape
-
-    def _attempt(self, result: Future, fn, args: tuple, attempt: int, consume=None) -> None:
-        area, offset, shape = self._landing_slot(fn, args)
-        task, task_args = (fn, args) if area is None else \
-            (_read_into_task, args + (area.path, offset))
-        try:
-            try:
-                inner, generation = self._submit_raw(task, *task_args)
-            except BrokenProcessPool:
-                # broke between our last rebuild and this submit
-                self._rebuild(self._procs.generation)
-                inner, generation = self._submit_raw(task, *task_args)
-        except (ServiceClosedError, BrokenProcessPool, RuntimeError) as exc:
-            if area is not None:
-                area.release(offset)
-            if isinstance(exc, ServiceClosedError):
-                result.set_exception(exc)
-            else:  # in a retry thread nobody else would see it: the caller must hear of it
-                result.set_exception(ReaderError(
-                    f"could not hand {fn.__name__} to the reader processes ({exc}); try "
-                    f"again."))
-            return
-
-        def done(fut: Future) -> None:  # runs in the executor's management thread
-            try:
-                finish(fut)
-            finally:
-                if area is not None:
-                    area.release(offset)
-
-        def finish(fut: Future) -> None:
-            if fut.cancelled():  # close() cancels what the readers have not started
-                result.set_exception(ServiceClosedError(
-                    "the reader pool was closed before this read ran; the server is "
-                    "shutting down"))
-                return
-            exc = fut.exception()
-            if exc is None:
-                try:
-                    value = fut.result()
-                    landed = value is None  # else the reader could not map the area
-                    if landed:
-                        value = area.view(offset, shape)
-                    if consume is not None:
-                        value = consume(value)
-                    elif landed:  # the region is reused once we return: the caller's copy
-                        value = value.copy()
-                except BaseException as exc2:  # noqa: BLE001 - the caller hears of it
-                    result.set_exception(exc2)
-                    return
-                result.set_result(value)
-                return
-            if isinstance(exc, BrokenProcessPool) and self._closed:
-                result.set_exception(ServiceClosedError(
-                    "the reader pool was closed during this read; the server is shutting "
-                    "down"))
-                return
-            if not isinstance(exc, BrokenProcessPool):
-                result.set_exception(exc)
-                return
-            self._rebuild(generation)
-            if attempt >= self.max_attempts:
-                result.set_exception(ReaderError(
-                    f"a reader process died {attempt} times running {fn.__name__}"
-                    f"{_describe(args)}; the session may be damaged. The server keeps "
-                    f"running; other reads are unaffected."))
-                return
-            self.tasks_retried += 1
-            logger.warning("retrying %s%s after a reader process died (attempt %d)",
-                           fn.__name__, _describe(args), attempt + 1)
-            threading.Thread(target=self._attempt, args=(result, fn, args, attempt + 1,
-                                                         consume),
-                             name="reader-retry", daemon=True).start()
-
-        inner.add_done_callback(done)
-
-    def _rebuild(self, generation: int) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            old = self._procs.renew(generation)
-            if old is None:
-                return  # already rebuilt for this breakage
-            # readers of the broken pool may still write until they are terminated: the
-            # new pool lands its reads in a new area
-            old_landing = self._landing
-            self._landing = LandingArea.create(self._landing_bytes)
-            self.restarts += 1
-        logger.error("a reader process died; reader pool rebuilt (restart #%d)", self.restarts)
-        if old_landing is not None:
-            old_landing.retire()
-        old.shutdown(wait=False, cancel_futures=True)
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the reader processes (idempotent); pending reads fail with ServiceClosedError.
@@ -363,10 +291,8 @@ class ReaderPool:
             if self._closed:
                 return
             self._closed = True
-            waiting = list(self._entry_of)
-            self._entry_of.clear()
-            self._waiting.clear()
-        for result in waiting:
+            waiting = self._queue.clear()
+        for result, *_ in waiting:
             result.set_exception(ServiceClosedError(
                 "the reader pool was closed before this read ran; the server is shutting "
                 "down"))
@@ -385,10 +311,3 @@ class ReaderPool:
         state = "closed" if self._closed else "open"
         return f"<ReaderPool {state} workers={self.workers} restarts={self.restarts}>"
 
-
-def _describe(args: tuple) -> str:
-    """Arguments of a task for a log line, without the password."""
-    shown = [repr(a) for a in args]
-    if len(shown) > 1:
-        shown[1] = "<password>"
-    return "(" + ", ".join(shown) + ")"

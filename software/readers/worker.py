@@ -16,6 +16,7 @@ from collections import OrderedDict
 import numpy as np
 
 from ..mef3.metadata import SessionInfo
+from ..mef3.samples import STORED_DTYPE
 
 #: Sessions a reader process keeps open at once (least recently used closed first).
 MAX_OPEN_PER_WORKER = 16
@@ -85,6 +86,13 @@ def _read_task(path: str, password: str | None, names: tuple[str, ...], start: i
     return _session(path, password).read_grid(names, start, stop)
 
 
+def _records_task(path: str, password: str | None) -> tuple:
+    """Runs in a reader process: the session's records as plain tuples (see
+    :mod:`software.mef3.records`)."""
+    from ..mef3.records import session_records  # imported in reader processes only
+    return session_records(_session(path, password))
+
+
 def _read_into_task(path: str, password: str | None, names: tuple[str, ...], start: int,
                     stop: int, area: str, offset: int) -> np.ndarray | None:
     """Runs in a reader process: decode ``[start, stop)`` into landing area ``area``.
@@ -100,6 +108,34 @@ def _read_into_task(path: str, password: str | None, names: tuple[str, ...], sta
         _session(path, password).read_grid(names, start, stop, out=out)
     finally:
         reader_release(area, offset, out.nbytes)
+
+
+def _read_task_stored(path: str, password: str | None, names: tuple[str, ...], start: int,
+                      stop: int) -> np.ndarray:
+    """Runs in a reader process: grid samples ``[start, stop)`` of ``names`` as stored
+    (int32, see :mod:`software.mef3.samples`)."""
+    return _session(path, password).read_stored(names, start, stop)
+
+
+def _read_into_task_stored(path: str, password: str | None, names: tuple[str, ...],
+                           start: int, stop: int, area: str, offset: int) -> np.ndarray | None:
+    """Runs in a reader process: :func:`_read_task_stored` into landing area ``area``.
+
+    Returns None, or the samples themselves when the area cannot be mapped.
+    """
+    try:
+        out = reader_view(area, offset, (len(names), stop - start), STORED_DTYPE)
+    except OSError:
+        return _read_task_stored(path, password, names, start, stop)
+    try:
+        _session(path, password).read_stored(names, start, stop, out=out)
+    finally:
+        reader_release(area, offset, out.nbytes)
+
+
+#: Reads that can land in a landing area: task -> (its landing variant, sample dtype).
+LANDED = {_read_task: (_read_into_task, np.dtype(np.float64)),
+          _read_task_stored: (_read_into_task_stored, STORED_DTYPE)}
 
 
 def _forget_task(path: str) -> None:
@@ -161,8 +197,9 @@ def _everywhere_task(rendezvous: str, count: int, wait: float, fn, *args):
 _reader_maps: dict[str, mmap.mmap] = {}   # landing area path -> its mapping
 
 
-def reader_view(path: str, offset: int, shape: tuple[int, int]) -> np.ndarray:
-    """In a reader process: the float64 array at ``offset`` of the area at ``path``."""
+def reader_view(path: str, offset: int, shape: tuple[int, int],
+                dtype=np.float64) -> np.ndarray:
+    """In a reader process: the ``dtype`` array at ``offset`` of the area at ``path``."""
     mm = _reader_maps.get(path)
     if mm is None:
         fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
@@ -173,7 +210,7 @@ def reader_view(path: str, offset: int, shape: tuple[int, int]) -> np.ndarray:
         for old in list(_reader_maps):   # an area of an earlier pool generation
             _reader_maps.pop(old).close()
         _reader_maps[path] = mm
-    return np.ndarray(shape, dtype=np.float64, buffer=mm, offset=offset)
+    return np.ndarray(shape, dtype=dtype, buffer=mm, offset=offset)
 
 
 def reader_release(path: str, offset: int, nbytes: int) -> None:

@@ -90,6 +90,10 @@ RANGES: dict[str, OptionRange] = {
     "read_timeout": OptionRange(float, 0, 1e6, low_open=True, unit="seconds",
                                 why="how long a call without callback waits for its data",
                                 example=120.0),
+    "keep_warm_seconds": OptionRange(
+        float, 0, 7 * 86400, unit="seconds",
+        why="how long a session stays cached after its last client closed it; 0 closes "
+            "it at once", example=300.0),
     "max_waiting": OptionRange(
         int, 1, 10**7, unit="callback requests per connection",
         why="requests waiting for their answer; each holds a little memory until answered",
@@ -187,6 +191,7 @@ class ServerOptions:
     reader_nice: int = 0
     callback_timeout: float = 30.0
     read_timeout: float = 120.0
+    keep_warm_seconds: float = 0.0
     max_waiting: int = 10_000
 
     def __post_init__(self) -> None:

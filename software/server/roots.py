@@ -30,7 +30,9 @@ __all__ = ["FileRootService", "RootService", "ServiceOptions",
 VIEW_METHODS = ("get_info", "set_active_channels", "set_segment_size", "get_segment",
                 "get_stream_segment", "get_row_segment", "get_time_segment",
                 "append_stream_segment_data", "append_stream_row_data", "get_envelope",
-                "get_time_envelope", "build_envelope")
+                "get_time_envelope", "build_envelope", "get_records", "get_records_by_index",
+                "get_record_counts", "append_marker", "watch_markers",
+                "get_stream_segment_marked")
 #: Sessions named in the error for a view method asked of the root service.
 LISTED_SESSIONS = 10
 #: Sessions ``list_sessions`` answers at most.

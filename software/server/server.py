@@ -12,6 +12,7 @@ releases them all in an idempotent :meth:`MefStreamServer.close`.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 
@@ -91,6 +92,9 @@ class MefStreamServer:
         Live streams served beside the file service (``open_live(name)``).
     read_timeout : float
         Seconds a call without callback waits for its data before failing.
+    keep_warm_seconds : float
+        Seconds a session stays open, its blocks cached, after its last client closed it,
+        so that the next tool to open it (unchanged on disk) reads from the cache.
     max_waiting : int
         Callback requests one connection may have waiting for their answer (one client
         that floods the server reaches its own limit, never the others').
@@ -112,14 +116,16 @@ class MefStreamServer:
                  password: str | None = None, rpyc_config: dict | None = None,
                  authenticator=None, reader_nice: int = 0,
                  callback_timeout: float = 30.0, read_timeout: float = 120.0,
-                 live=None, live_streams=(), max_waiting: int = 10_000) -> None:
+                 live=None, live_streams=(), max_waiting: int = 10_000,
+                 keep_warm_seconds: float = 0.0) -> None:
         # every value checked once, before anything is spawned
         opts = self.server_options = ServerOptions(
             host=host, port=port, data_root=data_root, workers=workers, prefetch=prefetch,
             cache_mb=cache_mb, segment_seconds=segment_seconds,
             max_request_mb=max_request_mb, block_seconds=block_seconds,
             reader_nice=reader_nice, callback_timeout=callback_timeout,
-            read_timeout=read_timeout, max_waiting=max_waiting)
+            read_timeout=read_timeout, max_waiting=max_waiting,
+            keep_warm_seconds=keep_warm_seconds)
         self.host = opts.host
         self.data_root = opts.data_root
         self.counters = Counters()
@@ -127,7 +133,8 @@ class MefStreamServer:
         self.pool = ReaderPool(opts.workers, nice=opts.reader_nice)
         self.cache = BlockCache(int(opts.cache_mb * 2**20))
         self.registry = SessionRegistry(self.data_root, self.pool, self.cache,
-                                        block_seconds=opts.block_seconds)
+                                        block_seconds=opts.block_seconds,
+                                        keep_warm_seconds=opts.keep_warm_seconds)
         self._session = session
         self._pinned = None
         self._owned_live = None
@@ -158,11 +165,13 @@ class MefStreamServer:
                 service, hostname=self.host, port=opts.port, protocol_config=config,
                 authenticator=authenticator, logger=logging.getLogger("software.rpyc"),
                 max_frame=opts.max_frame)
-        except BaseException:   # a bad session or a busy port: leave no reader behind
+        except BaseException as exc:   # a bad session or a busy port: leave no reader behind
             if self._owned_live is not None:
                 self._owned_live.close()
             self.registry.close()
             self.pool.close()
+            if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+                raise _port_in_use(self.host, opts.port) from None
             raise
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -238,3 +247,11 @@ class MefStreamServer:
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("serving" if self._thread else "created")
         return f"<MefStreamServer {state} {self.host}:{self.port} root={self.data_root!r}>"
+
+
+def _port_in_use(host: str, port: int) -> OSError:
+    """The error for a port another process holds: which port, and ``port=`` to change."""
+    busy = OSError(f"port {port} on {host} is in use (another server?); pass another "
+                   f"port=, or port=0 for a free one")
+    busy.errno = errno.EADDRINUSE
+    return busy

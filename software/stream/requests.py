@@ -43,7 +43,7 @@ class Requests:
         self._source = source
         self._options = options
         self._lock = threading.Lock()
-        self._last_range: tuple[int, int] | None = None
+        self._last_range: tuple[float, int, int] | None = None
         self._direction = 1
         self._tickets = Tickets(options.waiting, options.counters)
         self.deliverer = CallbackDeliverer(name, options.callback_timeout,
@@ -166,18 +166,19 @@ class Requests:
             return
         with self._lock:
             last = self._last_range
-            self._last_range = (start, stop)
-            if last is not None and start != last[1] and stop != last[0]:
-                return  # a jump: not a stream
+            self._last_range = (group.fs, start, stop)
+            if last is not None and (last[0] != group.fs
+                                     or start != last[2] and stop != last[1]):
+                return  # a jump (or another grid): not a stream
             if last is not None:
-                self._direction = 1 if start >= last[1] else -1
+                self._direction = 1 if start >= last[2] else -1
             direction = self._direction
         self._source.read_ahead(names, group, start, stop, direction, depth)
 
     def forget_position(self) -> None:
-        """The next request starts a new stream (the channels changed)."""
-        with self._lock:
-            self._last_range = None
+        """The channels changed: the position is kept, so that the next request reads
+        ahead only if it continues the last one (a viewer or loader that picks channels
+        and jumps with every request reads nothing ahead)."""
 
     def close(self) -> None:
         """Withdraw pending requests and stop delivering callbacks (idempotent)."""

@@ -35,6 +35,7 @@ from .answers import SegmentEncoder
 from .channels import check_selection, row_name
 from .envelope import EnvelopeMixin
 from .options import ServiceOptions
+from .records import RecordsMixin
 from .requests import Requests
 from .source import FileSource, Source
 from .withdrawal import Withdrawal
@@ -44,7 +45,7 @@ __all__ = ["ServiceOptions", "StreamService"]
 logger = logging.getLogger(__name__)
 
 
-class StreamService(EnvelopeMixin, Withdrawal, rpyc.Service):
+class StreamService(RecordsMixin, EnvelopeMixin, Withdrawal, rpyc.Service):
     """One connection's view of one source (an opened MEF3 session, or a live stream).
 
     Parameters
