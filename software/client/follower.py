@@ -238,6 +238,9 @@ def follow(follower: RingFollower, found: Any, row, length: int, start: int,
 def ring_next(iterator: Any, found: Any, timeout: float | None, spin: float):
     """An iterator's next chunk from the shared ring of a same-host live stream.
 
+    An iterator with ``records=True`` follows through the socket: each chunk's records
+    (markers) come with it, in order.
+
     Returns
     -------
     numpy.ndarray, False or None
@@ -250,8 +253,8 @@ def ring_next(iterator: Any, found: Any, timeout: float | None, spin: float):
         The connection ended, or the server did not answer.
     """
     svc = found.svc
-    if issubclass(type(svc), BaseNetref):     # a proxy: asking it would be a round trip
-        return None
+    if issubclass(type(svc), BaseNetref) or getattr(iterator, "records", False):
+        return None     # a proxy (asking it is a round trip); records come by callback
     ring_follower = getattr(svc, "ring_follower", None)   # RemoteStream, RemoteRoot
     follower = None if ring_follower is None else ring_follower()
     if follower is None:

@@ -94,7 +94,9 @@ class RemoteRoot(_Proxied):
         if isinstance(path, os.PathLike):
             path = os.fspath(path)  # by copy: a Path object would cross as a proxy
         proxy = self._method("open_file")(path, password)
-        return RemoteStream(proxy, self, path, self.connection)
+        stream = RemoteStream(proxy, self, path, self.connection)
+        stream._follower = None        # a file: no live ring to ask for
+        return stream
 
     def open_live(self, name: str) -> RemoteStream:
         """This connection's view of a live stream served beside the files (a server started
