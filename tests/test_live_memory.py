@@ -55,8 +55,8 @@ def stats(port: int) -> dict:
 
 def test_a_reader_never_returns_samples_a_writer_is_overwriting():
     """The seqlock, step by step, through a second mapping of the file (read-only). Kills:
-    the copy checked against the head instead of the write position; the head moved at
-    reserve or at commit instead of at publish."""
+    the copy checked against the head instead of the write position, or not checked
+    after the copy; the head moved at reserve or at commit instead of at publish."""
     ring = Ring(2, 8, shared=True)                       # capacity 10
     reader = Ring.attach(*ring.share())
     ring.write(ramp(2, 0, 10))
@@ -66,6 +66,8 @@ def test_a_reader_never_returns_samples_a_writer_is_overwriting():
     ring.fill(np.full((2, 4), -7.0), slice(None), at)
     assert (at, reader.head, reader.first_available) == (10, 10, 4)
     assert not reader.copy(slice(None), 2, 6, out)      # overwritten under it: refused
+    assert reader.take(slice(None), 2, 6) is None and reader.take(1, 3, 4) is None
+    assert reader.take(1, 4, 10).tolist() == ramp(2, 4, 6)[1].tolist()
     assert reader.copy(slice(None), 4, 10, np.empty((2, 6)))
     ring.commit(slice(None), 4)
     assert reader.head == 10                             # committed, not published yet

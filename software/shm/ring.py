@@ -247,8 +247,6 @@ class Ring:
         in an array of their own, or None when a write overwrote some of them (see
         :meth:`copy`). The caller checked that ``stop <= head``."""
         capacity, data = self.capacity, self._data
-        if start < self._q[_RESERVED] - capacity:
-            return None
         lo, n = start % capacity, stop - start
         first = min(n, capacity - lo)
         if isinstance(rows, list):             # advanced indexing makes the copy
@@ -261,7 +259,7 @@ class Ring:
             np.copyto(out[..., :first], part)
             if first < n:
                 np.copyto(out[..., first:], data[rows, :n - first])
-        return out if start >= self._q[_RESERVED] - capacity else None
+        return out if start >= self._q[_RESERVED] - capacity else None   # the seqlock check
 
     # ---- the writer's side (one at a time) ------------------------------------------
 
