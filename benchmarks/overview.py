@@ -281,7 +281,7 @@ def main() -> None:
     for label, value in machine_info():
         print(f"{label}: {value}")
     rows = args.rows.split(",")
-    print(f"\n| row | measured | reference (same run) | ratio | target | met |")
+    print("\n| row | measured | reference (same run) | ratio | target | met |")
     print("|---|---|---|---|---|---|")
     if "blocks" in rows:
         r = row_blocks(max(5, args.repeats))

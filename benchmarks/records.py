@@ -30,7 +30,6 @@ import argparse
 import os
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np

@@ -8,7 +8,6 @@ which the reads are served, never their timing.
 from __future__ import annotations
 
 import os
-import pathlib
 import signal
 import threading
 

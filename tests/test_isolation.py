@@ -9,7 +9,6 @@ others without counting, and quarantine the session after repeated crashes.
 from __future__ import annotations
 
 import os
-import pathlib
 import shutil
 import signal
 import struct
@@ -26,7 +25,7 @@ from software import MefStreamServer, decode_segment, get_connection
 from software.mef3.block_table import ENTRY, HEADER_BYTES
 from software.mef3.writer import write_session
 from software.readers.pool import DEMAND, ReaderPool
-from tests.util import FS, START, reference, wait_until
+from tests.util import FS, START, held as _held, reference, release
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N = int(60 * FS)
@@ -93,26 +92,6 @@ def test_a_read_that_always_crashes_fails_after_exactly_max_attempts(root):
             pool.read(damaged, None, ["b"], 0, 5120).result(timeout=120)
         assert pool.restarts == 3 and pool.crashes_pinned == 3
         assert pool.crashes(damaged) == 3 and pool.quarantine.sessions() == ()
-
-
-def _held(session: str, fifo: str) -> bytes:
-    """A pool task of ``session`` that runs until the FIFO's writer closes it."""
-    return pathlib.Path(fifo).read_bytes()
-
-
-def release(fifo: str) -> None:
-    """Let the task blocked on ``fifo`` finish (once a reader has it open)."""
-    fds: list[int] = []
-
-    def reader_blocked() -> bool:
-        try:
-            fds.append(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-        except OSError:
-            return False
-        return True
-
-    wait_until(reader_blocked, timeout=60)
-    os.close(fds[0])
 
 
 def test_a_crash_is_charged_to_its_own_session_only(root, healthy_ref, tmp_path):

@@ -8,7 +8,6 @@ Real servers with real reader processes; hits and misses are the cache's own cou
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 

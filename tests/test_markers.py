@@ -90,7 +90,8 @@ from software.client.iterators import StreamSegmentIterator  # noqa: E402
 from software.live.recorder import Recorder  # noqa: E402
 from software.live.replay import Replay  # noqa: E402
 from software.live.source import LiveStream  # noqa: E402
-from software.mef3.append import AppendingSession, crc_update  # noqa: E402
+from software.mef3.append import AppendingSession  # noqa: E402
+from software.mef3.crc import crc_update  # noqa: E402
 from software.server.live_roots import LiveRootService  # noqa: E402
 from software.stream.options import ServiceOptions  # noqa: E402
 from software.stream.service import StreamService  # noqa: E402

@@ -23,7 +23,6 @@ from software.cli import record_export  # noqa: E402
 from software.cli.common import UsageError  # noqa: E402
 from software.plot import follow, plot_window  # noqa: E402
 from software.plot.marks import MARK_COLOR, SPAN_COLOR  # noqa: E402
-from software.plot.window import DPI  # noqa: E402
 from tests.record_sessions import at, write_events_session  # noqa: E402
 from tests.test_plot import render  # noqa: E402
 from tests.test_records import annotations, key  # noqa: E402

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from software.live.recorder import Recorder
-from software.mef3.append import AppendingSession, crc_patched, crc_update
+from software.mef3.append import AppendingSession
+from software.mef3.crc import crc_patched, crc_update
 from software.mef3.metadata import ChannelInfo, SessionInfo
 from software.stream.options import ServiceOptions
 from software.stream.service import StreamService

@@ -196,7 +196,7 @@ def test_an_answer_is_bounded_and_the_message_names_a_window_that_fits(records_r
                          max_request_mb=0.05) as srv, \
             get_connection(srv.port, host="127.0.0.1") as conn:
         svc = conn.root.open_file("many.mefd")
-        with pytest.raises(errors.InvalidRangeError, match="stop_uutc=") as caught:
+        with pytest.raises(errors.InvalidRangeError, match="stop_uutc="):
             svc.get_records()
         texts, start, pages = set(), None, 0
         while True:                        # page through with the windows it names

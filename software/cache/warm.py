@@ -16,33 +16,15 @@ session is closed (its blocks dropped, the readers told)::
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 
+from ..mef3.identity import session_identity
 from .recording import Recording
 
 __all__ = ["WarmSessions", "session_identity"]
 
 logger = logging.getLogger(__name__)
-
-
-def session_identity(path: str) -> tuple:
-    """What identifies the files of a session: path, inode, size and modification time of
-    every file under ``path`` (sorted), so that any rewrite, truncation, append or added
-    segment changes it. Runs in the server process (``os`` only, no pymef)."""
-    found = []
-    for root, dirs, files in os.walk(path):
-        dirs.sort()
-        for name in sorted(files):
-            full = os.path.join(root, name)
-            try:
-                st = os.stat(full)
-            except OSError:
-                found.append((full, None))
-                continue
-            found.append((full, st.st_ino, st.st_size, st.st_mtime_ns))
-    return tuple(found)
 
 
 class WarmSessions:

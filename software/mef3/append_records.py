@@ -25,6 +25,7 @@ import struct
 from collections.abc import Sequence
 
 from ..errors import InvalidArgumentError
+from .crc import crc_update
 from .records import check_storable, fields_dict
 
 __all__ = ["RecordFiles"]
@@ -126,7 +127,6 @@ class RecordFiles:
 
     @staticmethod
     def _splice(rdat: str, ridx: str, new_rdat: str, new_ridx: str) -> None:
-        from .append import crc_update  # the MEF3 CRC (append imports this module)
 
         with open(new_rdat, "rb") as f:
             add_header = f.read(_UH)

@@ -21,15 +21,11 @@ from ..errors import InvalidArgumentError
 from .window import (
     GAP_COLOR,
     GAP_TEXT_COLOR,
-    GRID_COLOR,
-    TRACE_COLOR,
-    _clock_axis,
     _merge,
     _runs,
-    display_units,
     new_figure,
-    nice_length,
     start_index,
+    style_axes,
 )
 
 __all__ = ["BAND_COLOR", "draw_overview", "envelope_of", "plot_overview"]
@@ -115,22 +111,7 @@ def draw_overview(env: np.ndarray, edges_uutc: np.ndarray, names, units, *, gaps
                 color=GAP_TEXT_COLOR, zorder=3, clip_on=True)
     ax.set_xlim(x0, x1)
     ax.set_ylim(offsets[-1] - 0.75 * spacing, 0.75 * spacing)
-    ax.set_yticks(offsets, [str(n) for n in names])
-    ax.tick_params(axis="y", length=0, labelsize=9)
-    ax.tick_params(axis="x", labelsize=9)
-    for side in ("top", "right", "left"):
-        ax.spines[side].set_visible(False)
-    ax.grid(axis="x", color=GRID_COLOR, lw=0.8)
-    ax.set_axisbelow(True)
-    _clock_axis(ax, x0, x1)
-    unit_names = list(dict.fromkeys(str(u) for u in units)) or ["units"]
-    length = nice_length(spacing)
-    side = blended_transform_factory(ax.transAxes, ax.transData)
-    ax.plot((1.02, 1.02), (offsets[-1] - length / 2, offsets[-1] + length / 2),
-            color=TRACE_COLOR, lw=2, transform=side, clip_on=False, solid_capstyle="butt")
-    ax.text(1.035, offsets[-1], f"{length:g} {display_units(unit_names[0])}" +
-            ("\n(mixed units)" if len(unit_names) > 1 else ""), transform=side,
-            va="center", ha="left", fontsize=9, clip_on=False)
+    style_axes(ax, names, offsets, spacing, units, x0, x1)
     if title:
         ax.set_title(title, loc="left", fontsize=10)
     start_text = dt.datetime.fromtimestamp(x0, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")

@@ -206,6 +206,18 @@ def draw_window(data: np.ndarray, start_uutc: float, fs: float, names, units, *,
     ax.set_xlim(x0, x1)
     ax.set_ylim(offsets[-1] - 0.75 * spacing, 0.75 * spacing)
     draw_records(ax, records, names, offsets, spacing, x0, x1)
+    style_axes(ax, names, offsets, spacing, units, x0, x1)
+    if title:
+        ax.set_title(title, loc="left", fontsize=10)
+    start_text = dt.datetime.fromtimestamp(x0, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    ax.set_title(f"{start_text} UTC, {n / float(fs):g} s", loc="right", fontsize=9,
+                 color=GAP_TEXT_COLOR)
+    return fig
+
+
+def style_axes(ax, names, offsets, spacing: float, units, x0: float, x1: float) -> None:
+    """Channel names on the left, clock time below, a scale bar on the right (the axes of
+    a window and of an overview alike)."""
     ax.set_yticks(offsets, [str(n) for n in names])
     ax.tick_params(axis="y", length=0, labelsize=9)
     ax.tick_params(axis="x", labelsize=9)
@@ -223,12 +235,6 @@ def draw_window(data: np.ndarray, start_uutc: float, fs: float, names, units, *,
     label = f"{length:g} {display_units(unit_names[0])}"
     ax.text(1.035, y, label + ("\n(mixed units)" if len(unit_names) > 1 else ""),
             transform=side, va="center", ha="left", fontsize=9, clip_on=False)
-    if title:
-        ax.set_title(title, loc="left", fontsize=10)
-    start_text = dt.datetime.fromtimestamp(x0, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-    ax.set_title(f"{start_text} UTC, {n / float(fs):g} s", loc="right", fontsize=9,
-                 color=GAP_TEXT_COLOR)
-    return fig
 
 
 def save(fig, path: str) -> None:

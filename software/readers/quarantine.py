@@ -17,32 +17,20 @@ Runs in the server process (thread-safe).
 """
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import threading
 
 from ..errors import CorruptSessionError
+from ..mef3.identity import session_identity
 
 __all__ = ["Quarantine", "fingerprint"]
 
 logger = logging.getLogger(__name__)
 
 
-def fingerprint(path: str) -> str:
-    """A digest of every file of the session at ``path``: name, inode, size, mtime."""
-    digest = hashlib.sha256()
-    for root, dirs, files in os.walk(path):
-        dirs.sort()
-        for name in sorted(files):
-            full = os.path.join(root, name)
-            try:
-                st = os.stat(full)
-            except OSError:
-                continue
-            digest.update(f"{os.path.relpath(full, path)}\0{st.st_ino}\0{st.st_size}\0"
-                          f"{st.st_mtime_ns}\n".encode(errors="surrogateescape"))
-    return digest.hexdigest()
+def fingerprint(path: str) -> tuple:
+    """What identifies every file of the session at ``path`` (name, inode, size, mtime)."""
+    return session_identity(path)
 
 
 class Quarantine:
