@@ -37,7 +37,7 @@ def _quickstart(out: str, err: str, cwd: str) -> None:
 
 
 def _crepe(out: str, err: str, cwd: str) -> None:
-    assert out.splitlines() == ["(16, 100)"] + [f"{256 * k} (16, 256)" for k in range(1, 6)]
+    assert out.splitlines() == ["16 100 <class 'float'>", "1000 (16, 100)", "(16, 2560)"]
 
 
 def _follower(out: str, err: str, cwd: str) -> None:

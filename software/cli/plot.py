@@ -115,7 +115,9 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise OSError(f"cannot write --out {args.out!r}: {exc.strerror or exc}") from None
     width, height = figure.get_size_inches() * figure.dpi
-    shown = "to the end" if seconds is None else f"{seconds:g} s"
+    shown = f"{seconds:g} s" if seconds is not None else (
+        "the whole recording" if args.start is None else "to the end")
+    kind = "min/max overview of " if args.overview else ""
     print(f"wrote {args.out} ({int(round(width))} x {int(round(height))} px, "
-          f"{len(info['channels'])} channels, {shown}{', overview' if args.overview else ''})")
+          f"{len(info['channels'])} channels, {kind}{shown})")
     return 0
