@@ -23,6 +23,7 @@ import secrets
 import threading
 
 from ..errors import PushRefusedError
+from ..shm.ring import SERVER
 
 __all__ = ["ProducerLease"]
 
@@ -98,7 +99,7 @@ class ProducerLease:
                 if head != last:
                     last = head
                     stream.heads_moved()
-                ring.wait(seq, SLICE)
+                ring.wait(seq, SLICE, SERVER)  # woken after the followers
         except Exception:
             logger.exception("following the producer of %r failed", stream.name)
 

@@ -21,7 +21,8 @@ name in ``/dev/shm`` and cannot be shrunk under a reader) is laid out as::
 One writer at a time (the owner's lock, or the one producer holding the lease) writes
 :meth:`Ring.write`: **reserve** (``reserved`` raised before any sample is stored),
 **fill**, **commit** (the next counts written to the other state, then one store of the
-generation) and **publish** (``head``, ``seq``, a futex wake). A writer killed before the
+generation) and **publish** (``head``, ``seq``, a futex wake: the followers first,
+the owner's thread after them). A writer killed before the
 commit leaves nothing visible: head has not moved, and samples it overwrote are past
 ``reserved - capacity``, which readers check. Killed between commit and publish: the
 owner's :meth:`Ring.repair` publishes the committed head. Readers copy ``[start, stop)``
@@ -44,12 +45,14 @@ import numpy as np
 from . import futex
 from .ring_file import MAGIC, SHAREABLE, TOKEN_BYTES, create, open_shared
 
-__all__ = ["DTYPES", "SHAREABLE", "Ring"]
+__all__ = ["DTYPES", "FOLLOWER", "SERVER", "SHAREABLE", "Ring"]
 
 #: Sample types a live stream may hold (rigs produce int16).
 DTYPES = ("float64", "float32", "int16", "int32")
 _HEAD, _RESERVED, _GEN, _LEASE, _CLOSED, _WRITES = 8, 9, 10, 11, 12, 13   # int64 words
 _SEQ_OFFSET, _STATES_OFFSET = 128, 192
+#: Futex bits of the two kinds of waiters (:meth:`Ring.wait`).
+FOLLOWER, SERVER = 1, 2
 
 
 def _layout(n_channels: int, capacity: int, dtype: np.dtype) -> tuple[int, int]:
@@ -154,7 +157,16 @@ class Ring:
                                    offset=offset).reshape(n, capacity)
         #: Whether other processes may map it (then each publish wakes their waiters).
         self.shared = shared
-        self._wake = futex.waker(self._seq_address) if shared else None
+        if shared:   # followers first: on a small machine they get the idle core
+            wake_followers = futex.waker(self._seq_address, FOLLOWER)
+            wake_server = futex.waker(self._seq_address, SERVER)
+
+            def wake() -> None:
+                wake_followers()
+                wake_server()
+            self._wake = wake
+        else:
+            self._wake = None
 
     # ---- what everyone reads ----------------------------------------------------------
 
@@ -219,12 +231,14 @@ class Ring:
         """Writes committed since the ring was made."""
         return self._q[_WRITES]
 
-    def wait(self, seq: int, timeout: float) -> bool:
+    def wait(self, seq: int, timeout: float, who: int = FOLLOWER) -> bool:
         """Sleep until a publish changes :attr:`seq` from ``seq`` (at most ``timeout`` s).
 
-        Returns False on the timeout. Only for shared rings (futexes).
+        ``who`` is :data:`FOLLOWER` (woken first) or :data:`SERVER` (the owner's thread
+        that follows a producer: woken just after). Returns False on the timeout. Only for
+        shared rings (futexes).
         """
-        return futex.wait(self._seq_address, seq, timeout)
+        return futex.wait(self._seq_address, seq, timeout, who)
 
     def copy(self, rows, start: int, stop: int, out: np.ndarray) -> bool:
         """Copy samples ``[start, stop)`` of ``rows`` into ``out`` (len(rows) x n).
