@@ -256,7 +256,10 @@ def main(argv: list[str] | None = None) -> int:
             logger.info("announced as %s to the registry at %s:%d", args.service_name,
                         *args.registry)
         logger.info("ready on %s:%d; Ctrl-C stops", args.host, server.port)
-        stop.wait()
+        # a wait with a timeout: a signal the kernel hands to another thread only runs
+        # its handler when this thread next runs Python code
+        while not stop.wait(0.2):
+            pass
         logger.info("shutting down")
     return 0
 

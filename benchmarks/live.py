@@ -1,16 +1,25 @@
-"""Live streams: push -> client callback latency beside LSL, and 4 clients following 384 ch.
+"""Live streams beside LSL and ezmsg: push -> follower latency, exactness and CPU, one table.
 
-    python -m benchmarks.live [--seconds 20] [--pushes 2000]
+    python -m benchmarks.live [--quick] [--only small,large,cost] [--rounds N]
+                              [--seconds 60] [--pushes 2000] [--ezmsg-python PATH]
 
-Row 1: 64 ch x 1 kHz float64, 10-sample pushes, one client (another process) following
-with ``next_or_wait``: push -> callback latency, median and p99; the same with pylsl
-(liblsl, a numpy pull buffer, one consumer polling) in the same run, and the ratio.
-Row 2: 384 ch x 30 kHz float32, 10 ms pushes, 4 client processes following with
-``next_or_wait``: every sample delivered once and exact, lag at the end, p99 latency, the
-server process's CPU (it also runs the producer).
+Every producer, follower and server is a process of its own (:mod:`benchmarks.live_actors`,
+:mod:`benchmarks.live_peers`); times are ``time.monotonic()`` (one clock for every
+process): stamped just before a push, and when the follower has the chunk (a copy) in
+hand. Rows:
 
-Times are ``time.monotonic()`` (one clock for every process on Linux). Channel 0 of every
-sample carries its index, so a consumer knows which push a chunk came from.
+* **small** - 64 ch x 1 kHz float64, 10-sample pushes (``--pushes``), one follower:
+  mefstream's same-host follower (``next_or_wait`` from the shared ring) with the producer
+  in another process pushing through its handle, and with the server pushing; the socket
+  path (``get_connection(shared_memory=False)``: the server's callback); pylsl; ezmsg
+  (with ``--ezmsg-python``, a venv that has it). Ratios to LSL from the same run.
+* **large** - 384 ch x 30 kHz float32, 10 ms pushes, 4 and 16 same-host followers for
+  ``--seconds``: every sample once and exact, latency, producer / server / follower CPU;
+  with the server pushing, and with a producer process pushing through its handle.
+* **cost** - latency and CPU vs followers (1, 4, 16, 64) and vs chunk size (1, 10, 100,
+  1,000 samples): see :mod:`benchmarks.live_cost`.
+
+The machine's load average is printed with each row: pair figures only within a run.
 """
 from __future__ import annotations
 
@@ -19,205 +28,274 @@ import json
 import os
 import subprocess
 import sys
-import threading
-import time
+from dataclasses import dataclass, field
 
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def signal_block(c: int, start: int, n: int, dtype) -> np.ndarray:
-    """Row 0: the sample index; row r: (7 i + r) mod 4096 (exact in float32)."""
-    i = np.arange(start, start + n, dtype=np.int64)
-    block = ((7 * i[None, :] + np.arange(c)[:, None]) % 4096).astype(dtype)
-    block[0] = i
-    return block
+class Proc:
+    """One actor process: JSON lines out, commands in."""
+
+    def __init__(self, module: str, *args: object, python: str = sys.executable) -> None:
+        self.proc = subprocess.Popen([python, "-m", module, *map(str, args)], cwd=ROOT,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def read(self) -> list:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.proc.args[2:4]} ended (exit {self.proc.wait(30)})")
+        return json.loads(line)
+
+    def send(self, command: str) -> None:
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.send("quit")
+                self.proc.wait(60)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait(30)
 
 
-# ---- consumers (run in their own processes) -----------------------------------------------
+@dataclass
+class Result:
+    """One case: every follower's latencies, exactness and the CPU of each part."""
 
-def mef_consumer(port: int, channels: int, chunk: int, total: int, dtype: str) -> None:
-    sys.path.insert(0, ROOT)
-    from software import get_connection
-    from software.client.iterators import StreamSegmentIterator
-    conn = get_connection(port, host="127.0.0.1")
-    svc = conn.root
-    it = StreamSegmentIterator(chunk, start=0)
-    arrivals, exact, seen = [], True, 0
-    base = signal_block(channels, 0, 4096 + chunk, np.dtype(dtype))
-    print("ready", flush=True)
-    while it.position < total:
-        data = it.next_or_wait(svc, timeout=30)
-        now = time.monotonic()
-        if data is False:
-            break
-        first = int(data[0, 0])
-        arrivals.append((first + data.shape[1], now))
-        at = first % 4096
-        exact &= (first == seen and data.shape[1] == chunk and np.array_equal(
-            data[1:], base[1:, at:at + chunk]) and data[0, -1] == first + chunk - 1)
-        seen = first + data.shape[1]
-    conn.close()
-    print(json.dumps({"arrivals": arrivals, "exact": bool(exact), "seen": seen}), flush=True)
+    latencies: np.ndarray
+    exact: bool
+    lag_ms: float
+    producer_cpu: float | None
+    server_cpu: float | None
+    follower_cpu: float
+    errors: list = field(default_factory=list)
+
+    def row(self) -> str:
+        lat = self.latencies
+        parts = [f"median {np.median(lat):6.3f} ms", f"p99 {np.percentile(lat, 99):6.3f} ms",
+                 f"max {lat.max():6.2f} ms", f"exact {self.exact}"]
+        if self.producer_cpu is not None:
+            parts.append(f"producer CPU {self.producer_cpu:5.1f} %")
+        if self.server_cpu is not None:
+            parts.append(f"server CPU {self.server_cpu:5.1f} %")
+        parts.append(f"follower CPU {self.follower_cpu:5.1f} % each")
+        return "  ".join(parts) + ("  ERRORS " + "; ".join(self.errors) if self.errors else "")
 
 
-def lsl_consumer(name: str, channels: int, total: int) -> None:
-    import pylsl
-    inlet = pylsl.StreamInlet(pylsl.resolve_byprop("name", name, timeout=10)[0],
-                              max_buflen=10, processing_flags=0)
-    inlet.open_stream(timeout=10)
-    buf = np.empty((1000, channels), dtype=np.float64)
-    arrivals, seen = [], 0
-    print("ready", flush=True)
-    while seen < total:
-        _, stamps = inlet.pull_chunk(timeout=0.0, max_samples=1000, dest_obj=buf)
-        if stamps:
-            now = time.monotonic()
-            n = len(stamps)
-            seen = int(buf[n - 1, 0]) + 1
-            arrivals.append((seen, now))
-    print(json.dumps({"arrivals": arrivals, "exact": True, "seen": seen}), flush=True)
+class Case:
+    """Processes that run rounds: followers, then a producer (or a server that pushes)."""
+
+    def __init__(self, producer: Proc, followers: list[Proc], server: Proc | None = None):
+        self.producer, self.followers, self.server = producer, followers, server
+        try:
+            for proc in followers:
+                proc.read()                   # ready
+        except BaseException:
+            self.close()
+            raise
+
+    def round(self) -> Result:
+        """One round: every follower armed, then the pushes; what each process says."""
+        producer, followers, server = self.producer, self.followers, self.server
+        if server is not None:
+            server.send("mark")
+            server.read()
+        for proc in followers:
+            proc.send("go")
+        for proc in followers:
+            proc.read()                       # armed: waiting (callbacks registered)
+        producer.send("go")
+        pushed_line = producer.read()
+        pushed = {int(k): v for k, v in pushed_line[1].items()}
+        outs = [proc.read() for proc in followers]
+        server_cpu = None
+        if server is not None:
+            server.send("report")
+            server_cpu = server.read()[1]
+        lats = [np.array([(t - pushed[end]) * 1e3 for end, t in out[1] if end in pushed])
+                for out in outs]
+        lats = [lat for lat in lats if lat.size] or [np.array([np.nan])]
+        producer_cpu = pushed_line[2] if len(pushed_line) > 2 else None
+        return Result(np.concatenate(lats), all(out[2] for out in outs),
+                      max(float(lat[-1]) for lat in lats), producer_cpu, server_cpu,
+                      float(np.mean([out[4] for out in outs])), [o[3] for o in outs if o[3]])
+
+    def close(self) -> None:
+        for proc in self.followers + [self.producer] + (
+                [self.server] if self.server not in (None, self.producer) else []):
+            proc.close()
 
 
-# ---- the producer side ----------------------------------------------------------------------
-
-def spawn(*args: str) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.live", *args], cwd=ROOT,
-                            stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "ready"
-    return proc
-
-
-def latencies(pushed: dict[int, float], arrivals) -> np.ndarray:
-    """Arrival minus push time of the push that completed each chunk, in ms."""
-    return np.array([(t - pushed[end]) * 1e3 for end, t in arrivals if end in pushed])
-
-
-def paced(pushes: int, period: float, push) -> dict[int, float]:
-    """Call ``push(k)`` on an absolute schedule; returns {head after push: push time}."""
-    times: dict[int, float] = {}
-    t0 = time.monotonic() + 0.2
-    wait = threading.Event()
-    for k in range(pushes):
-        delay = t0 + k * period - time.monotonic()
-        if delay > 0:
-            wait.wait(delay)
-        at = time.monotonic()
-        times[push(k)] = at
-    return times
+def mef_case(c: int, fs: float, dtype: str, chunk: int, pushes: int, followers: int,
+             producer: str = "handle", follow: str = "ring", history: float = 10) -> Case:
+    """mefstream: a server process, a producer (``handle``, ``socket`` or ``server``:
+    the server pushes) and followers (``ring[:SPIN]``, ``socket`` or ``callbacks``)."""
+    server = Proc("benchmarks.live_actors", "server", c, fs, dtype, history, chunk, pushes)
+    _, port, _ = server.read()
+    fols = [Proc("benchmarks.live_actors", "follower", port, chunk, pushes, follow)
+            for _ in range(followers)]
+    if producer == "server":
+        return Case(server, fols, server)
+    prod = Proc("benchmarks.live_actors", "producer", port, chunk, pushes, producer)
+    prod.read()
+    return Case(prod, fols, server)
 
 
-def row_latency(pushes: int) -> dict:
-    sys.path.insert(0, ROOT)
-    from software import MefStreamServer
-    from software.live.source import LiveStream
-    c, n = 64, 10
-    stream = LiveStream("bench", [f"c{i}" for i in range(c)], 1000.0, history_seconds=10)
-    with MefStreamServer(port=0, workers=1, cache_mb=8, live=stream) as srv:
-        proc = spawn("mef", str(srv.port), str(c), str(n), str(pushes * n), "float64")
-        pushed = paced(pushes, n / 1000.0, lambda k: stream.append_stream_segment_data(
-            signal_block(c, k * n, n, np.float64)))
-        out = json.loads(proc.stdout.readline())
-        proc.wait(30)
-    lat = latencies(pushed, out["arrivals"])
-    return {"median_ms": float(np.median(lat)), "p99_ms": float(np.percentile(lat, 99)),
-            "exact": out["exact"], "chunks": len(lat)}
-
-
-def row_lsl(pushes: int) -> dict | None:
+def lsl_case(c: int, fs: float, chunk: int, pushes: int, followers: int) -> Case | str:
     try:
         import pylsl
         pylsl.library_version()
     except Exception as exc:  # noqa: BLE001 - liblsl missing: the row is unavailable
-        return {"unavailable": str(exc)}
-    c, n = 64, 10
-    info = pylsl.StreamInfo("mefbench", "EEG", c, 1000.0, pylsl.cf_double64, "mefbench1")
-    outlet = pylsl.StreamOutlet(info, chunk_size=n, max_buffered=10)
-    proc = spawn("lsl", "mefbench", str(c), str(pushes * n))
-    wait = threading.Event()
-    deadline = time.monotonic() + 10
-    while not outlet.have_consumers() and time.monotonic() < deadline:
-        wait.wait(0.01)
-
-    def push(k: int) -> int:
-        outlet.push_chunk(np.ascontiguousarray(signal_block(c, k * n, n, np.float64).T))
-        return (k + 1) * n
-
-    pushed = paced(pushes, n / 1000.0, push)
-    out = json.loads(proc.stdout.readline())
-    proc.wait(30)
-    lat = latencies(pushed, out["arrivals"])
-    return {"median_ms": float(np.median(lat)), "p99_ms": float(np.percentile(lat, 99)),
-            "chunks": len(lat)}
+        return f"unavailable ({exc})"
+    name = f"mefbench{os.getpid()}"
+    prod = Proc("benchmarks.live_peers", "lsl-producer", name, c, fs, chunk, pushes)
+    prod.read()
+    fols = [Proc("benchmarks.live_peers", "lsl-consumer", name, c, chunk, pushes)
+            for _ in range(followers)]
+    return Case(prod, fols)
 
 
-def row_many(seconds: float, clients: int = 4) -> dict:
-    sys.path.insert(0, ROOT)
-    import psutil
+def ezmsg_case(python: str | None, c: int, fs: float, chunk: int, pushes: int,
+               followers: int) -> Case | str:
+    if not python:
+        return "not run (give --ezmsg-python: a venv with ezmsg 3.9)"
+    import socket
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    prod = Proc("benchmarks.live_peers", "ezmsg-producer", port, c, fs, chunk, pushes,
+                python=python)
+    prod.read()
+    fols = [Proc("benchmarks.live_peers", "ezmsg-consumer", port, chunk, pushes,
+                 python=python) for _ in range(followers)]
+    return Case(prod, fols)
 
-    from software import MefStreamServer
-    from software.live.source import LiveStream
-    c, fs, n = 384, 30000.0, 300
-    pushes = int(seconds * fs / n)
-    stream = LiveStream("big", [f"c{i}" for i in range(c)], fs, "float32", history_seconds=2)
-    me = psutil.Process()
-    with MefStreamServer(port=0, workers=1, cache_mb=8, live=stream) as srv:
-        procs = [spawn("mef", str(srv.port), str(c), str(n), str(pushes * n), "float32")
-                 for _ in range(clients)]
-        base = signal_block(c, 0, 4096 + n, np.float32)   # (7 i + r) mod 4096 repeats
 
-        def push(k: int) -> int:
-            at = (k * n) % 4096
-            block = base[:, at:at + n].copy()
-            block[0] = np.arange(k * n, (k + 1) * n)
-            return stream.append_stream_segment_data(block)
+def once(case: Case) -> Result:
+    """One round of a case, its processes closed after."""
+    try:
+        return case.round()
+    finally:
+        case.close()
 
-        cpu0, t0 = me.cpu_times(), time.monotonic()
-        pushed = paced(pushes, n / fs, push)
-        outs = [json.loads(p.stdout.readline()) for p in procs]
-        cpu1, t1 = me.cpu_times(), time.monotonic()
-        for p in procs:
-            p.wait(30)
-    lats = [latencies(pushed, o["arrivals"]) for o in outs]
-    every = np.concatenate(lats)
-    return {"clients": clients, "seconds": seconds,
-            "delivered_once_exact": all(o["exact"] and o["seen"] == pushes * n for o in outs),
-            "lag_at_end_ms": max(float(lat[-1]) for lat in lats),
-            "median_ms": float(np.median(every)), "p99_ms": float(np.percentile(every, 99)),
-            "server_cpu_percent": 100.0 * ((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system))
-            / (t1 - t0)}
+
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cores"
+
+
+SMALL = {   # label -> how to make the case (64 ch x 1 kHz float64, 10-sample pushes)
+    "mefstream, memory follower, producer process (handle)":
+        lambda p, ez: mef_case(64, 1000.0, "float64", 10, p, 1, "handle", "ring"),
+    "mefstream, memory follower spin=0.3 ms, producer process":
+        lambda p, ez: mef_case(64, 1000.0, "float64", 10, p, 1, "handle", "ring:0.0003"),
+    "mefstream, memory follower, server pushes":
+        lambda p, ez: mef_case(64, 1000.0, "float64", 10, p, 1, "server", "ring"),
+    "mefstream, socket: callback starts, server pushes":
+        lambda p, ez: mef_case(64, 1000.0, "float64", 10, p, 1, "server", "callbacks"),
+    "mefstream, socket: next_or_wait, server pushes":
+        lambda p, ez: mef_case(64, 1000.0, "float64", 10, p, 1, "server", "socket"),
+    "mefstream, socket: next_or_wait, producer process (socket)":
+        lambda p, ez: mef_case(64, 1000.0, "float64", 10, p, 1, "socket", "socket"),
+    "pylsl 1.18 (consumer spinning on pull_chunk)":
+        lambda p, ez: lsl_case(64, 1000.0, 10, p, 1),
+    "ezmsg 3.9 (shared memory + TCP notify)":
+        lambda p, ez: ezmsg_case(ez, 64, 1000.0, 10, p, 1),
+}
+LSL = "pylsl 1.18 (consumer spinning on pull_chunk)"
+
+
+def small_row(pushes: int, rounds: int, ezmsg_python: str | None, only: str = "") -> None:
+    """Every case's processes up at once; rounds of ``pushes`` pushes, the cases taking
+    turns (the starting one rotates), so each is compared with LSL's round next to it."""
+    print(f"\nsmall: 64 ch x 1 kHz float64, 10-sample pushes, {rounds} rounds of {pushes} "
+          f"pushes, one follower process ({load()})")
+    cases: dict[str, Case | str] = {}
+    try:
+        for label, make in SMALL.items():
+            if not only or only in label or label == LSL:
+                cases[label] = make(pushes, ezmsg_python)
+        running = [label for label, case in cases.items() if isinstance(case, Case)]
+        got: dict[str, list[Result]] = {label: [] for label in running}
+        for r in range(rounds):
+            for label in running[r % len(running):] + running[:r % len(running)]:
+                got[label].append(cases[label].round())
+    finally:
+        for case in cases.values():
+            if isinstance(case, Case):
+                case.close()
+    base = [float(np.median(res.latencies)) for res in got.get(LSL, [])]
+    for label, case in cases.items():
+        if isinstance(case, str):
+            print(f"  {label:58s} {case}")
+            continue
+        results = got[label]
+        merged = Result(np.concatenate([res.latencies for res in results]),
+                        all(res.exact for res in results), results[-1].lag_ms,
+                        _mean([res.producer_cpu for res in results]),
+                        _mean([res.server_cpu for res in results]),
+                        float(np.mean([res.follower_cpu for res in results])),
+                        sum((res.errors for res in results), []))
+        line = f"  {label:58s} {merged.row()}"
+        if base and label != LSL:
+            ratios = [np.median(res.latencies) / b for res, b in zip(results, base)]
+            line += (f"  ratio to LSL {np.median(ratios):.2f} (rounds {min(ratios):.2f}-"
+                     f"{max(ratios):.2f})")
+        print(line, flush=True)
+    print(f"  ({load()}) targets: memory follower median <= 0.5x LSL and p99 <= 1 ms; "
+          f"socket callback median <= 1.0x LSL")
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def large_row(seconds: float, counts=(4, 16)) -> None:
+    pushes = int(seconds * 100)
+    print(f"\nlarge: 384 ch x 30 kHz float32, 10 ms pushes, {seconds:g} s, same-host memory "
+          f"followers ({load()})")
+    for producer in ("server", "handle"):
+        for n in counts:
+            result = once(mef_case(384, 30000.0, "float32", 300, pushes, n, producer,
+                                   "ring", history=2))
+            who = "the server pushes" if producer == "server" else "producer process (handle)"
+            print(f"  {n:2d} followers, {who:26s} {result.row()}  lag at end "
+                  f"{result.lag_ms:.2f} ms", flush=True)
+    print("  target: every sample once and exact, p99 <= 2 ms")
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "mef":
-        mef_consumer(int(argv[1]), int(argv[2]), int(argv[3]), int(argv[4]), argv[5])
-        return 0
-    if argv and argv[0] == "lsl":
-        lsl_consumer(argv[1], int(argv[2]), int(argv[3]))
-        return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pushes", type=int, default=2000, help="pushes of row 1 (10 ms each)")
-    parser.add_argument("--seconds", type=float, default=20.0, help="length of row 2")
+    parser.add_argument("--quick", action="store_true", help="short runs (a smoke test)")
+    parser.add_argument("--only", default="small,large,cost",
+                        help="rows to run: small, large, cost (comma-separated)")
+    parser.add_argument("--pushes", type=int, default=None,
+                        help="pushes of the small row, all rounds (default 2000: 20 s)")
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="seconds of the large row (default 60)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="rounds of the small row, the cases taking turns (default 5)")
+    parser.add_argument("--cases", default="", help="small row: only cases naming this")
+    parser.add_argument("--ezmsg-python", default=None,
+                        help="python of a venv with ezmsg 3.9 (e.g. /work/venv-shm/bin/python)")
     args = parser.parse_args(argv)
-    mef = row_latency(args.pushes)
-    lsl = row_lsl(args.pushes)
-    print(f"push -> callback, 64 ch x 1 kHz, 10-sample pushes, {args.pushes} pushes:")
-    print(f"  mefstream  median {mef['median_ms']:.3f} ms  p99 {mef['p99_ms']:.3f} ms  "
-          f"exact {mef['exact']}  ({mef['chunks']} chunks)")
-    if "unavailable" in lsl:
-        print(f"  pylsl      unavailable ({lsl['unavailable']})")
-    else:
-        print(f"  pylsl      median {lsl['median_ms']:.3f} ms  p99 {lsl['p99_ms']:.3f} ms")
-        print(f"  ratio mefstream / LSL: median {mef['median_ms'] / lsl['median_ms']:.2f}  "
-              f"p99 {mef['p99_ms'] / lsl['p99_ms']:.2f}  (target: median <= 1.0, p99 <= 2 ms)")
-    many = row_many(args.seconds)
-    print(f"384 ch x 30 kHz float32, 10 ms pushes, {many['clients']} clients, "
-          f"{many['seconds']:g} s:")
-    print(f"  delivered once and exact {many['delivered_once_exact']}  lag at end "
-          f"{many['lag_at_end_ms']:.2f} ms  median {many['median_ms']:.2f} ms  p99 "
-          f"{many['p99_ms']:.2f} ms  server CPU {many['server_cpu_percent']:.0f} %")
+    rows = set(args.only.split(","))
+    pushes = args.pushes or (500 if args.quick else 2000)
+    seconds = args.seconds or (10.0 if args.quick else 60.0)
+    print(f"python -m benchmarks.live {' '.join(argv if argv is not None else sys.argv[1:])}")
+    if "small" in rows:
+        rounds = args.rounds or (2 if args.quick else 5)
+        small_row(max(1, pushes // rounds), rounds, args.ezmsg_python, args.cases)
+    if "large" in rows:
+        large_row(seconds)
+    if "cost" in rows:
+        from .live_cost import cost_table
+        cost_table(quick=args.quick)
     return 0
 
 

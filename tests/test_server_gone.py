@@ -51,8 +51,9 @@ def followers_of(port: int, server_timeout: float = 2.0, crepe: bool = True):
     """Connections and followers waiting at FAR in each way (with ``crepe``, a last one:
     CREPE's own loop of sync calls over a plain connection, which the server does not
     count)."""
-    fast = [get_connection(port, host="127.0.0.1", server_timeout=server_timeout)
-            for _ in range(2)]
+    # the socket path (same-host followers of a shared ring: tests/test_live_memory_faults.py)
+    fast = [get_connection(port, host="127.0.0.1", server_timeout=server_timeout,
+                           shared_memory=False) for _ in range(2)]
     slow = [rpyc.connect("127.0.0.1", port, config=settings.RPYC_CONFIG)
             for _ in range(3 if crepe else 2)]
 
@@ -220,7 +221,8 @@ def test_a_timeout_says_no_data_yet_only_while_the_server_is_there():
     stream = LiveStream("rig", ["a"], 1000.0, history_seconds=10)
     with MefStreamServer(port=0, workers=1, cache_mb=8, live=stream) as srv:
         proxy = StallingProxy(srv.port)
-        conn = get_connection(proxy.port, host="127.0.0.1", server_timeout=30)
+        conn = get_connection(proxy.port, host="127.0.0.1", server_timeout=30,
+                              shared_memory=False)   # the ring's case: test_live_memory*
         try:
             it = StreamSegmentIterator(10, start=FAR)
             it.server_timeout = 0.5

@@ -95,5 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     with registry:
         print(f"RPyC registry listening on {registry.host}:{registry.port} (Ctrl-C stops)",
               flush=True)
-        stop.wait()
+        # a wait with a timeout: a signal the kernel hands to another thread only runs
+        # its handler when this thread next runs Python code
+        while not stop.wait(0.2):
+            pass
     return 0

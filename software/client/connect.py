@@ -81,7 +81,9 @@ def get_connection(port: int | None = None, host: str = "localhost", timeout: fl
         Extra RPyC settings (copied).
     shared_memory : bool
         When client and server share a host (and user), take answers from a shared-memory
-        area instead of the socket (see :mod:`software.client.shared_memory`); values and
+        area instead of the socket (see :mod:`software.client.shared_memory`), read live
+        streams straight from their ring and push through a producer handle into it (see
+        :mod:`software.client.follower`, :mod:`software.client.producer`); values and
         :func:`~software.decode_segment` stay the same. Falls back to the socket silently.
     shared_memory_mb : float
         Size of that area in MiB: the answers in flight at once must fit (larger ones
@@ -190,6 +192,7 @@ def get_connection(port: int | None = None, host: str = "localhost", timeout: fl
         raise
     conn._config["sync_request_timeout"] = settings["sync_request_timeout"]
     conn.shared_memory = area
+    conn.live_memory = bool(shared_memory)   # live streams' rings (client/follower.py)
     conn._remote_root = RemoteRoot(conn._remote_root, conn)  # what conn.root returns
     serving = ServingThread(conn, server_timeout=server_timeout)
     conn.serving_thread = serving

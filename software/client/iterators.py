@@ -14,6 +14,10 @@ delivered twice, and a server without ``withdraw`` still never holds more than o
 request of an iterator. A server that closes, dies or stops answering (pinged after a
 quarter of :attr:`server_timeout` of silence) ends every wait with
 :class:`~software.ServerGoneError` naming it.
+
+A live stream followed through :func:`~software.get_connection` on the server's host is
+read from its shared ring instead (:mod:`software.client.follower`): the wait is a futex
+sleep, no request is registered or withdrawn, and the values are the same.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import time
 from .. import errors
 from ..transport.serving import Heartbeat, end_connection
 from ..transport.wire import decode_segment
+from .follower import ring_next
 from .records import RECORDS_TAG, as_records, chunk_records
 from .targets import Target
 
@@ -166,7 +171,8 @@ class _Iterator:
         self.exhausted = data is False
         return self._with_records(found, data, wire)
 
-    def next_or_wait(self, target, sleep: float = 0.1, timeout: float | None = None):
+    def next_or_wait(self, target, sleep: float = 0.1, timeout: float | None = None,
+                     spin: float = 0.0):
         """Return the next chunk, waiting for it to be read if needed.
 
         Woken by the server's callback, not by polling. With a plain ``rpyc.connect``
@@ -183,6 +189,9 @@ class _Iterator:
         timeout : float, optional
             Seconds to wait in all; None waits as long as it takes (or until the server
             is gone).
+        spin : float
+            Live, from shared memory: seconds to poll around the chunk's expected time
+            instead of sleeping (:meth:`~software.client.follower.RingFollower.wait`).
 
         Returns
         -------
@@ -201,6 +210,9 @@ class _Iterator:
         """
         self.exhausted = False
         found = self._resolve(target)
+        data = ring_next(self, found, timeout, spin)     # same host, live: the shared ring
+        if data is not None:
+            return self._with_records(found, data)
         with found.guard():
             return self._next_or_wait(found, sleep, timeout)
 
@@ -280,7 +292,7 @@ class _Iterator:
                             "StreamSegmentIterator(_range, target=svc), or use it.over(svc)")
         return self.over(self.target)
 
-    def over(self, target, timeout: float | None = None):
+    def over(self, target, timeout: float | None = None, spin: float = 0.0):
         """Iterate over ``target`` from the current position to the end.
 
         Parameters
@@ -290,6 +302,8 @@ class _Iterator:
         timeout : float, optional
             Seconds to wait for each chunk; None waits as long as it takes (or until the
             server is gone).
+        spin : float
+            As for :meth:`next_or_wait`.
 
         Yields
         ------
@@ -305,7 +319,7 @@ class _Iterator:
             The server closed the connection, died, or stopped answering.
         """
         while True:
-            data = self.next_or_wait(target, timeout=timeout)
+            data = self.next_or_wait(target, timeout=timeout, spin=spin)
             if data is False:
                 if self.exhausted:
                     return

@@ -52,11 +52,25 @@ class RemoteRoot(_Proxied):
             raise AttributeError(name)
         method = self._method(name)  # the plain root service refuses view methods here
         if name in _STREAM_METHODS:  # a session or live stream served at the root
-            if self._stream is None:
-                self._stream = RemoteStream(self._proxy, None, None, self.connection)
-            self._stream._methods.setdefault(name, method)
-            return getattr(self._stream, name)
+            stream = self.as_stream()
+            stream._methods.setdefault(name, method)
+            return getattr(stream, name)
         return method
+
+    def as_stream(self) -> RemoteStream:
+        """The root as a :class:`RemoteStream` (a session or live stream at the root)."""
+        if self._stream is None:
+            self._stream = RemoteStream(self._proxy, None, None, self.connection)
+        return self._stream
+
+    def ring_follower(self) -> Any:
+        """The shared-memory follower of a live stream at the root, or None."""
+        return self.as_stream().ring_follower()
+
+    def producer(self) -> Any:
+        """A producer handle of the live stream at the root (see
+        :meth:`RemoteStream.producer`)."""
+        return self.as_stream().producer()
 
     def open_file(self, path: str, password: str | None = None) -> RemoteStream:
         """Open a session; returns this connection's view of it as a :class:`RemoteStream`.
@@ -80,7 +94,9 @@ class RemoteRoot(_Proxied):
         if isinstance(path, os.PathLike):
             path = os.fspath(path)  # by copy: a Path object would cross as a proxy
         proxy = self._method("open_file")(path, password)
-        return RemoteStream(proxy, self, path, self.connection)
+        stream = RemoteStream(proxy, self, path, self.connection)
+        stream._follower = None        # a file: no live ring to ask for
+        return stream
 
     def open_live(self, name: str) -> RemoteStream:
         """This connection's view of a live stream served beside the files (a server started

@@ -26,6 +26,7 @@ import numpy as np
 from .. import errors
 from . import pieces
 from .calls import timed_call
+from .live_access import UNKNOWN, LiveAccess
 from .records import RecordMethods
 from .values import as_array, plain_argument, push_argument
 
@@ -60,7 +61,7 @@ class _Proxied:
         return method
 
 
-class RemoteStream(RecordMethods, _Proxied):
+class RemoteStream(LiveAccess, RecordMethods, _Proxied):
     """This connection's view of one session, handing out numpy arrays.
 
     Made by ``conn.root.open_file(path)`` on a :func:`~software.get_connection`
@@ -99,6 +100,7 @@ class RemoteStream(RecordMethods, _Proxied):
         # callback -> the wrapper the server was handed; an entry lives as long as the
         # server holds the wrapper (RPyC keeps what a peer holds alive), no longer
         self._wrappers: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+        self._follower: Any = UNKNOWN   # a same-host live stream's ring (follower.py)
 
     # ---- plumbing -------------------------------------------------------------------
 
@@ -202,7 +204,10 @@ class RemoteStream(RecordMethods, _Proxied):
         UnknownChannelError, InvalidArgumentError, MixedRateError
             As the server's ``set_active_channels``.
         """
-        return self._method("set_active_channels")(plain_argument(names))
+        active = self._method("set_active_channels")(plain_argument(names))
+        if self._follower not in (None, UNKNOWN):
+            self._follower.select(active)
+        return active
 
     def set_segment_size(self, seconds: float) -> int:
         """Set the segment length of :meth:`get_segment` in seconds.
@@ -258,6 +263,10 @@ class RemoteStream(RecordMethods, _Proxied):
             (channels, samples), writable; False past the end, or when the data will
             come through ``_callback``.
         """
+        if _callback is None:
+            got = self._from_ring(None, _range, _startIndex)
+            if got is not None:
+                return got
         try:
             return as_array(self._method("get_stream_segment")(
                 plain_argument(_range), plain_argument(_startIndex), self._deliver(_callback)))
@@ -280,6 +289,10 @@ class RemoteStream(RecordMethods, _Proxied):
         numpy.ndarray or False
             1-D (samples), writable, or False as for :meth:`get_stream_segment`.
         """
+        if _callback is None:
+            got = self._from_ring(_row, _range, _startIndex)
+            if got is not None:
+                return got
         try:
             return as_array(self._method("get_row_segment")(
                 plain_argument(_row), plain_argument(_range), plain_argument(_startIndex),
@@ -345,6 +358,7 @@ class RemoteStream(RecordMethods, _Proxied):
             return
         self._closed = True
         self._methods.clear()
+        self._follower = None      # the mapping goes with the last reference
         if self._root is None or self._path is None:
             return
         try:

@@ -18,9 +18,9 @@ import math
 import numpy as np
 from rpyc.core.netref import BaseNetref
 
-from ..errors import InvalidArgumentError, InvalidTypeError
+from ..errors import InvalidArgumentError, InvalidTypeError, UnknownChannelError
 
-__all__ = ["as_block", "wire_array"]
+__all__ = ["as_block", "as_row", "check_ahead", "check_level", "row_index", "wire_array"]
 
 #: Largest number of samples one push may carry (per channel x channels), a sanity bound.
 MAX_PUSH_VALUES = 64 * 2**20
@@ -124,6 +124,9 @@ def as_block(data: object, n_channels: int, dtype: np.dtype) -> np.ndarray:
     InvalidTypeError
         Not numbers, or a proxy of a remote array.
     """
+    if type(data) is np.ndarray and data.dtype == dtype and data.ndim == 2 \
+            and data.shape[0] == n_channels and data.size <= MAX_PUSH_VALUES:
+        return data                          # the common case, checked in a few steps
     array = _as_array(data)
     if array.ndim == 0 and n_channels == 1:
         array = array.reshape(1, 1)
@@ -147,3 +150,38 @@ def as_row(data: object, dtype: np.dtype) -> np.ndarray:
         raise InvalidArgumentError(f"data: shape {array.shape} is not one channel's samples; "
                                    f"push a 1-D array (or one value) per row.")
     return _cast(array, dtype)
+
+
+# ---- where a push may go (the stream's lock held, or the producer lease) -------------
+
+def check_level(ring, name: str) -> None:
+    """Refuse a push of every channel while rows pushed one at a time are not level."""
+    if not ring.level:
+        raise InvalidArgumentError(
+            f"rows of {name!r} were pushed one at a time and are not level "
+            f"(counts {ring.counts.min()}..{ring.counts.max()}); push the lagging "
+            f"rows with append_stream_row_data first.")
+
+
+def check_ahead(ring, row: int, n: int, label: object, name: str) -> None:
+    """Refuse ``n`` samples of one row that would run more than the slack ahead."""
+    ahead = int(ring.counts[row]) + n - ring.head
+    if ahead > ring.slack:
+        raise InvalidArgumentError(
+            f"row {label!r} of {name!r} would be {ahead} samples ahead of the "
+            f"slowest row (at most {ring.slack} allowed); push the other rows too.")
+
+
+def row_index(rows: dict[str, int], row: object, name: str) -> int:
+    """The ring row of ``row`` (an index, or a channel name of ``rows``)."""
+    if isinstance(row, str):
+        if row not in rows:
+            raise UnknownChannelError(f"_row={row!r} is not a channel of {name!r}; "
+                                      f"channels: {', '.join(rows)}.")
+        return rows[row]
+    if isinstance(row, (bool, np.bool_)) or not isinstance(row, (int, np.integer)):
+        raise UnknownChannelError(f"_row={row!r} must be a row index or a channel name.")
+    if not 0 <= int(row) < len(rows):
+        raise UnknownChannelError(f"_row={row} is outside 0..{len(rows) - 1} of "
+                                  f"{name!r}.")
+    return int(row)

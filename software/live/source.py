@@ -31,16 +31,17 @@ from ..errors import (
     DroppedSamplesError,
     InvalidArgumentError,
     InvalidRangeError,
+    PushRefusedError,
     ServiceClosedError,
-    UnknownChannelError,
 )
 from ..mef3.metadata import ChannelInfo, RateGroup, SessionInfo
 from ..stream.counters import Counters
 from ..stream.source import Source
 from ..validation import as_positive_float
+from .lease import ProducerLease
 from .markers import MarkerHistory, MarkerSide
 from .ring import DTYPES, Ring
-from .samples import as_block, as_row
+from .samples import as_block, as_row, check_ahead, check_level, row_index
 from .view import LiveView
 from .waiters import RingAnswer, Waiters, Watchlist
 
@@ -67,13 +68,16 @@ class LiveStream(MarkerSide, Source):
         Time of sample index 0 in microseconds; default: the wall clock at creation.
     units : str
         Units of the samples (``get_info()['units']``).
+    shared_memory : bool
+        Keep the ring in memory that followers and a producer on this host map (see
+        :mod:`software.shm.ring`); False: in this process only (followers on the socket).
     """
 
     growing = True
 
     def __init__(self, name: str, channels: Sequence[str], fs: float, dtype: str = "float64",
                  history_seconds: float = 60.0, start_uutc: int | None = None,
-                 units: str = "") -> None:
+                 units: str = "", shared_memory: bool = True) -> None:
         names = tuple(str(c) for c in channels)
         if not names or len(set(names)) != len(names):
             raise InvalidArgumentError(f"channels={names!r}: give one or more distinct names.")
@@ -86,7 +90,7 @@ class LiveStream(MarkerSide, Source):
         self.start_uutc = int(time.time() * 1e6) if start_uutc is None else int(start_uutc)
         self.dtype = np.dtype(str(dtype))
         self.ring = Ring(len(names), max(1, int(round(self.history_seconds * self.fs))),
-                         str(dtype))
+                         str(dtype), shared=bool(shared_memory))
         self._rows = {n: i for i, n in enumerate(names)}
         self._info = SessionInfo(path=self.name, channels=tuple(
             ChannelInfo(n, self.fs, self.start_uutc, self.start_uutc, units, 1.0, 0)
@@ -97,6 +101,7 @@ class LiveStream(MarkerSide, Source):
         self._own: Waiters | None = None       # requests made without a view
         self._describers: list[Callable[[], tuple]] = []
         self.controller = None                 # a Replay driving this stream, if any
+        self._lease = None                     # a same-host producer's ProducerLease
         self._closed = False
         #: Markers put on the stream (:meth:`append_marker`), the last 10,000 kept.
         self.markers = MarkerHistory(self.fs, self.start_uutc)
@@ -255,14 +260,13 @@ class LiveStream(MarkerSide, Source):
         with self._lock:
             self._check_pushable()
             ring = self.ring
-            if int(ring.counts.max()) != ring.head:
-                raise InvalidArgumentError(
-                    f"rows of {self.name!r} were pushed one at a time and are not level "
-                    f"(counts {ring.counts.min()}..{ring.counts.max()}); push the lagging "
-                    f"rows with append_stream_row_data first.")
+            check_level(ring, self.name)
             n = block.shape[1]
-            for done in range(0, n, ring.history):   # at most a ring's length per write
-                ring.write(block[:, done:done + ring.history])
+            if n <= ring.history:
+                ring.write(block)
+            else:
+                for done in range(0, n, ring.history):   # at most a ring's length per write
+                    ring.write(block[:, done:done + ring.history])
             head = ring.head
             woken = self._watchlist.due(head)
         for waiters in woken:      # each view answers in its own thread
@@ -295,11 +299,7 @@ class LiveStream(MarkerSide, Source):
         with self._lock:
             self._check_pushable()
             ring = self.ring
-            ahead = int(ring.counts[row]) + values.shape[0] - ring.head
-            if ahead > ring.slack:
-                raise InvalidArgumentError(
-                    f"row {_row!r} of {self.name!r} would be {ahead} samples ahead of the "
-                    f"slowest row (at most {ring.slack} allowed); push the other rows too.")
+            check_ahead(ring, row, values.shape[0], _row, self.name)
             ring.write(values[None, :], row)
             head = ring.head
             woken = self._watchlist.due(head)
@@ -308,21 +308,27 @@ class LiveStream(MarkerSide, Source):
         return head
 
     def _row_index(self, row) -> int:
-        if isinstance(row, str):
-            if row not in self._rows:
-                raise UnknownChannelError(f"_row={row!r} is not a channel of {self.name!r}; "
-                                          f"channels: {', '.join(self._rows)}.")
-            return self._rows[row]
-        if isinstance(row, (bool, np.bool_)) or not isinstance(row, (int, np.integer)):
-            raise UnknownChannelError(f"_row={row!r} must be a row index or a channel name.")
-        if not 0 <= int(row) < len(self._rows):
-            raise UnknownChannelError(f"_row={row} is outside 0..{len(self._rows) - 1} of "
-                                      f"{self.name!r}.")
-        return int(row)
+        return row_index(self._rows, row, self.name)
 
     def _check_pushable(self) -> None:
         if self._closed:
             raise ServiceClosedError(f"the live stream {self.name!r} was closed.")
+        if self._lease is not None:
+            raise PushRefusedError(f"{self.name!r} is pushed by the producer handle of "
+                                   f"{self._lease.holder}: push through that handle, or "
+                                   f"close it first.")
+
+    def lease_producer(self, holder: str) -> ProducerLease:
+        """Let one same-host producer handle write the shared ring (see
+        :mod:`software.live.lease`); every other push is refused until it is released."""
+        return ProducerLease.grant(self, holder)
+
+    def heads_moved(self) -> None:
+        """A producer holding the lease moved the head: wake the views it completed."""
+        with self._lock:
+            woken = self._watchlist.due(self.ring.head)
+        for waiters in woken:
+            waiters.wake()
 
     push_segment = append_stream_segment_data
     push_row = append_stream_row_data
@@ -340,6 +346,11 @@ class LiveStream(MarkerSide, Source):
             self._closed = True
             self._watchlist.clear()
             views = list(self._views)
+            lease, self._lease = self._lease, None
+            self.ring.mark_closed()             # followers in memory learn it, and wake
+        if lease is not None:
+            lease.release()
+        self.ring.close()
         controller = self.controller
         if controller is not None:
             controller.close()

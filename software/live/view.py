@@ -42,6 +42,8 @@ class LiveView(Source):
         self._may_push = may_push
         self._refusal = refusal
         self._waiters = stream.waiters(self._count_dropped)
+        self._lease = None                 # a ProducerLease this view's client holds
+        self._follows = False              # a same-host follower maps the ring
 
     @property
     def info(self) -> SessionInfo:
@@ -83,8 +85,58 @@ class LiveView(Source):
         return self._waiters.count
 
     def close(self) -> None:
-        """Withdraw this view's waiting requests (idempotent)."""
+        """Withdraw this view's waiting requests, end its producer lease (idempotent)."""
         self._waiters.close()
+        self.end_lease()
+        if self._follows:
+            self._follows = False
+            self._count("ring_followers", -1)
+
+    # ---- same-host followers and producers (software.server.live_sharing) ------------
+
+    def note_follower(self) -> None:
+        """A client of this view maps the ring (counted in ``ring_followers`` until the
+        view closes)."""
+        if not self._follows:
+            self._follows = True
+            self._count("ring_followers", 1)
+
+    def lease_producer(self, holder: str) -> int:
+        """Lease the stream's shared ring to this view's client, if it may push.
+
+        Returns
+        -------
+        int
+            The lease id the producer checks before each push.
+
+        Raises
+        ------
+        PushRefusedError
+            This connection may not push, the stream is replayed, or another producer
+            holds it.
+        """
+        self._check_push()
+        if self._lease is not None and not self._lease.released:
+            raise PushRefusedError(f"this connection holds the producer handle of "
+                                   f"{self.stream.name!r} already; push through it.")
+        self._lease = self.stream.lease_producer(holder)
+        self._count("ring_producers", 1)
+        return self._lease.id
+
+    def end_lease(self, lease_id: int | None = None) -> bool:
+        """Release this view's producer lease (``lease_id``: only if it is that one)."""
+        lease = self._lease
+        if lease is None or (lease_id is not None and lease.id != lease_id):
+            return False
+        self._lease = None
+        if not lease.released:
+            self._count("ring_producers", -1)
+        lease.release()
+        return True
+
+    def _count(self, name: str, amount: int) -> None:
+        if self._counters is not None:
+            self._counters.add(name, amount)
 
     def _check_push(self) -> None:
         if self.stream.controller is not None:

@@ -20,6 +20,7 @@ from ..live.source import LiveStream
 from ..stream.options import ServiceOptions
 from ..stream.service import StreamService
 from ..validation import as_uutc
+from .live_sharing import LiveStreamService, RingSharing
 from .roots import RootService
 
 __all__ = ["LiveFileRootService", "LiveRootService", "push_refusal"]
@@ -67,7 +68,16 @@ def _refusal_of(conn) -> str | None:
     return push_refusal(config.get("endpoints"), config.get("credentials"))
 
 
-class LiveRootService(StreamService):
+def _peer_of(conn) -> str:
+    """The client's address, for messages about the producer handle it holds."""
+    endpoints = (getattr(conn, "_config", {}) or {}).get("endpoints")
+    peer = endpoints[1] if endpoints else None
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"the client at {peer[0]}:{peer[1]}"
+    return "a client on this host"
+
+
+class LiveRootService(RingSharing, StreamService):
     """CREPE style: one live stream served at the connection root.
 
     Parameters
@@ -96,6 +106,7 @@ class LiveRootService(StreamService):
         refusal = _refusal_of(conn)
         self._live_view._may_push = refusal is None
         self._live_view._refusal = refusal or ""
+        self._peer_name = _peer_of(conn)
 
     def on_disconnect(self, conn) -> None:
         """Withdraw pending callbacks and drop shared memory."""
@@ -195,11 +206,13 @@ class LiveFileRootService(RootService):
         self._live_views: dict[str, StreamService] = {}
         self._live_lock = threading.Lock()
         self._refusal: str | None = None
+        self._peer_name = "a client on this host"
 
     def on_connect(self, conn) -> None:
         """Give this connection its encoder and decide whether it may push."""
         super().on_connect(conn)
         self._refusal = _refusal_of(conn)
+        self._peer_name = _peer_of(conn)
 
     def on_disconnect(self, conn) -> None:
         """Drop this connection's file and live views."""
@@ -241,8 +254,9 @@ class LiveFileRootService(RootService):
             if view is None or view.closed:
                 source = stream.view(self._options.counters, self._refusal is None,
                                      self._refusal or "")
-                view = StreamService(source, self._options, stream.name)
+                view = LiveStreamService(source, self._options, stream.name)
                 view._encoder = self._encoder
+                view._peer_name = self._peer_name
                 self._live_views[name] = view
             return view
 
