@@ -22,7 +22,6 @@ from software.live.source import LiveStream
 from software.live.view import LiveView
 from software.shm.ring import SHAREABLE, Ring
 from tests.live_actors import BAD, Actor, ramp
-from tests.util import wait_until
 
 ROOT = os.path.dirname(software.__path__[0])
 FS = 1000.0

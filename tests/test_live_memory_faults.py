@@ -20,7 +20,7 @@ from software.live.source import LiveStream
 from software.shm.ring import SHAREABLE
 from tests.live_actors import ramp
 from tests.test_faults import spawn_server
-from tests.test_live_memory import ROOT, actors, served, stats
+from tests.test_live_memory import actors, served, stats
 from tests.test_server_gone import FAR, Follower, StallingProxy, close_all
 from tests.util import wait_until
 
