@@ -14,19 +14,10 @@ from __future__ import annotations
 import datetime as dt
 
 import numpy as np
-from matplotlib.transforms import blended_transform_factory
 
 from .. import decode_segment
 from ..errors import InvalidArgumentError
-from .window import (
-    GAP_COLOR,
-    GAP_TEXT_COLOR,
-    _merge,
-    _runs,
-    new_figure,
-    start_index,
-    style_axes,
-)
+from .window import GAP_TEXT_COLOR, _runs, new_figure, shade_gaps, start_index, style_axes
 
 __all__ = ["BAND_COLOR", "draw_overview", "envelope_of", "plot_overview"]
 
@@ -101,14 +92,7 @@ def draw_overview(env: np.ndarray, edges_uutc: np.ndarray, names, units, *, gaps
                         interpolate=False)
     spans = [(a / 1e6, b / 1e6) for a, b in gaps if b / 1e6 > x0 and a / 1e6 < x1]
     spans += [(x[a], x[b]) for a, b in _runs(empty.all(axis=0))]
-    for a, b in _merge([(max(a, x0), min(b, x1)) for a, b in spans]):
-        ax.axvspan(a, b, color=GAP_COLOR, lw=0, zorder=1)
-        outside = recording is not None and (b <= recording[0] / 1e6 or (
-            recording[1] is not None and a >= recording[1] / 1e6))
-        ax.text((a + b) / 2, 1 - 4 / (ax.get_position().height * fig.get_figheight() * 72),
-                "no data" if outside else "gap", transform=blended_transform_factory(
-                    ax.transData, ax.transAxes), ha="center", va="top", fontsize=9,
-                color=GAP_TEXT_COLOR, zorder=3, clip_on=True)
+    shade_gaps(ax, fig, spans, x0, x1, recording)
     ax.set_xlim(x0, x1)
     ax.set_ylim(offsets[-1] - 0.75 * spacing, 0.75 * spacing)
     style_axes(ax, names, offsets, spacing, units, x0, x1)

@@ -190,14 +190,7 @@ def draw_window(data: np.ndarray, start_uutc: float, fs: float, names, units, *,
     nan = ~np.isfinite(data)
     spans = [(a / 1e6, b / 1e6) for a, b in gaps if b / 1e6 > x0 and a / 1e6 < x1]
     spans += [(times[a], times[b - 1] + 1 / fs) for a, b in _runs(nan.all(axis=0))]
-    for a, b in _merge([(max(a, x0), min(b, x1)) for a, b in spans]):
-        ax.axvspan(a, b, color=GAP_COLOR, lw=0, zorder=1)
-        outside = recording is not None and (b <= recording[0] / 1e6 or (
-            recording[1] is not None and a >= recording[1] / 1e6))
-        ax.text((a + b) / 2, 1 - 4 / (ax.get_position().height * fig.get_figheight() * 72),
-                "no data" if outside else "gap", transform=blended_transform_factory(
-                    ax.transData, ax.transAxes), ha="center", va="top", fontsize=9,
-                color=GAP_TEXT_COLOR, zorder=3, clip_on=True)
+    shade_gaps(ax, fig, spans, x0, x1, recording)
     for row in range(n_rows):
         for a, b in _runs(nan[row] & ~nan.all(axis=0)):
             ax.fill_between((times[a], times[b - 1] + 1 / fs), offsets[row] - spacing / 2,
@@ -213,6 +206,19 @@ def draw_window(data: np.ndarray, start_uutc: float, fs: float, names, units, *,
     ax.set_title(f"{start_text} UTC, {n / float(fs):g} s", loc="right", fontsize=9,
                  color=GAP_TEXT_COLOR)
     return fig
+
+
+def shade_gaps(ax, fig, spans, x0: float, x1: float, recording) -> None:
+    """Shade ``spans`` (seconds; merged, cut to ``[x0, x1]``) and label each "gap", or
+    "no data" outside ``recording`` (``(start_uutc, end_uutc or None)`` or None)."""
+    for a, b in _merge([(max(a, x0), min(b, x1)) for a, b in spans]):
+        ax.axvspan(a, b, color=GAP_COLOR, lw=0, zorder=1)
+        outside = recording is not None and (b <= recording[0] / 1e6 or (
+            recording[1] is not None and a >= recording[1] / 1e6))
+        ax.text((a + b) / 2, 1 - 4 / (ax.get_position().height * fig.get_figheight() * 72),
+                "no data" if outside else "gap", transform=blended_transform_factory(
+                    ax.transData, ax.transAxes), ha="center", va="top", fontsize=9,
+                color=GAP_TEXT_COLOR, zorder=3, clip_on=True)
 
 
 def style_axes(ax, names, offsets, spacing: float, units, x0: float, x1: float) -> None:
