@@ -131,7 +131,10 @@ def test_a_read_is_served_within_a_few_tasks_of_anothers_300_callbacks(fair_serv
                 os.kill(pid, signal.SIGCONT)
         reader_b.join(60)
         blocks_of_a = dict(srv.cache.stats())["entries"] - 2560 // 128   # B's: 20
-        assert answer and blocks_of_a <= 6, blocks_of_a   # before: 300
+        # counted when B holds its answer: the reader goes on with A's blocks while B's
+        # answer is sent (1-3 on a quiet machine, 7 seen under load); first come, first
+        # served reads all 300 first. The exact order: test_one_clients_300_queued_reads...
+        assert answer and blocks_of_a <= 30, blocks_of_a
         assert np.array_equal(decode_segment(answer[0]),
                               reference(main_path, ["Cz"])[:, :2560], equal_nan=True)
         wait_until(lambda: len(delivered) == 300, timeout=120)   # A loses nothing
