@@ -58,7 +58,7 @@ def _patch() -> None:
     _around(ReaderProcesses, "submit", "executor_submit")
     original_submit = ReaderPool._submit
 
-    def submit(self, priority, fn, *args, consume=None):
+    def submit(self, priority, fn, *args, consume=None, owner=None):
         _stamp(f"queued{priority}")
         if consume is not None:
             inner = consume
@@ -69,7 +69,7 @@ def _patch() -> None:
                     return _inner(data)
                 finally:
                     _stamp("copied")
-        return original_submit(self, priority, fn, *args, consume=consume)
+        return original_submit(self, priority, fn, *args, consume=consume, owner=owner)
 
     ReaderPool._submit = submit
     original_resolve = recording._resolve
