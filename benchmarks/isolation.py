@@ -64,8 +64,9 @@ def fairness_once(root: str, queued: bool, fifo: bool) -> float:
                 n = int(2 * fs)
                 delivered = []
                 if queued:
-                    for i in range(300):
-                        sa.get_stream_segment(n, i * n, delivered.append)
+                    for i in range(300):   # a block already cached is answered at once
+                        if sa.get_stream_segment(n, i * n, delivered.append) is not False:
+                            delivered.append(None)
                 started = time.perf_counter()
                 sb.get_stream_segment(int(10 * fs), int(300 * fs))
                 waited = time.perf_counter() - started
