@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 
 import numpy as np
 import pytest
@@ -10,6 +11,12 @@ from software import MefStreamServer, get_connection
 from software.mef3.writer import write_session
 from tests.pki import have_openssl, make_pki
 from tests.util import FS, START
+
+# A shell without job control starts background commands with SIGINT ignored, and the
+# processes the tests start (servers, the command line) would inherit that and never see
+# the Ctrl-C some tests send them. A handler of our own is reset to the default in them.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 #: Samples of the main test recording (3 minutes at 256 Hz).
 N_MAIN = int(180 * FS)
