@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .live import load, mef_case, once
+from .live_cases import load, mef_case, once
 
 
 def _cells(result) -> str:
