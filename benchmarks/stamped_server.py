@@ -28,13 +28,13 @@ def _patch() -> bool:
     except (ImportError, AttributeError):
         return False
 
-    def put(self, callback, future, encode):
+    def put(self, callback, future, encode, *args, **kwargs):
         t_ready = time.monotonic()
 
         def stamped_encode(data, _encode=encode, _t=t_ready):
             return ("stamped", _t, _encode(data))
 
-        return original(self, callback, future, stamped_encode)
+        return original(self, callback, future, stamped_encode, *args, **kwargs)
 
     deliverer.put = put
     return True
