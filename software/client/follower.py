@@ -31,15 +31,13 @@ import numpy as np
 from rpyc.core.async_ import AsyncResultTimeout
 from rpyc.core.netref import BaseNetref
 
-from ..shm.ring import SHAREABLE, Ring
+from ..shm.ring import RING_TAG, SHAREABLE, Ring
 from ..transport.serving import end_connection
 
-__all__ = ["RingFollower", "attach_follower", "follow", "ring_next"]
+__all__ = ["RingFollower", "attach_follower", "follow", "map_offered_ring", "ring_next"]
 
 logger = logging.getLogger(__name__)
 
-#: First item of the server's ``open_ring`` answer.
-RING_TAG = "mefstream-ring"
 #: Longest single futex sleep of a waiting follower: how soon it notices that the
 #: connection ended (the server died) or its deadline passed.
 SLICE = 0.1
@@ -271,17 +269,24 @@ def ring_next(iterator: Any, found: Any, timeout: float | None, spin: float):
     return data
 
 
-def attach_follower(stream: Any) -> RingFollower | None:
-    """Map the ring of ``stream`` (a RemoteStream) when the server shares it with this host.
+def map_offered_ring(stream: Any, writable: bool = False) -> tuple[Ring, tuple] | None:
+    """Ask the server where the ring of ``stream`` (a RemoteStream) is, and map it.
+
+    Parameters
+    ----------
+    stream : RemoteStream
+        A view through :func:`~software.get_connection`.
+    writable : bool
+        Map it for writing (a producer handle); otherwise read-only.
 
     Returns
     -------
-    RingFollower or None
-        None: not a live stream, another host or user, an older server, or
-        ``get_connection(shared_memory=False)``: the socket serves.
+    (Ring, tuple) or None
+        The mapped ring and the server's offer (``RING_TAG, pid, fd, size, channels,
+        active, history, name``); None: not a live stream, another host or user, an
+        older server, or ``get_connection(shared_memory=False)``: the socket serves.
     """
-    conn = stream.connection
-    if not SHAREABLE or not getattr(conn, "live_memory", False):
+    if not SHAREABLE or not getattr(stream.connection, "live_memory", False):
         return None
     try:
         offer = stream._method("open_ring")()
@@ -289,15 +294,31 @@ def attach_follower(stream: Any) -> RingFollower | None:
         return None
     if not offer or offer[0] != RING_TAG:
         return None
-    _, pid, fd, size, channels, active = offer[:6]
+    _, pid, fd, size = offer[:4]
     try:
-        ring = Ring.attach(int(pid), int(fd), int(size))
+        ring = Ring.attach(int(pid), int(fd), int(size), writable=writable)
     except (OSError, ValueError) as exc:
         logger.debug("the live ring is not mappable here (%s): using the socket", exc)
         return None
+    return ring, tuple(offer)
+
+
+def attach_follower(stream: Any) -> RingFollower | None:
+    """Map the ring of ``stream`` (a RemoteStream) when the server shares it with this host.
+
+    Returns
+    -------
+    RingFollower or None
+        None: the socket serves (see :func:`map_offered_ring`).
+    """
+    mapped = map_offered_ring(stream)
+    if mapped is None:
+        return None
+    ring, offer = mapped
+    channels, active = offer[4], offer[5]
     if not stream._method("attach_ring")(ring.token):
         return None
-    limits = getattr(conn, "limits", None) or {}
+    limits = getattr(stream.connection, "limits", None) or {}
     limit = limits.get("max_request_bytes")
     follower = RingFollower(ring, tuple(channels), tuple(active),
                             None if limit is None else int(limit))

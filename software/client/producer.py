@@ -25,13 +25,13 @@ from typing import Any
 
 from ..errors import PushRefusedError, ServiceClosedError
 from ..live.samples import as_block, as_row, check_ahead, check_level, row_index
-from ..shm.ring import SHAREABLE, Ring
+from ..shm.ring import Ring
+from .follower import map_offered_ring
 
 __all__ = ["Producer", "SocketProducer", "open_producer"]
 
 logger = logging.getLogger(__name__)
 
-RING_TAG = "mefstream-ring"
 
 
 class _Handle:
@@ -219,22 +219,11 @@ def open_producer(stream: Any) -> Producer | SocketProducer:
         The server refused the lease (this connection may not push, a replay, another
         producer holds the stream).
     """
-    conn = stream.connection
     name = str(stream.path or "the live stream")
-    if not SHAREABLE or not getattr(conn, "live_memory", False):
+    mapped = map_offered_ring(stream, writable=True)
+    if mapped is None:
         return SocketProducer(stream, name)
-    try:
-        offer = stream._method("open_ring")()
-    except AttributeError:                     # a file view or an older server
-        return SocketProducer(stream, name)
-    if not offer or offer[0] != RING_TAG:
-        return SocketProducer(stream, name)
-    _, pid, fd, size, channels, _active, _history, name = offer[:8]
-    try:
-        ring = Ring.attach(int(pid), int(fd), int(size), writable=True)
-    except (OSError, ValueError) as exc:
-        logger.debug("the live ring is not writable here (%s): pushing through the "
-                     "connection", exc)
-        return SocketProducer(stream, str(name))
+    ring, offer = mapped
+    channels, name = offer[4], offer[7]
     lease = stream._method("open_producer")(ring.token)
     return Producer(stream, ring, int(lease), tuple(channels), str(name))

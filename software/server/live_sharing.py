@@ -23,12 +23,12 @@ from __future__ import annotations
 import hmac
 
 from ..errors import PushRefusedError
+from ..shm.ring import RING_TAG
 from ..stream.service import StreamService
 
-__all__ = ["RING_TAG", "LiveStreamService", "RingSharing"]
+__all__ = ["LiveStreamService", "RingSharing"]
 
 #: First item of :meth:`RingSharing.exposed_open_ring`'s answer.
-RING_TAG = "mefstream-ring"
 
 
 def _token(value) -> bytes | None:

@@ -45,12 +45,14 @@ import numpy as np
 from . import futex
 from .ring_file import MAGIC, SHAREABLE, TOKEN_BYTES, create, open_shared
 
-__all__ = ["DTYPES", "FOLLOWER", "SERVER", "SHAREABLE", "Ring"]
+__all__ = ["DTYPES", "FOLLOWER", "RING_TAG", "SERVER", "SHAREABLE", "Ring"]
 
 #: Sample types a live stream may hold (rigs produce int16).
 DTYPES = ("float64", "float32", "int16", "int32")
 _HEAD, _RESERVED, _GEN, _LEASE, _CLOSED, _WRITES = 8, 9, 10, 11, 12, 13   # int64 words
 _SEQ_OFFSET, _STATES_OFFSET = 128, 192
+#: First item of the server's offer of a ring (``open_ring``), checked by both ends.
+RING_TAG = "mefstream-ring"
 #: Futex bits of the two kinds of waiters (:meth:`Ring.wait`).
 FOLLOWER, SERVER = 1, 2
 
