@@ -17,7 +17,8 @@ import numpy as np
 
 from .. import decode_segment
 from ..errors import InvalidArgumentError
-from .window import GAP_TEXT_COLOR, _runs, new_figure, shade_gaps, start_index, style_axes
+from .window import (GAP_TEXT_COLOR, _runs, active_channels, new_figure, shade_gaps,
+                     start_index, style_axes)
 
 __all__ = ["BAND_COLOR", "draw_overview", "envelope_of", "plot_overview"]
 
@@ -134,12 +135,7 @@ def plot_overview(stream, start=None, seconds: float | None = None, channels=Non
     -------
     matplotlib.figure.Figure
     """
-    info = dict(stream.get_info())
-    previous = tuple(info["channels"])
-    if channels is not None and tuple(channels) != previous:
-        stream.set_active_channels(tuple(channels))
-        info = dict(stream.get_info())
-    try:
+    with active_channels(stream, channels) as info:
         fs, n = float(info["fs"]), int(info["n_samples"])
         first = start_index(start, info)
         stop = n if seconds is None else first + max(1, int(round(float(seconds) * fs)))
@@ -151,9 +147,6 @@ def plot_overview(stream, start=None, seconds: float | None = None, channels=Non
             fig, ax = new_figure(len(info["channels"]))
         columns = int(ax.get_position().width * ax.figure.get_figwidth() * ax.figure.dpi)
         env, edges = envelope_of(stream, first, stop, bins or max(100, columns))
-    finally:
-        if tuple(info["channels"]) != previous:
-            stream.set_active_channels(previous)
     origin = int(info["start_uutc"])
     edges_uutc = origin + np.round(edges * (1e6 / fs))
     end = None if info.get("growing") else int(info["end_uutc"])

@@ -10,8 +10,10 @@ drawing works headless and in threads; notebooks display them.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
+from typing import Iterator
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -208,6 +210,22 @@ def draw_window(data: np.ndarray, start_uutc: float, fs: float, names, units, *,
     return fig
 
 
+@contextlib.contextmanager
+def active_channels(stream, channels) -> Iterator[dict]:
+    """``stream``'s info with ``channels`` active (None: as they are); the channels that
+    were active are set again on leaving."""
+    info = dict(stream.get_info())
+    previous = tuple(info["channels"])
+    if channels is not None and tuple(channels) != previous:
+        stream.set_active_channels(tuple(channels))
+        info = dict(stream.get_info())
+    try:
+        yield info
+    finally:
+        if tuple(info["channels"]) != previous:
+            stream.set_active_channels(previous)
+
+
 def shade_gaps(ax, fig, spans, x0: float, x1: float, recording) -> None:
     """Shade ``spans`` (seconds; merged, cut to ``[x0, x1]``) and label each "gap", or
     "no data" outside ``recording`` (``(start_uutc, end_uutc or None)`` or None)."""
@@ -316,12 +334,7 @@ def plot_window(stream, start=None, seconds: float = 10, channels=None, ax=None,
     """
     if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0):
         raise InvalidArgumentError(f"seconds={seconds!r} must be a positive number of seconds")
-    info = dict(stream.get_info())
-    previous = tuple(info["channels"])
-    if channels is not None and tuple(channels) != previous:
-        stream.set_active_channels(tuple(channels))
-        info = dict(stream.get_info())
-    try:
+    with active_channels(stream, channels) as info:
         fs = float(info["fs"])
         count = max(1, int(round(seconds * fs)))
         n = int(info["n_samples"])
@@ -333,9 +346,6 @@ def plot_window(stream, start=None, seconds: float = 10, channels=None, ax=None,
             got = decode_segment(stream.get_stream_segment(hi - lo, lo))
             if got is not False:
                 data[:, lo - first:lo - first + got.shape[-1]] = got
-    finally:
-        if tuple(info["channels"]) != previous:
-            stream.set_active_channels(previous)
     begin = int(info["start_uutc"]) + first * 1e6 / fs
     end = None if info.get("growing") else int(info["end_uutc"])
     return draw_window(data, begin, fs, info["channels"], info["units"], gaps=info["gaps"],
