@@ -21,51 +21,19 @@ sleep, no request is registered or withdrawn, and the values are the same.
 """
 from __future__ import annotations
 
-import threading
 import time
 
 from .. import errors
 from ..transport.serving import Heartbeat, end_connection
 from ..transport.wire import decode_segment
 from .follower import ring_next
-from .records import RECORDS_TAG, as_records, chunk_records
+from .iterator_waiting import Waiting
+from .records import as_records, chunk_records
 from .targets import Target
 
 #: Seconds of silence after which a plain connection's server is deemed gone (an iterator
 #: serving it itself pings it; a ``get_connection`` connection has its own).
 SERVER_TIMEOUT = 2.0
-
-
-class _Waiting:
-    """One request registered with a callback, and what came through it.
-
-    :attr:`deliver` is one object for the request's whole life: the server recognises the
-    callback to withdraw by its identity (``obj.method`` would make a new one each time).
-    """
-
-    __slots__ = ("found", "position", "arrived", "box", "marks", "deliver")
-
-    def __init__(self, found: Target, position: int) -> None:
-        self.found, self.position = found, position
-        arrived = self.arrived = threading.Event()
-        box: list = []
-        marks: list = []
-        self.box, self.marks = box, marks
-
-        def deliver(value) -> None:  # the callback: in whichever thread serves it
-            if type(value) is tuple and len(value) == 2 and value[0] == RECORDS_TAG:
-                marks.append(value[1])   # the chunk's records, sent just before it
-                return
-            box.append(value)
-            arrived.set()
-
-        self.deliver = deliver
-
-    @property
-    def records(self) -> tuple:
-        """The wire records that came with the answer (none lie in a chunk that came
-        alone)."""
-        return self.marks[0] if self.marks else ()
 
 
 class _Iterator:
@@ -90,7 +58,7 @@ class _Iterator:
         #: True only when the last call found the end of the stream (not on a timeout).
         self.exhausted = False
         self._targets: dict[int, Target] = {}
-        self._waiting: _Waiting | None = None
+        self._waiting: Waiting | None = None
 
     def _resolve(self, target) -> Target:
         found = self._targets.get(id(target))
@@ -226,7 +194,7 @@ class _Iterator:
             if self._at_end(found):
                 self.exhausted = True
                 return False
-            waiting = _Waiting(found, self.position)
+            waiting = Waiting(found, self.position)
             value = self._call(found.call, waiting.deliver)
             if value is not False:   # returned at once: by a marked call, it holds none
                 return self._with_records(found, self._advance(value),
@@ -272,7 +240,7 @@ class _Iterator:
         return data, chunk_records(found.svc, self.position - int(data.shape[-1]),
                                    self.position)
 
-    def _timed_out(self, found: Target, waiting: _Waiting):
+    def _timed_out(self, found: Target, waiting: Waiting):
         """Withdraw a request that did not come in time; keep an answer under way."""
         try:
             withdrawn = found.withdraw(waiting.deliver, self.server_timeout)
