@@ -6,41 +6,20 @@ rows are pushed; waiters kept in arrival order instead of by stop (in a view, an
 between views)."""
 from __future__ import annotations
 
-import contextlib
 import threading
 
 import pytest
-import rpyc
 
-import settings
-from software import MefStreamServer, decode_segment, errors, get_connection
+from software import decode_segment, errors, get_connection
 from software.live.source import LiveStream
 from software.stream.options import ServiceOptions
 from software.stream.service import StreamService
 from tests.test_live import ramp
+from tests.test_waiting import plain, served
 
 FS = 1000.0
 #: Seconds a callback that must come may take on a loaded two-core machine.
 BOUND = 20.0
-
-
-@contextlib.contextmanager
-def served(stream):
-    with MefStreamServer(port=0, workers=1, cache_mb=8, live=stream) as srv:
-        yield srv
-
-
-@contextlib.contextmanager
-def plain(port: int):
-    """A plain ``rpyc.connect`` client: one background thread runs its callbacks, in the
-    order the server sent them."""
-    conn = rpyc.connect("127.0.0.1", port, config=settings.RPYC_CONFIG)
-    serving = rpyc.BgServingThread(conn, serve_interval=0.1, sleep_interval=0.0)
-    try:
-        yield conn
-    finally:
-        serving.stop()
-        conn.close()
 
 
 class Inbox:

@@ -9,7 +9,6 @@ while followers wait in memory. Mutants each test kills are named in its docstri
 """
 from __future__ import annotations
 
-import re
 import signal
 
 import pytest
@@ -21,7 +20,7 @@ from software.shm.ring import SHAREABLE
 from tests.live_actors import ramp
 from tests.test_faults import spawn_server
 from tests.test_live_memory import actors, served, stats
-from tests.test_server_gone import FAR, Follower, StallingProxy, close_all
+from tests.test_server_gone import FAR, Follower, StallingProxy, assert_told_gone, close_all
 from tests.util import wait_until
 
 FS = 1000.0
@@ -145,11 +144,7 @@ def test_followers_waiting_in_memory_learn_the_server_is_gone(how, data_root, tm
         assert ring and all(line.rstrip().endswith("/memfd:mefstream-ring (deleted)")
                             for line in ring)     # no name its death could leave behind
         proc.send_signal(how)
-        for follower in followers:
-            follower.join(30)                     # a guard against a hang, not a timing goal
-            assert not follower.is_alive(), f"{follower.label} still waits"
-            assert isinstance(follower.outcome, ServerGoneError), follower.outcome
-            assert f"127.0.0.1:{port}" in str(follower.outcome)
+        assert_told_gone(followers, port)
     finally:
         close_all(conns)
         if proc.poll() is None:
@@ -186,13 +181,7 @@ def test_followers_in_memory_learn_that_the_network_dropped():
 
             wait_until(waiting, timeout=30)
             proxy.stall()
-            for follower in followers:
-                follower.join(60)                 # a guard against a hang
-                assert not follower.is_alive(), f"{follower.label} still waits"
-                assert isinstance(follower.outcome, ServerGoneError), \
-                    (follower.label, follower.outcome)
-                assert f"127.0.0.1:{proxy.port}" in str(follower.outcome)
-                assert re.search("no answer", str(follower.outcome))
+            assert_told_gone(followers, proxy.port, "no answer", timeout=60)
         finally:
             proxy.close()
             close_all(conns)

@@ -94,6 +94,19 @@ def close_all(conns) -> None:
             pass
 
 
+def assert_told_gone(followers, port: int, why: str | None = None,
+                     timeout: float = 30) -> None:
+    """Every follower thread ended with a ServerGoneError naming ``127.0.0.1:port`` (and
+    saying ``why``); ``timeout`` guards against a hang, it is not a timing goal."""
+    for follower in followers:
+        follower.join(timeout)
+        assert not follower.is_alive(), f"{follower.label} still waits"
+        assert isinstance(follower.outcome, ServerGoneError), (follower.label, follower.outcome)
+        assert f"127.0.0.1:{port}" in str(follower.outcome), (follower.label, follower.outcome)
+        if why is not None:
+            assert why in str(follower.outcome), (follower.label, follower.outcome)
+
+
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 @pytest.mark.parametrize("kind", ["live", "replay"])
 def test_every_waiting_follower_learns_the_server_is_gone(kind, how, data_root, main_path,
@@ -202,13 +215,7 @@ def test_followers_learn_that_the_network_dropped():
             wait_until(lambda: dict(monitor.root.get_stats())["waiting_requests"] >= 4
                        and in_their_wait(iterators, 4), timeout=30)
             proxy.stall()
-            for follower in followers:
-                follower.join(30)                 # a guard against a hang
-                assert not follower.is_alive(), f"{follower.label} still waits"
-                assert isinstance(follower.outcome, ServerGoneError), \
-                    (follower.label, follower.outcome)
-                assert f"127.0.0.1:{proxy.port}" in str(follower.outcome)
-                assert "no answer" in str(follower.outcome)
+            assert_told_gone(followers, proxy.port, "no answer")
         finally:
             proxy.close()
             close_all(conns)
