@@ -211,7 +211,10 @@ class MefStreamServer:
     def serve_forever(self) -> None:
         """Accept connections on the calling thread until :meth:`close`."""
         self.start()
-        self._thread.join()
+        # in slices, as start.py waits: Ctrl-C (KeyboardInterrupt) is raised between them
+        # even when the signal reached the process while this thread slept
+        while self._thread.is_alive():
+            self._thread.join(0.2)
 
     def stats(self) -> tuple[tuple[str, int], ...]:
         """Every count of the server as ``(name, value)`` pairs, as ``get_stats()`` gives them.
